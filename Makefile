@@ -1,0 +1,37 @@
+# Every user-facing target runs `setup` first, so `make demo` and `make test` work on a fresh clone.
+PY      := .venv/bin/python
+STAMP   := .venv/.setup-stamp
+
+.PHONY: setup test lint demo bench bench-rpc chaos clean
+
+setup: $(STAMP) node_modules/.package-lock.json
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+test: setup
+	$(PY) -m ruff check src tests bench scripts
+	$(PY) -m mypy
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check src tests bench scripts
+	$(PY) -m ruff format --check src tests bench scripts
+	$(PY) -m mypy
+
+demo: setup
+	$(PY) scripts/demo.py
+
+bench-rpc: setup
+	$(PY) bench/rpc.py
+
+bench: setup bench-rpc
+
+clean:
+	rm -rf .venv node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,329 @@
+"""``PeerRPCClient``: the Grenache HTTP RPC transport, client side.
+
+``request`` sends to one random destination of a key, ``map`` to all of them. Each destination has a
+small pool of keep-alive HTTP/1.1 connections (llhttp parsing, one request in flight per connection).
+Fixes over grenache-nodejs-http: a default timeout, ``map`` returns every destination's outcome instead
+of failing as a whole, and a connection failure is retried on another destination (only then: a request
+that may have reached a server is never sent twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+import time
+import uuid
+from typing import Any
+
+import httptools
+
+from . import wire
+from .errors import GrapeError, RPCError, split_wire_error
+from .link import Link
+
+ERR_TIMEOUT = "ERR_TIMEOUT"
+ERR_REQUEST_GENERIC = "ERR_REQUEST_GENERIC"
+ERR_REPLY_MISMATCH = "ERR_REPLY_RID_MISMATCH"
+
+
+class _ConnectError(Exception):
+    """The request never left: safe to try another destination."""
+
+
+class _HTTPConnection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.body: list[bytes] = []
+        self.keep_alive = True
+        self.idle_since = time.monotonic()
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionResetError("connection closed before the reply"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_exception(RPCError(ERR_REQUEST_GENERIC, f"malformed HTTP reply: {exc}"))
+            self.close()
+
+    def on_message_begin(self) -> None:
+        self.body = []
+
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result((self.parser.get_status_code(), b"".join(self.body)))
+
+    @property
+    def usable(self) -> bool:
+        return not self.lost and self.keep_alive and self.transport is not None
+
+    def send(self, data: bytes) -> asyncio.Future[tuple[int, bytes]]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return self.waiter
+
+    def close(self) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Pool:
+    """Keep-alive connections to one ``host:port``."""
+
+    def __init__(self, dest: str, limit: int, idle_timeout: float) -> None:
+        host, _, port = dest.rpartition(":")
+        self.host = host.strip("[]")
+        self.port = int(port)
+        self.limit = limit
+        self.idle_timeout = idle_timeout
+        self.idle: collections.deque[_HTTPConnection] = collections.deque()
+        self.busy = 0
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> _HTTPConnection:
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()  # most recently used first: the likeliest to be alive
+            if conn.usable and now - conn.idle_since < self.idle_timeout:
+                self.busy += 1
+                return conn
+            conn.close()
+        while self.busy >= self.limit:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.waiters.append(fut)
+            try:
+                await fut
+            finally:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(fut)
+            if self.idle:
+                return await self.acquire()
+        self.busy += 1
+        try:
+            _, conn = await asyncio.get_running_loop().create_connection(_HTTPConnection, self.host, self.port)
+        except OSError as exc:
+            self.busy -= 1
+            self._wake()
+            raise _ConnectError(str(exc)) from None
+        except BaseException:
+            self.busy -= 1
+            self._wake()
+            raise
+        return conn
+
+    def release(self, conn: _HTTPConnection, reusable: bool) -> None:
+        self.busy -= 1
+        if reusable and conn.usable:
+            conn.idle_since = time.monotonic()
+            self.idle.append(conn)
+        else:
+            conn.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+
+class PeerRPCClient:
+    """Call Grenache RPC services found through ``link``.
+
+    ``timeout`` (seconds) applies to a whole request unless a call gives its own; ``max_conns_per_dest``
+    bounds the connections kept to one destination.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        timeout: float = 10.0,
+        max_conns_per_dest: int = 64,
+        idle_timeout: float = 4.0,  # under Node's 5 s keep-alive, so we never reuse a socket it closes
+        attempts: int = 3,
+    ) -> None:
+        self.link = link
+        self.timeout = timeout
+        self.max_conns_per_dest = max_conns_per_dest
+        self.idle_timeout = idle_timeout
+        self.attempts = attempts
+        self._pools: dict[str, _Pool] = {}
+
+    async def request(
+        self, key: str, payload: Any = None, *, timeout: float | None = None, compress: bool = False
+    ) -> Any:
+        """Send ``payload`` to one random destination announced for ``key`` and return its result."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        dests = await self._lookup(key, deadline)
+        tried: set[str] = set()
+        last: Exception | None = None
+        for _ in range(self.attempts):
+            candidates = [d for d in dests if d not in tried]
+            if not candidates:
+                # every known destination refused the connection: ask the Grape again, once
+                with contextlib.suppress(GrapeError):
+                    dests = await self._lookup(key, deadline, cache=False)
+                candidates = [d for d in dests if d not in tried]
+                if not candidates:
+                    break
+            dest = random.choice(candidates)
+            tried.add(dest)
+            try:
+                return await self._send(dest, key, payload, deadline, compress)
+            except _ConnectError as exc:
+                last = exc
+                self.link.forget(key, dest)
+        raise RPCError(ERR_REQUEST_GENERIC, f"could not connect to any destination of {key!r}: {last}")
+
+    async def map(
+        self,
+        key: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+        limit: int | None = None,
+        compress: bool = False,
+    ) -> list[Any]:
+        """Send ``payload`` to every destination of ``key`` (or ``limit`` random ones) in parallel.
+
+        Returns one entry per destination, in lookup order: the result, or the ``RPCError`` that
+        destination failed with (its ``dest`` says which). It never fails as a whole because one
+        destination failed; only a failed lookup raises.
+        """
+        deadline = time.monotonic() + (timeout or self.timeout)
+        dests = await self._lookup(key, deadline)
+        if limit is not None:
+            random.shuffle(dests)
+            dests = dests[:limit]
+        return await self.map_dests(dests, key, payload, deadline=deadline, compress=compress)
+
+    async def map_dests(
+        self,
+        dests: list[str],
+        key: str,
+        payload: Any = None,
+        *,
+        deadline: float | None = None,
+        compress: bool = False,
+    ) -> list[Any]:
+        """``map`` to an explicit list of ``"host:port"`` destinations."""
+        deadline = deadline or time.monotonic() + self.timeout
+
+        async def one(dest: str) -> Any:
+            try:
+                return await self._send(dest, key, payload, deadline, compress)
+            except _ConnectError as exc:
+                self.link.forget(key, dest)
+                return RPCError(ERR_REQUEST_GENERIC, f"connect to {dest} failed: {exc}", dest)
+            except RPCError as exc:
+                exc.dest = dest
+                return exc
+
+        return list(await asyncio.gather(*(one(d) for d in dests)))
+
+    async def request_dest(
+        self, dest: str, key: str, payload: Any = None, *, timeout: float | None = None, compress: bool = False
+    ) -> Any:
+        """Send to one known ``"host:port"`` destination, bypassing the lookup."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        try:
+            return await self._send(dest, key, payload, deadline, compress)
+        except _ConnectError as exc:
+            raise RPCError(ERR_REQUEST_GENERIC, f"connect to {dest} failed: {exc}", dest) from None
+
+    async def stop(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+    async def close(self) -> None:
+        await self.stop()
+
+    # internals ---------------------------------------------------------------------------------------
+    async def _lookup(self, key: str, deadline: float, cache: bool = True) -> list[str]:
+        try:
+            async with asyncio.timeout_at(_loop_deadline(deadline)):
+                return await self.link.lookup(key, cache=cache)
+        except TimeoutError:
+            raise RPCError(ERR_TIMEOUT, f"lookup of {key!r} timed out") from None
+
+    async def _send(self, dest: str, key: str, payload: Any, deadline: float, compress: bool) -> Any:
+        pool = self._pools.get(dest)
+        if pool is None:
+            pool = self._pools[dest] = _Pool(dest, self.max_conns_per_dest, self.idle_timeout)
+        rid = str(uuid.uuid4())
+        body = wire.encode_request(rid, key, payload)
+        if compress:
+            body = wire.gzip_bytes(body)
+        head = b"POST / HTTP/1.1\r\nHost: %s\r\ngrc-compress: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+            dest.encode(),
+            b"gzip" if compress else b"none",
+            len(body),
+            b"" if compress else b"Content-Type: text/plain;charset=UTF-8\r\n",
+        )
+        conn: _HTTPConnection | None = None
+        reusable = False
+        try:
+            async with asyncio.timeout_at(_loop_deadline(deadline)):
+                conn = await pool.acquire()
+                status, reply = await conn.send(head + body)
+            reusable = True
+        except TimeoutError:
+            raise RPCError(ERR_TIMEOUT, f"{key!r} at {dest} did not answer in time", dest) from None
+        except ConnectionError as exc:
+            raise RPCError(ERR_REQUEST_GENERIC, f"{dest}: {exc}", dest) from None
+        finally:
+            if conn is not None:
+                pool.release(conn, reusable)
+        if status != 200:
+            text = reply[:500].decode("utf-8", "replace")
+            with contextlib.suppress(RPCError):
+                _, err, _ = wire.parse_reply(reply)
+                if err:
+                    code, message = split_wire_error(err)
+                    raise RPCError(code, message, dest)
+            raise RPCError(ERR_REQUEST_GENERIC, f"HTTP {status} from {dest}: {text}", dest)
+        if compress:
+            try:
+                reply = wire.gunzip_bytes(reply, 1 << 30)
+            except Exception:
+                raise RPCError(wire.ERR_REPLY_ENCODING, f"reply from {dest} is not gzip", dest) from None
+        reply_rid, err, result = wire.parse_reply(reply)
+        if reply_rid != rid:
+            raise RPCError(ERR_REPLY_MISMATCH, f"{dest} answered rid {reply_rid!r}, expected {rid!r}", dest)
+        if err is not None:
+            code, message = split_wire_error(err)
+            raise RPCError(code, message, dest)
+        return result
+
+
+def _loop_deadline(deadline: float) -> float:
+    # deadlines are time.monotonic(); asyncio's clock is too, but may differ under uvloop
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())
