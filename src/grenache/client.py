@@ -119,7 +119,9 @@ class _Pool:
                 return await self.acquire()
         self.busy += 1
         try:
-            _, conn = await asyncio.get_running_loop().create_connection(_HTTPConnection, self.host, self.port)
+            _, conn = await asyncio.get_running_loop().create_connection(
+                _HTTPConnection, self.host, self.port
+            )
         except OSError as exc:
             self.busy -= 1
             self._wake()
@@ -248,7 +250,13 @@ class PeerRPCClient:
         return list(await asyncio.gather(*(one(d) for d in dests)))
 
     async def request_dest(
-        self, dest: str, key: str, payload: Any = None, *, timeout: float | None = None, compress: bool = False
+        self,
+        dest: str,
+        key: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+        compress: bool = False,
     ) -> Any:
         """Send to one known ``"host:port"`` destination, bypassing the lookup."""
         deadline = time.monotonic() + (timeout or self.timeout)
@@ -315,7 +323,8 @@ class PeerRPCClient:
             except Exception:
                 raise RPCError(wire.ERR_REPLY_ENCODING, f"reply from {dest} is not gzip", dest) from None
         reply_rid, err, result = wire.parse_reply(reply)
-        if reply_rid != rid:
+        # a null rid with an error: the server could not read ours (oversize, not gzip, not JSON)
+        if reply_rid != rid and not (reply_rid is None and err is not None):
             raise RPCError(ERR_REPLY_MISMATCH, f"{dest} answered rid {reply_rid!r}, expected {rid!r}", dest)
         if err is not None:
             code, message = split_wire_error(err)

@@ -15,7 +15,7 @@ import inspect
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httptools
 import msgspec
@@ -32,6 +32,8 @@ H = TypeVar("H", bound=Handler)
 ERR_UNKNOWN_SERVICE = "ERR_UNKNOWN_SERVICE"
 ERR_INVALID_PAYLOAD = "ERR_INVALID_PAYLOAD"
 ERR_INTERNAL = "ERR_INTERNAL"
+
+_HEAD_BYTES = 512  # of an oversize body kept to find its rid
 
 _STATUS = {200: b"200 OK", 400: b"400 Bad Request", 413: b"413 Payload Too Large"}
 
@@ -71,7 +73,7 @@ class PeerRPCServer:
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"handler for {key!r} must be an async function")
             self._handlers[key] = (fn, payload_type)
-            return fn
+            return cast(H, fn)
 
         return register
 
@@ -131,6 +133,7 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.size = 0
         self.too_large = False
+        self.head = b""
         self.gzip = False
         self.pending: collections.deque[asyncio.Future[bytes]] = collections.deque()
         self.closing = False
@@ -172,6 +175,7 @@ class _Connection(asyncio.Protocol):
         self.body = []
         self.size = 0
         self.too_large = False
+        self.head = b""
         self.gzip = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -181,6 +185,8 @@ class _Connection(asyncio.Protocol):
     def on_body(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.server.max_body:
+            if not self.too_large:  # keep the start, to echo the rid in the error reply
+                self.head = (b"".join(self.body) + data)[:_HEAD_BYTES]
             self.too_large = True
             self.body = []
         elif not self.too_large:
@@ -190,8 +196,9 @@ class _Connection(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive()
         if self.too_large:
             # the body was drained by the parser, so the connection stays usable
+            rid = None if self.gzip else wire.rid_of_head(self.head)
             reply = wire.encode_reply(
-                None, f"{wire.ERR_REQUEST_TOO_LARGE}: body exceeds {self.server.max_body} bytes", None
+                rid, f"{wire.ERR_REQUEST_TOO_LARGE}: body exceeds {self.server.max_body} bytes", None
             )
             self._enqueue_ready(reply, keep_alive, gzip=self.gzip)
             return
@@ -210,10 +217,9 @@ class _Connection(asyncio.Protocol):
         rid: Any = None
         try:
             if gzip:
-                try:
+                # as the Node server does: if it is not gzip after all, parse it raw
+                with contextlib.suppress(zlib.error):
                     body = wire.gunzip_bytes(body, self.server.max_body)
-                except zlib.error:
-                    pass  # as the Node server does: not gzip after all, so parse it raw
             try:
                 rid, key, payload = wire.parse_request(body)
             except RPCError:

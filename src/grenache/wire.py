@@ -6,6 +6,7 @@ gzipped too, with no ``Content-Encoding`` header, exactly as grenache-nodejs-htt
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any
 
@@ -82,6 +83,21 @@ def rid_of(body: bytes) -> Any:
     if isinstance(frame, list) and frame and isinstance(frame[0], (str, int)):
         return frame[0]
     return None
+
+
+_RID_HEAD = re.compile(rb'\s*\[\s*("(?:[^"\\]|\\.)*"|-?\d+)\s*,')
+
+
+def rid_of_head(head: bytes) -> Any:
+    """The rid from the first bytes of a request body too large to parse whole (a str or int), or None."""
+    match = _RID_HEAD.match(head)
+    if match is None:
+        return None
+    try:
+        rid = _decoder.decode(match.group(1))
+    except msgspec.DecodeError:
+        return None
+    return rid if isinstance(rid, (str, int)) else None
 
 
 def encode_reply(rid: Any, error: str | None, result: Any) -> bytes:

@@ -1,0 +1,227 @@
+"""The replicated order book every peer holds: all makers' offers, merged by seq. Pure.
+
+Theory of operation
+-------------------
+Each maker is the only author of its offers, and every update is the offer's whole state, signed, with
+the maker's next seq. A peer therefore keeps, per offer, the copy with the highest seq, and refuses:
+
+- anything not signed by the offer's maker, or internally inconsistent;
+- an update whose seq is not above the copy held (stale, replayed or duplicated);
+- any update of an offer it holds a tombstone for: closed offers never come back;
+- an update that changes an offer's terms or makes ``remaining`` grow (a maker contradicting itself);
+- an update of an unknown offer with ``seq <= synced_head``, the seq at which we last received the
+  maker's authoritative list of open offers: had it been open then, it would have been on the list.
+
+That last rule is what lets tombstones be forgotten safely once ``synced_head`` has passed them.
+
+Repair: each maker's signed heartbeat (``Head``) carries its latest seq and a digest of ``{id: seq}``
+of its open offers. A peer whose own digest for that maker differs, at the same or a newer seq, asks the
+maker for its list (``sync``), which both adds what was missed and closes what is gone.
+
+Liveness: offers of a maker not heard from for ``liveness_ms`` are hidden (not deleted: a paused maker
+that comes back needs nothing re-sent); offers past ``expires_at`` are hidden by everyone's own clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+
+from .desk import entry_hash
+from .errors import OTCError
+from .messages import Head, MakerOffers, MakerSeen, Offer
+from .money import D
+from .offer import OPEN, check_consistent, is_live, same_terms
+from .signing import is_signed
+
+
+class Applied(Enum):
+    NEW = "new"  # first copy of an open offer
+    UPDATED = "updated"  # newer state of an offer held
+    CLOSED = "closed"  # the offer is now closed (tombstoned)
+    STALE = "stale"  # not newer than what we know: ignored
+    INVALID = "invalid"  # bad signature, inconsistent, or contradicts the maker's earlier updates
+
+
+@dataclass
+class MakerView:
+    offers: dict[str, Offer] = field(default_factory=dict)  # open offers only
+    tombstones: dict[str, int] = field(default_factory=dict)  # closed offer id -> seq that closed it
+    max_seq: int = 0
+    synced_head: int = 0
+    digest: int = 0
+    head: Head | None = None
+    last_seen: int | None = None  # local clock, ms
+
+    @property
+    def digest_hex(self) -> str:
+        return f"{self.digest:016x}"
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    peer_id: str
+    name: str
+    addr: str
+    last_seen: int
+
+
+class Book:
+    def __init__(self, own_id: str | None = None, *, liveness_ms: int = 8000) -> None:
+        self.own_id = own_id
+        self.liveness_ms = liveness_ms
+        self.makers: dict[str, MakerView] = {}
+        self.by_pair: dict[str, dict[str, Offer]] = {}
+        self._price: dict[str, Decimal] = {}
+
+    # --- reading ------------------------------------------------------------------------------------
+    def get(self, oid: str) -> Offer | None:
+        for offers in self.by_pair.values():
+            offer = offers.get(oid)
+            if offer is not None:
+                return offer
+        return None
+
+    def find(self, prefix: str) -> list[Offer]:
+        return [o for offers in self.by_pair.values() for oid, o in offers.items() if oid.startswith(prefix)]
+
+    def is_visible(self, offer: Offer, now: int) -> bool:
+        return is_live(offer, now) and self.maker_alive(offer.maker, now)
+
+    def maker_alive(self, maker: str, now: int) -> bool:
+        if maker == self.own_id:
+            return True
+        view = self.makers.get(maker)
+        return view is not None and view.last_seen is not None and now - view.last_seen <= self.liveness_ms
+
+    def view(self, pair: str, now: int) -> tuple[list[Offer], list[Offer]]:
+        """(bids best first, asks best first); older first at equal price."""
+        bids: list[Offer] = []
+        asks: list[Offer] = []
+        for offer in self.by_pair.get(pair, {}).values():
+            if self.is_visible(offer, now):
+                (bids if offer.side == "buy" else asks).append(offer)
+        price = self._price
+        bids.sort(key=lambda o: (-price[o.id], o.created_at, o.id))
+        asks.sort(key=lambda o: (price[o.id], o.created_at, o.id))
+        return bids, asks
+
+    def open_count(self) -> int:
+        return sum(len(v) for v in self.by_pair.values())
+
+    def peers(self, now: int) -> list[PeerInfo]:
+        out = []
+        for maker, view in self.makers.items():
+            if maker != self.own_id and view.head is not None and self.maker_alive(maker, now):
+                assert view.last_seen is not None
+                out.append(PeerInfo(maker, view.head.name, view.head.addr, view.last_seen))
+        return sorted(out, key=lambda p: (p.name, p.peer_id))
+
+    # --- writing ------------------------------------------------------------------------------------
+    def receive(self, offer: Offer, now: int, *, verified: bool = False) -> Applied:
+        """Verify and apply one update from the network."""
+        if not verified:
+            try:
+                check_consistent(offer)
+            except OTCError:
+                return Applied.INVALID
+            if not is_signed(offer):
+                return Applied.INVALID
+        return self.apply(offer)
+
+    def apply(self, offer: Offer) -> Applied:
+        """Apply an update already known to be authentic and consistent."""
+        view = self.makers.get(offer.maker)
+        if view is None:
+            view = self.makers[offer.maker] = MakerView()
+        if offer.id in view.tombstones:
+            return Applied.STALE
+        held = view.offers.get(offer.id)
+        if held is not None:
+            if offer.seq <= held.seq:
+                return Applied.STALE
+            if not same_terms(held, offer) or D(offer.remaining) > D(held.remaining):
+                return Applied.INVALID
+            self._drop(view, held)
+        elif offer.seq <= view.synced_head:
+            return Applied.STALE
+        if offer.seq > view.max_seq:
+            view.max_seq = offer.seq
+        if offer.status != OPEN:
+            view.tombstones[offer.id] = offer.seq
+            return Applied.CLOSED
+        view.offers[offer.id] = offer
+        view.digest ^= entry_hash(offer.id, offer.seq)
+        self.by_pair.setdefault(offer.pair, {})[offer.id] = offer
+        self._price[offer.id] = D(offer.price)
+        return Applied.UPDATED if held is not None else Applied.NEW
+
+    def on_head(self, head: Head, now: int, *, verified: bool = False) -> bool:
+        """Record a maker's heartbeat; True when our copy of its offers has drifted and needs a sync."""
+        if head.maker == self.own_id or (not verified and not is_signed(head)):
+            return False
+        view = self.makers.get(head.maker)
+        if view is None:
+            view = self.makers[head.maker] = MakerView()
+        if view.head is not None and head.ts <= view.head.ts:
+            return False  # replayed or reordered heartbeat: proves nothing about liveness
+        view.head = head
+        view.last_seen = now
+        if head.head < view.max_seq:
+            return False  # we already hold newer updates than this heartbeat describes
+        return head.head > view.max_seq or head.digest != view.digest_hex
+
+    def on_seen(self, seen: MakerSeen, now: int) -> None:
+        """A heartbeat relayed in a snapshot: liveness as the relaying peer saw it."""
+        if seen.head.maker == self.own_id or not is_signed(seen.head):
+            return
+        view = self.makers.get(seen.head.maker)
+        if view is None:
+            view = self.makers[seen.head.maker] = MakerView()
+        if view.head is None or seen.head.ts > view.head.ts:
+            view.head = seen.head
+            last = now - seen.age_ms
+            if view.last_seen is None or last > view.last_seen:
+                view.last_seen = last
+
+    def sync(self, reply: MakerOffers, now: int) -> int:
+        """Apply a maker's authoritative list of its open offers; returns how many offers changed."""
+        head = reply.head
+        if not is_signed(head):
+            return 0
+        changed = 0
+        listed: set[str] = set()
+        for offer in reply.offers:
+            if offer.maker != head.maker or offer.seq > head.head:
+                continue
+            listed.add(offer.id)
+            if self.receive(offer, now) in (Applied.NEW, Applied.UPDATED, Applied.CLOSED):
+                changed += 1
+        view = self.makers.setdefault(head.maker, MakerView())
+        for oid, offer in list(view.offers.items()):
+            if oid not in listed and offer.seq <= head.head:
+                self._drop(view, offer)
+                view.tombstones[oid] = head.head
+                changed += 1
+        view.synced_head = max(view.synced_head, head.head)
+        view.max_seq = max(view.max_seq, head.head)
+        self.on_head(head, now, verified=True)
+        return changed
+
+    def forget_tombstones(self) -> int:
+        """Drop tombstones the synced_head rule now covers; returns how many."""
+        dropped = 0
+        for view in self.makers.values():
+            for oid in [oid for oid, seq in view.tombstones.items() if seq <= view.synced_head]:
+                del view.tombstones[oid]
+                dropped += 1
+        return dropped
+
+    def _drop(self, view: MakerView, offer: Offer) -> None:
+        del view.offers[offer.id]
+        view.digest ^= entry_hash(offer.id, offer.seq)
+        pair = self.by_pair.get(offer.pair)
+        if pair is not None:
+            pair.pop(offer.id, None)
+        self._price.pop(offer.id, None)

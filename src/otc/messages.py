@@ -1,0 +1,162 @@
+"""Every message peers exchange, as msgspec schemas: decoding *is* validation.
+
+Money fields are canonical decimal strings (``money.Money``); ids, keys and signatures are lower-case
+hex of fixed length; times are integer milliseconds since the epoch. Signed messages carry ``sig`` last;
+what is signed is the message encoded with ``sig = ""``, behind a per-kind domain tag, so a signature for
+one kind of message can never be replayed as another.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from .money import Money
+
+PeerId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+Sig = Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{128})?$")]
+Id = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Millis = Annotated[int, msgspec.Meta(ge=0, le=10**14)]
+Seq = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
+Side = Literal["buy", "sell"]
+OfferStatus = Literal["open", "filled", "cancelled", "expired"]
+PairSymbol = Annotated[str, msgspec.Meta(max_length=16)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class Offer(msgspec.Struct, frozen=True, kw_only=True):
+    """One offer's complete state as of ``seq``, signed by its maker. Every update carries the whole
+    state, so any single update is enough to know the offer; the highest ``seq`` wins."""
+
+    id: Id
+    maker: PeerId
+    maker_name: Name
+    side: Side
+    pair: PairSymbol
+    price: Money
+    amount: Money
+    remaining: Money
+    min_fill: Money | None = None
+    created_at: Millis
+    expires_at: Millis | None = None
+    status: OfferStatus = "open"
+    seq: Seq
+    sig: Sig = ""
+
+
+class Head(msgspec.Struct, frozen=True, kw_only=True):
+    """A maker's signed heartbeat: its latest seq and a digest of its open offers ``{id: seq}``.
+    Receivers use it for liveness and to notice, cheaply, when their copy of the maker's offers drifted."""
+
+    maker: PeerId
+    name: Name
+    addr: Annotated[str, msgspec.Meta(max_length=64)]
+    head: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+    count: Annotated[int, msgspec.Meta(ge=0)]
+    digest: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}$")]
+    ts: Millis
+    sig: Sig = ""
+
+
+class Terms(msgspec.Struct, frozen=True, kw_only=True):
+    """What maker and taker both sign: the trade as agreed. ``side`` is the offer's (maker's) side."""
+
+    id: Id
+    offer_id: Id
+    maker: PeerId
+    maker_name: Name
+    taker: PeerId
+    taker_name: Name
+    side: Side
+    pair: PairSymbol
+    price: Money
+    amount: Money
+    created_at: Millis
+
+
+class Receipt(Terms, frozen=True, kw_only=True):
+    status: Literal["done"] = "done"
+    maker_sig: Sig
+    taker_sig: Sig
+
+
+# --- RPC payloads on the market key (every peer) ----------------------------------------------------
+class Updates(msgspec.Struct, tag="updates", tag_field="type", kw_only=True):
+    offers: Annotated[list[Offer], msgspec.Meta(max_length=5000)]
+
+
+class Heartbeat(msgspec.Struct, tag="heartbeat", tag_field="type", kw_only=True):
+    head: Head
+
+
+class SnapshotRequest(msgspec.Struct, tag="snapshot", tag_field="type", kw_only=True):
+    after: str = ""  # offer id cursor: the page starts after it
+    limit: Annotated[int, msgspec.Meta(ge=1, le=20000)] = 5000
+
+
+class MakerSeen(msgspec.Struct, frozen=True, kw_only=True):
+    head: Head
+    age_ms: Annotated[int, msgspec.Meta(ge=0)]  # how long ago the relaying peer last heard from it
+
+
+class Snapshot(msgspec.Struct, kw_only=True):
+    offers: list[Offer]
+    makers: list[MakerSeen]
+    next: str | None = None
+
+
+MarketRequest = Updates | Heartbeat | SnapshotRequest
+
+
+# --- RPC payloads on a peer's own key -----------------------------------------------------------------
+class Take(msgspec.Struct, frozen=True, tag="take", tag_field="type", kw_only=True):
+    """A taker's signed request to take ``amount`` of an offer at the ``price`` it saw."""
+
+    trade_id: Id
+    offer_id: Id
+    amount: Money
+    price: Money
+    taker: PeerId
+    taker_name: Name
+    ts: Millis
+    sig: Sig = ""
+
+
+class Confirm(msgspec.Struct, frozen=True, tag="confirm", tag_field="type", kw_only=True):
+    trade_id: Id
+    taker: PeerId
+    taker_sig: Sig
+
+
+class OffersRequest(msgspec.Struct, tag="offers", tag_field="type", kw_only=True):
+    """Ask a maker for its authoritative list of open offers."""
+
+
+class Chat(msgspec.Struct, frozen=True, tag="chat", tag_field="type", kw_only=True):
+    id: Id
+    sender: PeerId
+    sender_name: Name
+    to: PeerId
+    text: Text
+    ts: Millis
+    sig: Sig = ""
+
+
+PeerRequest = Take | Confirm | OffersRequest | Chat
+
+
+class TradeReply(msgspec.Struct, kw_only=True):
+    """The maker's answer to a take or a confirm: reserved (terms + maker signature) or done (receipt)."""
+
+    status: Literal["reserved", "done"]
+    terms: Terms
+    maker_sig: Sig
+    reserved_until: Millis
+    taker_sig: Sig | None = None
+
+
+class MakerOffers(msgspec.Struct, kw_only=True):
+    head: Head
+    offers: list[Offer]

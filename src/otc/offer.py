@@ -1,0 +1,122 @@
+"""The offer state machine, as its maker runs it.
+
+Theory of operation
+-------------------
+An offer belongs to its maker, and only the maker ever changes it. Each change produces the offer's
+complete new state with the maker's next sequence number, signed; other peers merely keep the highest
+``seq`` they have seen (book.py). There are four states, and three of them are final::
+
+    state    event                          next state
+    -------  -----------------------------  ----------
+    open     fill (amount <  remaining)     open        remaining decreases
+    open     fill (amount == remaining)     filled
+    open     cancel                         cancelled
+    open     expire (now >= expires_at)     expired
+    filled / cancelled / expired: no event applies; a closed offer never reopens.
+
+Expiry needs no message: every peer hides an offer whose ``expires_at`` has passed by its own clock;
+the maker's ``expired`` update only lets books forget it sooner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from enum import Enum
+from typing import Final
+
+import msgspec
+
+from .errors import ERR_INVALID_OFFER, OTCError
+from .messages import Offer
+from .money import CONTEXT, D, canonical, get_pair
+
+
+class OfferEvent(Enum):
+    FILL = "fill"
+    FILL_ALL = "fill_all"
+    CANCEL = "cancel"
+    EXPIRE = "expire"
+
+
+OPEN: Final = "open"
+FILLED: Final = "filled"
+CANCELLED: Final = "cancelled"
+EXPIRED: Final = "expired"
+CLOSED = frozenset({FILLED, CANCELLED, EXPIRED})
+
+TRANSITIONS: dict[tuple[str, OfferEvent], str] = {
+    (OPEN, OfferEvent.FILL): OPEN,
+    (OPEN, OfferEvent.FILL_ALL): FILLED,
+    (OPEN, OfferEvent.CANCEL): CANCELLED,
+    (OPEN, OfferEvent.EXPIRE): EXPIRED,
+}
+
+
+def next_status(status: str, event: OfferEvent) -> str:
+    try:
+        return TRANSITIONS[(status, event)]
+    except KeyError:
+        raise OTCError(ERR_INVALID_OFFER, f"cannot {event.value} an offer that is {status}") from None
+
+
+def offer_id(maker: str, seq: int) -> str:
+    """Offer ids are derived, never random: the maker's key and the seq that created it."""
+    return hashlib.blake2b(f"{maker}:{seq}".encode(), digest_size=16).hexdigest()
+
+
+def fill(offer: Offer, amount: Decimal, seq: int) -> Offer:
+    remaining = CONTEXT.subtract(D(offer.remaining), amount)
+    if remaining < 0:
+        raise OTCError(ERR_INVALID_OFFER, "fill exceeds the remaining amount")  # guarded by the desk
+    event = OfferEvent.FILL_ALL if remaining == 0 else OfferEvent.FILL
+    return msgspec.structs.replace(
+        offer, remaining=canonical(remaining), status=next_status(offer.status, event), seq=seq, sig=""
+    )
+
+
+def close(offer: Offer, event: OfferEvent, seq: int) -> Offer:
+    return msgspec.structs.replace(offer, status=next_status(offer.status, event), seq=seq, sig="")
+
+
+def is_live(offer: Offer, now_ms: int) -> bool:
+    return offer.status == OPEN and (offer.expires_at is None or offer.expires_at > now_ms)
+
+
+def check_consistent(offer: Offer) -> None:
+    """What a well-formed offer satisfies, whoever signed it (schemas check the field formats)."""
+    pair = get_pair(offer.pair)
+    amount, remaining, price = D(offer.amount), D(offer.remaining), D(offer.price)
+    if not 0 < amount <= pair.max_amount or not 0 < price <= pair.max_price:
+        raise OTCError(ERR_INVALID_OFFER, "amount or price out of range")
+    if _places(offer.amount) > pair.amount_places or _places(offer.remaining) > pair.amount_places:
+        raise OTCError(ERR_INVALID_OFFER, "amount has too many decimal places")
+    if _places(offer.price) > pair.price_places:
+        raise OTCError(ERR_INVALID_OFFER, "price has too many decimal places")
+    if remaining > amount:
+        raise OTCError(ERR_INVALID_OFFER, "remaining exceeds amount")
+    if (remaining == 0) != (offer.status == FILLED):
+        raise OTCError(ERR_INVALID_OFFER, "only a filled offer has nothing remaining")
+    if offer.min_fill is not None and not 0 < D(offer.min_fill) <= amount:
+        raise OTCError(ERR_INVALID_OFFER, "min_fill out of range")
+    if offer.expires_at is not None and offer.expires_at <= offer.created_at:
+        raise OTCError(ERR_INVALID_OFFER, "expires before it was created")
+
+
+def same_terms(a: Offer, b: Offer) -> bool:
+    """An offer's terms never change across updates; only remaining, status and seq do."""
+    return (
+        a.maker == b.maker
+        and a.side == b.side
+        and a.pair == b.pair
+        and a.price == b.price
+        and a.amount == b.amount
+        and a.min_fill == b.min_fill
+        and a.created_at == b.created_at
+        and a.expires_at == b.expires_at
+    )
+
+
+def _places(text: str) -> int:
+    _, _, frac = text.partition(".")
+    return len(frac)

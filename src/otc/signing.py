@@ -1,0 +1,61 @@
+"""Signing and verifying messages (see messages.py for what is signed and why the domain tags)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from .identity import Identity, verify
+from .messages import Chat, Head, Offer, Receipt, Take, Terms
+
+_encoder = msgspec.json.Encoder()
+T = TypeVar("T", bound=msgspec.Struct)
+
+DOMAINS: dict[type[Any], bytes] = {
+    Offer: b"grenache-otc/1 offer\n",
+    Head: b"grenache-otc/1 head\n",
+    Take: b"grenache-otc/1 take\n",
+    Terms: b"grenache-otc/1 terms\n",
+    Chat: b"grenache-otc/1 chat\n",
+}
+
+
+def signing_bytes(msg: msgspec.Struct) -> bytes:
+    if isinstance(msg, Receipt):
+        return DOMAINS[Terms] + _encoder.encode(terms_of(msg))
+    domain = DOMAINS[type(msg)]
+    if type(msg) is Terms:
+        return domain + _encoder.encode(msg)
+    return domain + _encoder.encode(msgspec.structs.replace(msg, sig=""))
+
+
+def sign(identity: Identity, msg: T) -> T:
+    return msgspec.structs.replace(msg, sig=identity.sign(signing_bytes(msg)))
+
+
+def signer_of(msg: Offer | Head | Take | Chat) -> str:
+    if isinstance(msg, (Offer, Head)):
+        return msg.maker
+    if isinstance(msg, Take):
+        return msg.taker
+    return msg.sender
+
+
+def is_signed(msg: Offer | Head | Take | Chat) -> bool:
+    return bool(msg.sig) and verify(signer_of(msg), msg.sig, signing_bytes(msg))
+
+
+def terms_of(receipt: Receipt) -> Terms:
+    return Terms(**{f: getattr(receipt, f) for f in Terms.__struct_fields__})
+
+
+def receipt_of(terms: Terms, maker_sig: str, taker_sig: str) -> Receipt:
+    return Receipt(
+        **{f: getattr(terms, f) for f in Terms.__struct_fields__}, maker_sig=maker_sig, taker_sig=taker_sig
+    )
+
+
+def receipt_is_valid(receipt: Receipt) -> bool:
+    data = signing_bytes(receipt)
+    return verify(receipt.maker, receipt.maker_sig, data) and verify(receipt.taker, receipt.taker_sig, data)

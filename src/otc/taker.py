@@ -1,0 +1,120 @@
+"""The taker's side of a trade, pure: builds the signed requests and checks the maker's answers.
+
+The adapter persists the ``TakerTrade`` before sending each request, sends ``next_request(trade)``,
+and feeds the answer back through ``on_reply`` or ``on_refused``. A transport failure (lost message,
+timeout, maker down) changes nothing: the same request is simply sent again later, which the maker
+answers idempotently. See trade.py for the state table.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from . import errors as E
+from .errors import OTCError
+from .identity import Identity, verify
+from .messages import Confirm, Offer, Receipt, Take, TradeReply
+from .money import canonical, get_pair, parse_decimal
+from .signing import receipt_of, sign, signing_bytes
+from .trade import TakerEvent, TakerState, TakerTrade, taker_next
+
+# failures that say nothing about the trade: retry the same request
+TRANSIENT = frozenset(
+    {
+        "ERR_TIMEOUT",
+        "ERR_REQUEST_GENERIC",
+        "ERR_REPLY_EMPTY",
+        "ERR_REPLY_RID_MISMATCH",
+        "ERR_GRAPE_LOOKUP_EMPTY",
+        "ERR_GRAPE_TIMEOUT",
+        "ERR_GRAPE_UNREACHABLE",
+        "ERR_UNKNOWN_SERVICE",
+        "ERR_INTERNAL",
+        "ERR_BUSY",
+    }
+)
+
+
+class Taker:
+    def __init__(self, identity: Identity, name: str) -> None:
+        self.identity = identity
+        self.peer_id = identity.peer_id
+        self.name = name
+
+    def new_trade(self, offer: Offer, amount: object, trade_id: str, now: int) -> TakerTrade:
+        pair = get_pair(offer.pair)
+        amt: Decimal = parse_decimal(
+            amount, code=E.ERR_INVALID_AMOUNT, field="amount", places=pair.amount_places,
+            maximum=pair.max_amount,
+        )  # fmt: skip
+        if offer.maker == self.peer_id:
+            raise OTCError(E.ERR_SELF_TRADE, "you cannot take your own offer")
+        take = sign(
+            self.identity,
+            Take(
+                trade_id=trade_id,
+                offer_id=offer.id,
+                amount=canonical(amt),
+                price=offer.price,
+                taker=self.peer_id,
+                taker_name=self.name,
+                ts=now,
+            ),
+        )
+        return TakerTrade(take=take, maker=offer.maker, state=TakerState.REQUESTED, updated_at=now)
+
+    def next_request(self, trade: TakerTrade) -> Take | Confirm | None:
+        if trade.state is TakerState.REQUESTED:
+            return trade.take
+        if trade.state is TakerState.RESERVED:
+            assert trade.taker_sig is not None
+            return Confirm(trade_id=trade.take.trade_id, taker=self.peer_id, taker_sig=trade.taker_sig)
+        return None
+
+    def on_reply(self, trade: TakerTrade, reply: TradeReply, now: int) -> TakerTrade:
+        """Check the maker's answer against what we asked for, then advance. A reply that does not
+        match (wrong terms, bad signature) is refused: we never sign or record terms we did not ask."""
+        t, take = reply.terms, trade.take
+        if (
+            t.id != take.trade_id
+            or t.offer_id != take.offer_id
+            or t.amount != take.amount
+            or t.price != take.price
+            or t.taker != self.peer_id
+            or t.maker != trade.maker
+        ):
+            raise OTCError(E.ERR_INVALID_MESSAGE, "maker answered with terms we did not ask for")
+        if not verify(t.maker, reply.maker_sig, signing_bytes(t)):
+            raise OTCError(E.ERR_BAD_SIGNATURE, "maker signature does not match the terms")
+        own_sig = self.identity.sign(signing_bytes(t))  # Ed25519 is deterministic: same sig every time
+        if reply.status == "done":
+            if reply.taker_sig != own_sig:
+                raise OTCError(E.ERR_BAD_SIGNATURE, "receipt carries a taker signature that is not ours")
+            event = TakerEvent.DONE
+        else:
+            event = TakerEvent.RESERVED
+        return msgspec.structs.replace(
+            trade,
+            state=taker_next(trade.state, event),
+            terms=t,
+            maker_sig=reply.maker_sig,
+            taker_sig=own_sig,
+            updated_at=now,
+        )
+
+    def on_refused(self, trade: TakerTrade, code: str, message: str, now: int) -> TakerTrade:
+        if code in TRANSIENT:
+            return trade
+        return msgspec.structs.replace(
+            trade,
+            state=taker_next(trade.state, TakerEvent.REFUSED),
+            error=f"{code}: {message}",
+            updated_at=now,
+        )
+
+
+def receipt(trade: TakerTrade) -> Receipt:
+    assert trade.state is TakerState.DONE and trade.terms and trade.maker_sig and trade.taker_sig
+    return receipt_of(trade.terms, trade.maker_sig, trade.taker_sig)
