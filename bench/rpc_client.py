@@ -7,6 +7,7 @@ the measured window. Prints one JSON line: {requests, errors, seconds, rps, p50_
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -71,8 +72,6 @@ async def main(grape: str, key: str, inflight: int, seconds: float, warmup: floa
 
 
 if __name__ == "__main__":
-    import asyncio
-
     if len(sys.argv) != 6:
         sys.exit("usage: python bench/rpc_client.py GRAPE_URL KEY INFLIGHT SECONDS WARMUP_SECONDS")
     grape_url, service, n_inflight, n_seconds, n_warmup = sys.argv[1:]

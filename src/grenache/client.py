@@ -15,7 +15,7 @@ import contextlib
 import random
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
@@ -43,8 +43,8 @@ class _HTTPConnection(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # not an isinstance check: uvloop's TCPTransport does not subclass asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True

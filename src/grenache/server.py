@@ -142,8 +142,8 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol --------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # not an isinstance check: uvloop's TCPTransport does not subclass asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
         self.server._connections.add(self)
         self._arm_idle()
 

@@ -115,6 +115,13 @@ class Taker:
         )
 
 
+    def give_up(self, trade: TakerTrade, reason: str, now: int) -> TakerTrade:
+        """Abandon a take the maker never answered (only before our confirm has been sent)."""
+        return msgspec.structs.replace(
+            trade, state=taker_next(trade.state, TakerEvent.GAVE_UP), error=reason, updated_at=now
+        )
+
+
 def receipt(trade: TakerTrade) -> Receipt:
     assert trade.state is TakerState.DONE and trade.terms and trade.maker_sig and trade.taker_sig
     return receipt_of(trade.terms, trade.maker_sig, trade.taker_sig)

@@ -12,7 +12,9 @@ that is not confirmed in time, or whose offer closes first, is *released*.
 Every request is idempotent by trade id: a repeated take or confirm is answered with the trade's
 current state and never trades twice. The taker therefore simply repeats its last request until it
 gets a definitive answer (done or a refusal), which is how maker and taker agree despite lost or
-duplicated messages; the maker's record is the truth the taker converges to.
+duplicated messages; the maker's record is the truth the taker converges to. Once the taker has sent
+its confirm it must keep asking until it knows; before that it may give up, because without its
+countersignature the maker can only ever release the reservation.
 
 Maker side::
 
@@ -30,6 +32,8 @@ Taker side::
     requested  reserved                                 reserved   (then send confirm)
     requested  done                                     done       (a retry found it finished)
     requested  refused (ERR_...)                        failed
+    requested  gave up (no answer by the deadline)      failed     (safe: only a confirm can
+                                                                    make a trade done)
     reserved   reserved (duplicate)                     reserved
     reserved   done                                     done
     reserved   refused (ERR_...)                        failed
@@ -77,12 +81,14 @@ class TakerEvent(Enum):
     RESERVED = "reserved"
     DONE = "done"
     REFUSED = "refused"
+    GAVE_UP = "gave_up"
 
 
 TAKER_TRANSITIONS: dict[tuple[TakerState, TakerEvent], TakerState] = {
     (TakerState.REQUESTED, TakerEvent.RESERVED): TakerState.RESERVED,
     (TakerState.REQUESTED, TakerEvent.DONE): TakerState.DONE,
     (TakerState.REQUESTED, TakerEvent.REFUSED): TakerState.FAILED,
+    (TakerState.REQUESTED, TakerEvent.GAVE_UP): TakerState.FAILED,
     (TakerState.RESERVED, TakerEvent.RESERVED): TakerState.RESERVED,
     (TakerState.RESERVED, TakerEvent.DONE): TakerState.DONE,
     (TakerState.RESERVED, TakerEvent.REFUSED): TakerState.FAILED,

@@ -78,7 +78,9 @@ def node_server(grapes: GrapeNetwork) -> Iterator[Callable[[str], int]]:
         _stop(proc)
 
 
-async def node_client(grape: str, key: str, payload: Any, mode: str = "request", compress: bool = False) -> Any:
+async def node_client(
+    grape: str, key: str, payload: Any, mode: str = "request", compress: bool = False
+) -> Any:
     """Run ``client.js`` without blocking the event loop (a Python server in this test must keep serving).
 
     Returns the decoded JSON result, or the string ``"ERROR <message>"``.
@@ -130,7 +132,7 @@ async def py_server(grapes: GrapeNetwork) -> AsyncIterator[Callable[..., Any]]:
         @server.handle(key)
         async def handle(payload: Any) -> Any:
             if isinstance(payload, dict) and payload.get("fail") is True:
-                raise RPCError("ERR_PY_FAIL", payload.get("why")) if payload.get("why") else RPCError("ERR_PY_FAIL")
+                raise RPCError("ERR_PY_FAIL", payload.get("why"))
             return {"from": "python", "got": payload}
 
         await server.listen(0)
@@ -208,7 +210,9 @@ async def test_python_client_node_server(node_server: Callable[[str], int], py_c
         assert (await py_client.request(key, i, timeout=10))["got"] == i
 
 
-async def test_python_client_gets_node_errors(node_server: Callable[[str], int], py_client: PeerRPCClient) -> None:
+async def test_python_client_gets_node_errors(
+    node_server: Callable[[str], int], py_client: PeerRPCClient
+) -> None:
     key = unique("nodefail")
     node_server(key)
     await wait_dests(py_client.link, key, 1)
@@ -241,4 +245,3 @@ async def test_map_across_node_and_python(
     results = await node_client(grapes.urls[1], key, {"q": 2}, "map")
     assert sorted(r["from"] for r in results) == ["node", "python"]
     assert all(r["got"] == {"q": 2} for r in results)
-

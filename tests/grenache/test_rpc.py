@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import json
@@ -17,6 +18,8 @@ from grenache import GrapeError, Link, PeerRPCClient, PeerRPCServer, RPCError
 from grenache.grapes import GrapeNetwork, free_port
 
 pytestmark = pytest.mark.timeout(60)
+
+MakeServer = Callable[..., Awaitable[PeerRPCServer]]
 
 PROMPT = 5.0  # seconds within which a server must answer anything, even garbage
 
@@ -74,7 +77,7 @@ async def client(client_link: Link) -> AsyncIterator[PeerRPCClient]:
 
 
 @pytest.fixture
-async def make_server(link: Link) -> AsyncIterator[Callable[..., Awaitable[PeerRPCServer]]]:
+async def make_server(link: Link) -> AsyncIterator[MakeServer]:
     """Factory: a listening echo server (key ``echo`` unless told otherwise); stopped at teardown."""
     servers: list[PeerRPCServer] = []
 
@@ -132,10 +135,8 @@ class RawHTTP:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
-        except ConnectionError:
-            pass
 
 
 async def raw_request(port: int, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -174,7 +175,7 @@ async def test_request_and_map(link: Link, client: PeerRPCClient) -> None:
             await server.stop()
 
 
-async def test_payload_types_roundtrip(make_server: Callable[..., Awaitable[PeerRPCServer]]) -> None:
+async def test_payload_types_roundtrip(make_server: MakeServer) -> None:
     server = await make_server()
     c = PeerRPCClient(server.link)
     try:
@@ -256,7 +257,7 @@ async def test_unknown_key(link: Link, client: PeerRPCClient) -> None:
         await server.stop()
 
 
-async def test_gzip_both_ways(make_server: Callable[..., Awaitable[PeerRPCServer]], client: PeerRPCClient) -> None:
+async def test_gzip_both_ways(make_server: MakeServer, client: PeerRPCClient) -> None:
     key = unique("gzip")
     server = await make_server("echo", key)
     await server.announce(key)
@@ -329,7 +330,7 @@ async def test_client_timeout(link: Link, client: PeerRPCClient) -> None:
     ],
 )
 async def test_malformed_body_gets_prompt_error(
-    make_server: Callable[..., Awaitable[PeerRPCServer]], body: bytes, headers: dict[str, str], rid: Any
+    make_server: MakeServer, body: bytes, headers: dict[str, str], rid: Any
 ) -> None:
     server = await make_server()
     status, reply = await raw_request(server.port, body, headers)
@@ -340,7 +341,7 @@ async def test_malformed_body_gets_prompt_error(
     assert result is None
 
 
-async def test_bad_gzip_gets_prompt_error(make_server: Callable[..., Awaitable[PeerRPCServer]]) -> None:
+async def test_bad_gzip_gets_prompt_error(make_server: MakeServer) -> None:
     server = await make_server()
     valid = gzip.compress(b'["rid-gz", "echo", {"a": 1}]')
     for body in (b"\x1f\x8b\x08\x00garbage-not-gzip", valid[: len(valid) // 2]):
@@ -355,7 +356,7 @@ async def test_bad_gzip_gets_prompt_error(make_server: Callable[..., Awaitable[P
     assert json.loads(gzip.decompress(reply))[:2] == ["rid-plain", None]
 
 
-async def test_oversize_body(make_server: Callable[..., Awaitable[PeerRPCServer]]) -> None:
+async def test_oversize_body(make_server: MakeServer) -> None:
     server = await make_server(max_body=1024)
     dest = f"127.0.0.1:{server.port}"
     c = PeerRPCClient(server.link)
@@ -389,7 +390,7 @@ async def test_oversize_body(make_server: Callable[..., Awaitable[PeerRPCServer]
 
 
 @pytest.mark.parametrize("rid", [12345, "a-string-rid", "", 0, -7])
-async def test_rid_echoed_exactly(make_server: Callable[..., Awaitable[PeerRPCServer]], rid: Any) -> None:
+async def test_rid_echoed_exactly(make_server: MakeServer, rid: Any) -> None:
     server = await make_server()
     status, reply = await raw_request(server.port, json.dumps([rid, "echo", {"x": 1}]).encode())
     assert status == 200
@@ -402,7 +403,7 @@ async def test_rid_echoed_exactly(make_server: Callable[..., Awaitable[PeerRPCSe
     assert err.startswith("ERR_UNKNOWN_SERVICE")
 
 
-async def test_keep_alive_sequential_and_pipelined(make_server: Callable[..., Awaitable[PeerRPCServer]]) -> None:
+async def test_keep_alive_sequential_and_pipelined(make_server: MakeServer) -> None:
     server = await make_server()
     conn = await RawHTTP.open(server.port)
     try:
@@ -450,7 +451,7 @@ async def test_connection_refused_retried_elsewhere(link: Link, client: PeerRPCC
 
 
 # Link ------------------------------------------------------------------------------------------------
-async def test_lookup_empty_is_not_cached(link: Link, make_server: Callable[..., Awaitable[PeerRPCServer]]) -> None:
+async def test_lookup_empty_is_not_cached(link: Link, make_server: MakeServer) -> None:
     key = unique("late")
     with pytest.raises(GrapeError) as info:
         await link.lookup(key)
@@ -531,3 +532,31 @@ async def test_service_vanishes_after_it_stops_announcing(fast_expiry_grapes: Gr
         started = time.monotonic()
         await wait_for(gone, deadline=30, interval=0.25, what="the record to expire")
         assert time.monotonic() - started < 30
+
+
+def test_under_uvloop(grapes: GrapeNetwork) -> None:
+    """uvloop's transports are not asyncio.Transport subclasses; server and client must not care."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> tuple[Any, Any]:
+        async with Link(grapes.urls[0]) as link:
+            key = unique("uvloop")
+            server = PeerRPCServer(link)
+
+            @server.handle(key)
+            async def echo(payload: Any) -> Any:
+                return payload
+
+            await server.listen(0)
+            await server.announce(key)
+            client = PeerRPCClient(link)
+            try:
+                await wait_dests(link, key, 1)
+                plain = await client.request(key, {"n": 1}, timeout=5)
+                zipped = await client.request(key, {"n": 2}, timeout=5, compress=True)
+                return plain, zipped
+            finally:
+                await client.stop()
+                await server.stop()
+
+    assert uvloop.run(main()) == ({"n": 1}, {"n": 2})

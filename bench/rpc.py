@@ -1,0 +1,212 @@
+"""RPC throughput and latency: the Python Grenache library against the Node originals, in one run.
+
+    .venv/bin/python bench/rpc.py [--seconds 3] [--warmup 1] [--inflight 1,32] [--json out.json]
+
+Starts two Grapes on loopback, one Node server (grenache-nodejs-http 1.0.2, bench/node_server.js) and one
+Python server (bench/rpc_server.py, uvloop), each in its own process, then for every pair and in-flight
+count runs a load-generator process (bench/node_client.js or bench/rpc_client.py) that keeps that many
+requests outstanding for a warm-up and then a measured window, and prints JSON stats. Node client → Node
+server is the anchor: the ratio column compares each pair's req/s with it at the same in-flight count.
+Every process started here is stopped at the end, also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from grenache.grapes import GrapeNetwork  # noqa: E402
+
+BENCH = ROOT / "bench"
+PYTHON = sys.executable
+NODE = shutil.which("node") or "node"
+
+SERVERS = {
+    "node": [NODE, str(BENCH / "node_server.js")],
+    "python": [PYTHON, str(BENCH / "rpc_server.py")],
+}
+CLIENTS = {
+    "node": [NODE, str(BENCH / "node_client.js")],
+    "python": [PYTHON, str(BENCH / "rpc_client.py")],
+}
+PAIRS = [("node", "node"), ("python", "python"), ("python", "node"), ("node", "python")]
+LABEL = {"node": "Node", "python": "Python"}
+
+console = Console()
+
+
+class Processes:
+    """Every child we start, so all of them can be stopped however the run ends."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, cmd: list[str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[str]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            self.stop(proc)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def wait_ready(proc: subprocess.Popen[str], name: str, deadline_s: float = 20.0) -> int:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + deadline_s
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if sel.select(left):
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                if line.startswith("READY "):
+                    return int(line.split()[1])
+    err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+    raise RuntimeError(f"{name} server did not become ready (rc={proc.poll()}): {err[-2000:]}")
+
+
+def run_client(
+    procs: Processes, kind: str, grape: str, key: str, inflight: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    proc = procs.start([*CLIENTS[kind], grape, key, str(inflight), str(seconds), str(warmup)])
+    try:
+        out, err = proc.communicate(timeout=warmup + seconds + 30)
+    finally:
+        procs.stop(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} client failed (rc={proc.returncode}): {err[-2000:]}")
+    line = out.strip().splitlines()[-1]
+    stats: dict[str, Any] = json.loads(line)
+    return stats
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured window per cell (default 3)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured warm-up per cell (default 1)")
+    parser.add_argument("--inflight", default="1,32", help="comma-separated in-flight counts (default 1,32)")
+    parser.add_argument("--json", type=Path, help="also write the raw results to this file")
+    args = parser.parse_args()
+    inflights = [int(x) for x in args.inflight.split(",") if x.strip()]
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    procs = Processes()
+    results: list[dict[str, Any]] = []
+    try:
+        with GrapeNetwork(2) as net:
+            server_grape, client_grape = net.urls
+            keys: dict[str, str] = {}
+            for kind, cmd in SERVERS.items():
+                keys[kind] = f"bench:rpc:{kind}:{uuid.uuid4().hex[:6]}"
+                port = wait_ready(procs.start([*cmd, server_grape, keys[kind]]), kind)
+                console.print(f"[dim]{kind} server on 127.0.0.1:{port} as {keys[kind]}[/dim]")
+            for inflight in inflights:
+                for client_kind, server_kind in PAIRS:
+                    pair = f"{LABEL[client_kind]} → {LABEL[server_kind]}"
+                    with console.status(f"{pair}, {inflight} in flight…"):
+                        stats = run_client(
+                            procs, client_kind, client_grape, keys[server_kind], inflight,
+                            args.seconds, args.warmup,
+                        )  # fmt: skip
+                    stats.update(pair=pair, client=client_kind, server=server_kind, inflight=inflight)
+                    results.append(stats)
+                    console.print(
+                        f"[dim]{pair:<16} {inflight:>3} in flight {stats['rps']:>7.0f} req/s"
+                        f"  p50 {fmt(stats['p50_ms'])}  p99 {fmt(stats['p99_ms'])} ms"
+                        f"  errors {stats['errors']}[/dim]",
+                        no_wrap=True,
+                    )
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping every process[/yellow]")
+        return 130
+    finally:
+        procs.stop_all()
+
+    anchor = {r["inflight"]: r["rps"] for r in results if (r["client"], r["server"]) == ("node", "node")}
+    table = Table(
+        title=f"Grenache HTTP RPC, loopback, {args.seconds:g} s per cell after {args.warmup:g} s warm-up",
+        caption="ratio = req/s ÷ Node → Node req/s at the same in-flight count",
+    )
+    table.add_column("pair", no_wrap=True)
+    for col in ("in-flight", "req/s", "p50 ms", "p99 ms", "ratio", "errors"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in sorted(results, key=lambda r: (r["inflight"], PAIRS.index((r["client"], r["server"])))):
+        base = anchor.get(r["inflight"])
+        ratio = f"{r['rps'] / base:.2f}×" if base else "-"
+        table.add_row(
+            r["pair"], str(r["inflight"]), f"{r['rps']:.0f}", fmt(r["p50_ms"]), fmt(r["p99_ms"]), ratio,
+            str(r["errors"]),
+        )  # fmt: skip
+    console.print(table)
+    versions = f"{os.cpu_count()} CPUs; Node {_node_version()}; Python {sys.version.split()[0]}"
+    console.print(f"[dim]{versions}[/dim]")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    if any(r["errors"] for r in results):
+        console.print("[red]some requests failed[/red]: " + "; ".join(
+            f"{r['pair']}/{r['inflight']}: {r['first_error']}" for r in results if r["errors"]
+        ))  # fmt: skip
+        return 1
+    return 0
+
+
+def _node_version() -> str:
+    try:
+        return subprocess.run([NODE, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

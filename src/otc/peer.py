@@ -1,0 +1,512 @@
+"""The peer: the I/O shell around the pure core. It wires the desk (own offers, trades as maker), the
+taker, and the replicated book to Grenache RPC, timers and SQLite.
+
+Grenache service names (see docs/protocol.md):
+- ``otc:market``      announced by every peer; receives pushed updates, heartbeats, snapshot requests.
+- ``otc:peer:<id>``   announced by each peer for itself; receives takes, confirms, offer-list requests, chat.
+
+Everything that mutates the core runs synchronously inside one event-loop callback, and is persisted
+before any answer leaves, so the core's decisions are atomic and survive a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from grenache import GrenacheError, Link, PeerRPCClient, PeerRPCServer, RPCError
+
+from . import errors as E
+from .book import Applied, Book
+from .desk import Desk, Effects, Refusal
+from .errors import OTCError
+from .identity import Identity
+from .messages import (
+    Chat,
+    Confirm,
+    Head,
+    Heartbeat,
+    MakerOffers,
+    MakerSeen,
+    MarketRequest,
+    Offer,
+    OffersRequest,
+    PeerRequest,
+    Receipt,
+    Snapshot,
+    SnapshotRequest,
+    Take,
+    TradeReply,
+    Updates,
+)
+from .money import DEFAULT_PAIR
+from .signing import is_signed, receipt_of, sign
+from .store import Store
+from .taker import TRANSIENT, Taker, receipt
+from .trade import MakerState, TakerState, TakerTrade
+
+log = logging.getLogger("otc.peer")
+
+MARKET = "otc:market"
+
+
+def peer_key(peer_id: str) -> str:
+    return f"otc:peer:{peer_id}"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class PeerConfig:
+    grape: str = "http://127.0.0.1:30001"
+    name: str = "anon"
+    data_dir: Path | None = None
+    rpc_host: str = "127.0.0.1"
+    rpc_port: int = 0
+    default_pair: str = DEFAULT_PAIR
+    heartbeat_s: float = 2.0
+    liveness_ms: int = 8000  # offers of a silent maker vanish from books after this (+ one heartbeat)
+    reserve_ms: int = 10_000
+    rpc_timeout_s: float = 3.0
+    take_deadline_s: float = 10.0
+    announce_interval_s: float = 30.0
+    snapshot_sources: int = 2
+
+
+@dataclass
+class Listeners:
+    """Hooks for the API's live stream; each gets an event dict."""
+
+    callbacks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        for cb in list(self.callbacks):
+            cb(event)
+
+
+class Peer:
+    def __init__(self, config: PeerConfig) -> None:
+        self.config = config
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if config.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="otc-peer-")
+            self.data_dir = Path(self._tmp.name)
+        else:
+            self.data_dir = config.data_dir
+        self.identity = Identity.load_or_create(self.data_dir / "identity.key")
+        self.peer_id = self.identity.peer_id
+        self.name = config.name
+        self.store = Store(self.data_dir / "peer.sqlite")
+        self.desk = Desk(self.identity, self.name, reserve_ms=config.reserve_ms)
+        self.desk.load(self.store.offers(), self.store.maker_trades(), self.store.seq())
+        self.desk.forget_closed()
+        self.taker = Taker(self.identity, self.name)
+        self.taker_trades: dict[str, TakerTrade] = {}
+        for trade in self.store.taker_trades():
+            if trade.state is TakerState.REQUESTED:  # its take call died with the last process
+                trade = self.taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: interrupted", now_ms())
+                self.store.save(taker_trades=[trade])
+            self.taker_trades[trade.take.trade_id] = trade
+        self.book = Book(self.peer_id, liveness_ms=config.liveness_ms)
+        for offer in self.desk.open_offers():
+            self.book.apply(offer)
+        self.link = Link(config.grape, announce_interval=config.announce_interval_s)
+        self.server = PeerRPCServer(self.link, host=config.rpc_host)
+        self.client = PeerRPCClient(self.link, timeout=config.rpc_timeout_s)
+        self.events = Listeners()
+        self._outbox: list[Offer] = []
+        self._outbox_event = asyncio.Event()
+        self._timer_event = asyncio.Event()
+        self._syncing: set[str] = set()
+        self._driving: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self.started = asyncio.Event()
+
+    @property
+    def rpc_port(self) -> int:
+        return self.server.port
+
+    @property
+    def addr(self) -> str:
+        return f"{self.config.rpc_host}:{self.server.port}"
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.link.start()
+        self.server.add_handler(MARKET, self._on_market)
+        self.server.add_handler(peer_key(self.peer_id), self._on_peer)
+        await self.server.listen(self.config.rpc_port)
+        self.store.set_meta("name", self.name)
+        first = [self.server.announce(peer_key(self.peer_id)), self.server.announce(MARKET)]
+        await asyncio.gather(*first)
+        for loop in (self._heartbeat_loop, self._flush_loop, self._timer_loop, self._reconcile_loop):
+            self._tasks.append(asyncio.create_task(loop(), name=loop.__name__))
+        # re-publish our open offers (after a restart) and load the book from peers already here
+        self.publish(self.desk.open_offers())
+        await self._join()
+        self.started.set()
+        log.info("peer %s (%s) serving RPC on %s", self.name, self.peer_id[:8], self.addr)
+
+    async def stop(self) -> None:
+        for task in self._tasks + list(self._background):
+            task.cancel()
+        for task in self._tasks + list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.server.stop()
+        await self.client.stop()
+        await self.link.stop()
+        self.store.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- maker: own offers --------------------------------------------------------------------------
+    def post_offer(self, **fields: Any) -> Offer:
+        offer, effects = self.desk.create(now=now_ms(), **fields)
+        self._commit(effects)
+        return offer
+
+    def cancel_offer(self, oid: str) -> Offer:
+        offer, effects = self.desk.cancel(self._own_offer_id(oid), now_ms())
+        self._commit(effects)
+        return offer
+
+    def _own_offer_id(self, oid: str) -> str:
+        if oid in self.desk.offers:
+            return oid
+        matches = [o for o in self.desk.offers if o.startswith(oid)] if len(oid) >= 4 else []
+        if len(matches) == 1:
+            return matches[0]
+        other = self.book.get(oid)
+        if other is not None and other.maker != self.peer_id:
+            raise OTCError(E.ERR_NOT_MAKER, "only its maker can cancel an offer")
+        raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no offer {oid} of yours")
+
+    def _commit(self, effects: Effects) -> None:
+        """Persist, then apply to our own book and publish: the order that makes crashes safe."""
+        if not effects:
+            return
+        self.store.save(seq=self.desk.seq, offers=effects.offers, maker_trades=effects.trades)
+        for offer in effects.offers:
+            self.book.apply(offer)
+            self.events.emit({"type": "offer", "offer": offer})
+        for trade in effects.trades:
+            if trade.state is MakerState.DONE:
+                assert trade.taker_sig is not None
+                self.events.emit(
+                    {"type": "trade", "receipt": receipt_of(trade.terms, trade.maker_sig, trade.taker_sig)}
+                )
+        self.publish(effects.offers)
+        self._timer_event.set()
+
+    def publish(self, offers: list[Offer]) -> None:
+        if offers:
+            self._outbox.extend(offers)
+            self._outbox_event.set()
+
+    async def _flush_loop(self) -> None:
+        # one batch in flight at a time: idle -> sent at once, busy -> batched by what queued meanwhile
+        while True:
+            await self._outbox_event.wait()
+            self._outbox_event.clear()
+            batch, self._outbox = self._outbox, []
+            for start in range(0, len(batch), 2000):
+                with contextlib.suppress(GrenacheError):
+                    await self.client.map(MARKET, Updates(offers=batch[start : start + 2000]))
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.desk.next_deadline()
+            delay = 1.0 if deadline is None else max(0.0, min(1.0, (deadline - now_ms()) / 1000))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._timer_event.wait()
+            self._timer_event.clear()
+            self._commit(self.desk.tick(now_ms()))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            head = self.desk.head(now_ms(), self.addr)
+            with contextlib.suppress(GrenacheError):
+                await self.client.map(MARKET, Heartbeat(head=head), timeout=self.config.rpc_timeout_s)
+            self.book.forget_tombstones()
+            await asyncio.sleep(self.config.heartbeat_s * (0.75 + random.random() / 2))
+
+    # --- market RPC: updates, heartbeats, snapshots ---------------------------------------------------
+    async def _on_market(self, payload: Any) -> Any:
+        msg = _decode(payload, MarketRequest)  # type: ignore[arg-type]
+        now = now_ms()
+        if isinstance(msg, Updates):
+            applied = 0
+            for offer in msg.offers:
+                result = self.book.receive(offer, now)
+                if result in (Applied.NEW, Applied.UPDATED, Applied.CLOSED):
+                    applied += 1
+                    view = self.book.makers[offer.maker]
+                    if offer.seq >= view.max_seq:  # fresh from the maker itself: a sign of life
+                        view.last_seen = max(view.last_seen or 0, now)
+                    self.events.emit({"type": "offer", "offer": offer})
+            return {"applied": applied}
+        if isinstance(msg, Heartbeat):
+            if self.book.on_head(msg.head, now) and msg.head.maker not in self._syncing:
+                self._spawn(self._sync_maker(msg.head.maker))
+            return {"ok": True}
+        return self._snapshot(msg)
+
+    def _snapshot(self, req: SnapshotRequest) -> Snapshot:
+        now = now_ms()
+        ids = sorted(oid for offers in self.book.by_pair.values() for oid in offers if oid > req.after)
+        page = ids[: req.limit]
+        offers = [o for o in (self.book.get(oid) for oid in page) if o is not None]
+        makers: list[MakerSeen] = []
+        if not req.after:
+            makers.append(MakerSeen(head=self.desk.head(now, self.addr), age_ms=0))
+            for view in self.book.makers.values():
+                if view.head is not None and view.last_seen is not None:
+                    makers.append(MakerSeen(head=view.head, age_ms=max(0, now - view.last_seen)))
+        return Snapshot(offers=offers, makers=makers, next=page[-1] if len(ids) > req.limit else None)
+
+    async def _sync_maker(self, maker: str) -> None:
+        self._syncing.add(maker)
+        try:
+            reply = await self.client.request(peer_key(maker), OffersRequest())
+            offers = msgspec.convert(reply, MakerOffers)
+            if offers.head.maker == maker and self.book.sync(offers, now_ms()):
+                self.events.emit({"type": "book"})
+        except (GrenacheError, msgspec.ValidationError) as exc:
+            log.debug("sync with %s failed: %s", maker[:8], exc)
+        finally:
+            self._syncing.discard(maker)
+
+    async def _join(self) -> None:
+        """Late join: page through the books of a few peers, merged by seq, signatures checked."""
+        try:
+            dests = await self.link.lookup(MARKET, cache=False)
+        except GrenacheError:
+            return
+        dests = [d for d in dests if not d.endswith(f":{self.rpc_port}")]
+        random.shuffle(dests)
+        now = now_ms()
+        for dest in dests[: self.config.snapshot_sources]:
+            after = ""
+            try:
+                while True:
+                    raw = await self.client.request_dest(
+                        dest, MARKET, SnapshotRequest(after=after), timeout=30
+                    )
+                    snap = msgspec.convert(raw, Snapshot)
+                    for seen in snap.makers:
+                        self.book.on_seen(seen, now)
+                    for offer in snap.offers:
+                        self.book.receive(offer, now)
+                    if snap.next is None or snap.next <= after:
+                        break
+                    after = snap.next
+            except (GrenacheError, msgspec.ValidationError) as exc:
+                log.info("snapshot from %s failed: %s", dest, exc)
+
+    # --- peer RPC: trades, offer lists, chat ---------------------------------------------------------
+    async def _on_peer(self, payload: Any) -> Any:
+        msg = _decode(payload, PeerRequest)  # type: ignore[arg-type]
+        now = now_ms()
+        try:
+            if isinstance(msg, Take):
+                reply, effects = self.desk.take(msg, now)
+                self._commit(effects)
+                return reply
+            if isinstance(msg, Confirm):
+                try:
+                    reply, effects = self.desk.confirm(msg, now)
+                except Refusal as refusal:
+                    self._commit(refusal.effects)
+                    raise
+                self._commit(effects)
+                return reply
+            if isinstance(msg, OffersRequest):
+                return MakerOffers(head=self.desk.head(now, self.addr), offers=self.desk.open_offers())
+            return self._receive_chat(msg)
+        except OTCError as exc:
+            raise RPCError(exc.code, exc.message) from None
+
+    def _receive_chat(self, msg: Chat) -> dict[str, Any]:
+        if msg.to != self.peer_id:
+            raise OTCError(E.ERR_INVALID_MESSAGE, "message is addressed to another peer")
+        if not is_signed(msg):
+            raise OTCError(E.ERR_BAD_SIGNATURE, "message is not signed by its sender")
+        if self.store.add_message(msg, "in"):
+            self.events.emit({"type": "message", "message": msg})
+        return {"ok": True}
+
+    # --- taker --------------------------------------------------------------------------------------
+    def find_offer(self, oid: str) -> Offer:
+        offer = self.book.get(oid)
+        if offer is None and len(oid) >= 4:
+            matches = self.book.find(oid)
+            if len(matches) > 1:
+                raise OTCError(E.ERR_OFFER_NOT_FOUND, f"offer id prefix {oid!r} is ambiguous")
+            offer = matches[0] if matches else None
+        if offer is None or not self.book.is_visible(offer, now_ms()):
+            raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no open offer {oid} in the book")
+        return offer
+
+    async def take(self, oid: str, amount: Any = None) -> Receipt:
+        """Take ``amount`` (default: all that remains) of an offer; returns the done receipt."""
+        offer = self.find_offer(oid)
+        if amount is None:
+            amount = offer.remaining
+        trade = self.taker.new_trade(offer, amount, uuid.uuid4().hex, now_ms())
+        self._save_taker(trade)
+        trade = await self._drive(trade, self.config.take_deadline_s)
+        if trade.state is TakerState.REQUESTED:
+            trade = self.taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: no answer", now_ms())
+            self._save_taker(trade)
+        if trade.state is TakerState.DONE:
+            return receipt(trade)
+        if trade.state is TakerState.FAILED:
+            assert trade.error is not None
+            code, _, message = trade.error.partition(": ")
+            raise OTCError(code, message)
+        raise OTCError(
+            E.ERR_TRADE_PENDING,
+            f"the maker did not answer in time; trade {trade.take.trade_id} is retried in the background",
+        )
+
+    async def _drive(self, trade: TakerTrade, deadline_s: float) -> TakerTrade:
+        """Send the trade's next request until it is final or the deadline passes (idempotent)."""
+        tid = trade.take.trade_id
+        self._driving.add(tid)
+        try:
+            deadline = time.monotonic() + deadline_s
+            backoff = 0.05
+            while (req := self.taker.next_request(trade)) is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    raw = await self.client.request(
+                        peer_key(trade.maker), req, timeout=min(self.config.rpc_timeout_s, remaining)
+                    )
+                    new = self.taker.on_reply(trade, msgspec.convert(raw, TradeReply), now_ms())
+                except RPCError as exc:
+                    new = self.taker.on_refused(trade, exc.code, exc.message, now_ms())
+                    if exc.code in TRANSIENT:
+                        await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                        backoff = min(backoff * 2, 1.0)
+                except GrenacheError as exc:  # the Grape failed the lookup: transient
+                    log.debug("take %s: %s", tid[:8], exc)
+                    await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                    backoff = min(backoff * 2, 1.0)
+                    continue
+                except (OTCError, msgspec.ValidationError) as exc:
+                    # the maker answered something we cannot accept: we never sign it; retry later
+                    log.warning("take %s: unacceptable answer: %s", tid[:8], exc)
+                    break
+                if new is not trade:
+                    trade = new
+                    self._save_taker(trade)
+            return trade
+        finally:
+            self._driving.discard(tid)
+
+    def _save_taker(self, trade: TakerTrade) -> None:
+        self.store.save(taker_trades=[trade])
+        self.taker_trades[trade.take.trade_id] = trade
+        if trade.state is TakerState.DONE:
+            self.events.emit({"type": "trade", "receipt": receipt(trade)})
+
+    async def _reconcile_loop(self) -> None:
+        """Finish trades left pending by lost messages, a timeout or a restart."""
+        while True:
+            for trade in list(self.taker_trades.values()):
+                if trade.state is TakerState.RESERVED and trade.take.trade_id not in self._driving:
+                    self._spawn(self._drive(trade, self.config.take_deadline_s))
+            await asyncio.sleep(1.0)
+
+    # --- chat ---------------------------------------------------------------------------------------
+    def resolve_peer(self, who: str) -> str:
+        """A peer id, id prefix or name -> a peer id; ambiguity is an error, never a guess."""
+        now = now_ms()
+        peers = self.book.peers(now)
+        if len(who) == 64 and all(c in "0123456789abcdef" for c in who):
+            return who
+        by_name = [p for p in peers if p.name == who]
+        by_prefix = [p for p in peers if len(who) >= 4 and p.peer_id.startswith(who)]
+        found = by_name or by_prefix
+        if not found:
+            raise OTCError(E.ERR_PEER_NOT_FOUND, f"no live peer named {who!r}")
+        if len(found) > 1:
+            ids = ", ".join(p.peer_id[:12] for p in found)
+            raise OTCError(E.ERR_AMBIGUOUS_PEER, f"{len(found)} peers match {who!r}: {ids}; use an id")
+        return found[0].peer_id
+
+    async def send_message(self, to: str, text: Any) -> Chat:
+        if not isinstance(text, str) or not text.strip() or len(text) > 2000:
+            raise OTCError(E.ERR_INVALID_MESSAGE, "text must be 1 to 2000 characters")
+        peer_id = self.resolve_peer(to)
+        if peer_id == self.peer_id:
+            raise OTCError(E.ERR_INVALID_MESSAGE, "you cannot message yourself")
+        msg = sign(
+            self.identity,
+            Chat(
+                id=uuid.uuid4().hex,
+                sender=self.peer_id,
+                sender_name=self.name,
+                to=peer_id,
+                text=text,
+                ts=now_ms(),
+            ),
+        )
+        try:
+            await self.client.request(peer_key(peer_id), msg)
+        except GrenacheError as exc:
+            code = E.ERR_PEER_NOT_FOUND if "LOOKUP_EMPTY" in exc.code else E.ERR_MAKER_UNREACHABLE
+            raise OTCError(code, f"could not deliver to {peer_id[:12]}: {exc}") from None
+        self.store.add_message(msg, "out")
+        return msg
+
+    # --- views for the API --------------------------------------------------------------------------
+    def receipts(self) -> list[tuple[str, Receipt]]:
+        out: list[tuple[str, Receipt]] = []
+        for mt in self.store.maker_trades():
+            if mt.state is MakerState.DONE and mt.taker_sig:
+                out.append(("maker", receipt_of(mt.terms, mt.maker_sig, mt.taker_sig)))
+        for tt in self.taker_trades.values():
+            if tt.state is TakerState.DONE:
+                out.append(("taker", receipt(tt)))
+        out.sort(key=lambda r: (r[1].created_at, r[1].id))
+        return out
+
+    def pending_trades(self) -> list[TakerTrade]:
+        return [
+            t for t in self.taker_trades.values() if t.state in (TakerState.REQUESTED, TakerState.RESERVED)
+        ]
+
+    def head(self) -> Head:
+        return self.desk.head(now_ms(), self.addr)
+
+
+def _decode(payload: Any, kind: Any) -> Any:
+    try:
+        return msgspec.convert(payload, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise RPCError(E.ERR_INVALID_PAYLOAD, str(exc)) from None
