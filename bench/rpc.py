@@ -115,13 +115,20 @@ def run_client(
     finally:
         procs.stop(proc)
     if proc.returncode != 0:
+        if _interrupted:  # Ctrl-C reached the whole process group, and the client died of it first
+            raise KeyboardInterrupt
         raise RuntimeError(f"{kind} client failed (rc={proc.returncode}): {err[-2000:]}")
     line = out.strip().splitlines()[-1]
     stats: dict[str, Any] = json.loads(line)
     return stats
 
 
+_interrupted = False
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    global _interrupted
+    _interrupted = True
     raise KeyboardInterrupt
 
 
@@ -141,6 +148,7 @@ def main() -> int:
     inflights = [int(x) for x in args.inflight.split(",") if x.strip()]
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     procs = Processes()
     results: list[dict[str, Any]] = []
     try:
@@ -170,6 +178,9 @@ def main() -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process[/yellow]")
         return 130
+    except RuntimeError as exc:
+        console.print(f"[red]benchmark failed:[/red] {exc}")
+        return 1
     finally:
         procs.stop_all()
 

@@ -254,7 +254,7 @@ class Peer:
 
     # --- market RPC: updates, heartbeats, snapshots ---------------------------------------------------
     async def _on_market(self, payload: Any) -> Any:
-        msg = _decode(payload, MarketRequest)  # type: ignore[arg-type]
+        msg = _decode(payload, MarketRequest)
         now = now_ms()
         if isinstance(msg, Updates):
             applied = 0
@@ -327,7 +327,7 @@ class Peer:
 
     # --- peer RPC: trades, offer lists, chat ---------------------------------------------------------
     async def _on_peer(self, payload: Any) -> Any:
-        msg = _decode(payload, PeerRequest)  # type: ignore[arg-type]
+        msg = _decode(payload, PeerRequest)
         now = now_ms()
         try:
             if isinstance(msg, Take):

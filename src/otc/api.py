@@ -1,0 +1,419 @@
+"""The local control API (JSON over HTTP on 127.0.0.1), used by the ``otc`` CLI, the web page and bots.
+
+Amounts and prices are decimal strings. Errors are always ``{"error": "ERR_...", "message": "..."}`` with
+a 4xx status; a request body with an unknown field is refused rather than half-understood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from . import errors as E
+from .errors import OTCError
+from .messages import Chat, Offer, Receipt
+from .money import PAIRS, get_pair
+from .peer import Peer, now_ms
+
+MAX_BODY = 64 * 1024
+
+
+# --- request bodies -----------------------------------------------------------------------------------
+class OfferIn(msgspec.Struct, forbid_unknown_fields=True):
+    side: Literal["buy", "sell"]
+    amount: str
+    price: str
+    pair: str | None = None
+    min_fill: str | None = None
+    ttl_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] | None = None
+
+
+class TradeIn(msgspec.Struct, forbid_unknown_fields=True):
+    offer_id: Annotated[str, msgspec.Meta(min_length=4, max_length=32)]
+    amount: str | None = None
+
+
+class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
+    to: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+# --- response bodies ----------------------------------------------------------------------------------
+class OfferOut(msgspec.Struct):
+    id: str
+    maker: str
+    maker_name: str
+    side: str
+    pair: str
+    price: str
+    amount: str
+    remaining: str
+    min_fill: str | None
+    expires_at: int | None
+    seq: int
+    status: str
+    created_at: int
+    mine: bool
+
+
+class BookOut(msgspec.Struct):
+    pair: str
+    bids: list[OfferOut]
+    asks: list[OfferOut]
+
+
+class ReceiptOut(msgspec.Struct):
+    id: str
+    offer_id: str
+    maker: str
+    maker_name: str
+    taker: str
+    taker_name: str
+    side: str
+    taker_side: str
+    pair: str
+    price: str
+    amount: str
+    status: str
+    created_at: int
+    role: str
+    maker_sig: str
+    taker_sig: str
+
+
+class PeerOut(msgspec.Struct):
+    id: str
+    name: str
+    address: str
+    last_seen: int
+
+
+class HealthOut(msgspec.Struct):
+    peer_id: str
+    name: str
+    rpc_port: int
+    peers: int
+    offers: int
+
+
+class MessageOut(msgspec.Struct):
+    id: str
+    direction: str
+    sender: str
+    sender_name: str
+    to: str
+    text: str
+    ts: int
+
+
+class ErrorOut(msgspec.Struct):
+    error: str
+    message: str
+
+
+FIELD_CODES = {
+    "side": E.ERR_INVALID_SIDE,
+    "amount": E.ERR_INVALID_AMOUNT,
+    "min_fill": E.ERR_INVALID_AMOUNT,
+    "price": E.ERR_INVALID_PRICE,
+    "pair": E.ERR_UNKNOWN_PAIR,
+    "ttl_s": E.ERR_INVALID_TTL,
+}
+STATUS = {
+    E.ERR_OFFER_NOT_FOUND: 404,
+    E.ERR_PEER_NOT_FOUND: 404,
+    E.ERR_TRADE_NOT_FOUND: 404,
+    E.ERR_NOT_MAKER: 403,
+    E.ERR_TRADE_PENDING: 409,
+}
+BAD_REQUEST = {
+    E.ERR_INVALID_PAYLOAD,
+    E.ERR_INVALID_AMOUNT,
+    E.ERR_INVALID_PRICE,
+    E.ERR_INVALID_SIDE,
+    E.ERR_INVALID_TTL,
+    E.ERR_UNKNOWN_PAIR,
+    E.ERR_INVALID_MESSAGE,
+    E.ERR_TOO_MANY_OFFERS,
+}
+
+_encoder = msgspec.json.Encoder()
+
+
+def offer_out(offer: Offer, me: str) -> OfferOut:
+    return OfferOut(
+        id=offer.id,
+        maker=offer.maker,
+        maker_name=offer.maker_name,
+        side=offer.side,
+        pair=offer.pair,
+        price=offer.price,
+        amount=offer.amount,
+        remaining=offer.remaining,
+        min_fill=offer.min_fill,
+        expires_at=offer.expires_at,
+        seq=offer.seq,
+        status=offer.status,
+        created_at=offer.created_at,
+        mine=offer.maker == me,
+    )
+
+
+def receipt_out(receipt: Receipt, role: str) -> ReceiptOut:
+    return ReceiptOut(
+        **{f: getattr(receipt, f) for f in ReceiptOut.__struct_fields__ if hasattr(receipt, f)},
+        taker_side="sell" if receipt.side == "buy" else "buy",
+        role=role,
+    )
+
+
+def message_out(direction: str, msg: Chat) -> MessageOut:
+    return MessageOut(msg.id, direction, msg.sender, msg.sender_name, msg.to, msg.text, msg.ts)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
+
+
+def error_response(code: str, message: str, status: int | None = None) -> web.Response:
+    if status is None:
+        status = STATUS.get(code, 400 if code in BAD_REQUEST else 409)
+    return json_response(ErrorOut(code, message), status)
+
+
+async def read_body(request: web.Request, kind: type[Any]) -> Any:
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        for name, code in FIELD_CODES.items():
+            if f"`$.{name}`" in text:
+                raise OTCError(code, text) from None
+        raise OTCError(E.ERR_INVALID_PAYLOAD, text) from None
+    except msgspec.DecodeError as exc:
+        raise OTCError(E.ERR_INVALID_PAYLOAD, f"body is not valid JSON: {exc}") from None
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except OTCError as exc:
+        return error_response(exc.code, exc.message)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(E.ERR_INVALID_PAYLOAD, f"body larger than {MAX_BODY} bytes", 413)
+    except web.HTTPNotFound:
+        return error_response("ERR_NOT_FOUND", f"no endpoint {request.method} {request.path}", 404)
+    except web.HTTPMethodNotAllowed:
+        return error_response(
+            "ERR_METHOD_NOT_ALLOWED", f"{request.method} not allowed on {request.path}", 405
+        )
+
+
+class API:
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
+        r = self.app.router
+        r.add_get("/api/health", self.health)
+        r.add_get("/api/book", self.book)
+        r.add_post("/api/offers", self.post_offer)
+        r.add_get("/api/offers", self.my_offers)
+        r.add_delete("/api/offers/{id}", self.cancel_offer)
+        r.add_post("/api/trades", self.post_trade)
+        r.add_get("/api/trades", self.trades)
+        r.add_get("/api/peers", self.peers)
+        r.add_post("/api/messages", self.post_message)
+        r.add_get("/api/messages", self.messages)
+        r.add_get("/api/events", self.events)
+        r.add_get("/api/openapi.json", self.openapi)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, port: int, host: str = "127.0.0.1") -> int:
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self.port
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # handlers ----------------------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        p = self.peer
+        peers = len(p.book.peers(now_ms()))
+        return json_response(HealthOut(p.peer_id, p.name, p.rpc_port, peers, len(p.desk.open_offers())))
+
+    async def book(self, request: web.Request) -> web.Response:
+        pair = get_pair(request.query.get("pair", self.peer.config.default_pair)).symbol
+        bids, asks = self.peer.book.view(pair, now_ms())
+        me = self.peer.peer_id
+        return json_response(
+            BookOut(pair, [offer_out(o, me) for o in bids], [offer_out(o, me) for o in asks])
+        )
+
+    async def post_offer(self, request: web.Request) -> web.Response:
+        body: OfferIn = await read_body(request, OfferIn)
+        offer = self.peer.post_offer(
+            side=body.side,
+            amount=body.amount,
+            price=body.price,
+            pair=body.pair or self.peer.config.default_pair,
+            min_fill=body.min_fill,
+            ttl_ms=None if body.ttl_s is None else body.ttl_s * 1000,
+        )
+        return json_response(offer_out(offer, self.peer.peer_id), 201)
+
+    async def my_offers(self, request: web.Request) -> web.Response:
+        me = self.peer.peer_id
+        offers = sorted(self.peer.desk.offers.values(), key=lambda o: o.seq)
+        if request.query.get("all") not in ("1", "true"):
+            offers = [o for o in offers if o.status == "open"]
+        return json_response([offer_out(o, me) for o in offers])
+
+    async def cancel_offer(self, request: web.Request) -> web.Response:
+        offer = self.peer.cancel_offer(request.match_info["id"])
+        return json_response(offer_out(offer, self.peer.peer_id))
+
+    async def post_trade(self, request: web.Request) -> web.Response:
+        body: TradeIn = await read_body(request, TradeIn)
+        receipt = await self.peer.take(body.offer_id, body.amount)
+        return json_response(receipt_out(receipt, "taker"), 201)
+
+    async def trades(self, request: web.Request) -> web.Response:
+        return json_response([receipt_out(r, role) for role, r in self.peer.receipts()])
+
+    async def peers(self, request: web.Request) -> web.Response:
+        return json_response(
+            [PeerOut(p.peer_id, p.name, p.addr, p.last_seen) for p in self.peer.book.peers(now_ms())]
+        )
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        body: MessageIn = await read_body(request, MessageIn)
+        msg = await self.peer.send_message(body.to, body.text)
+        return json_response(message_out("out", msg), 201)
+
+    async def messages(self, request: web.Request) -> web.Response:
+        return json_response([message_out(d, m) for d, m in self.peer.store.messages()])
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: one ``data:`` line per book change, trade or message."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+
+        def push(event: dict[str, Any]) -> None:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait({"type": event["type"]})
+
+        self.peer.events.callbacks.append(push)
+        try:
+            await response.write(b": connected\n\n")
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), 15)
+                    await response.write(b"data: " + _encoder.encode(event) + b"\n\n")
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.peer.events.callbacks.remove(push)
+        return response
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return json_response(openapi_document())
+
+
+def openapi_document() -> dict[str, Any]:
+    (offer_in, trade_in, message_in, offer, book, receipt, peer, health, message, error), components = (
+        msgspec.json.schema_components(
+            [
+                OfferIn,
+                TradeIn,
+                MessageIn,
+                OfferOut,
+                BookOut,
+                ReceiptOut,
+                PeerOut,
+                HealthOut,
+                MessageOut,
+                ErrorOut,
+            ],
+            ref_template="#/components/schemas/{name}",
+        )
+    )
+
+    def ok(schema: dict[str, Any], status: str = "200", desc: str = "OK") -> dict[str, Any]:
+        return {
+            status: {"description": desc, "content": {"application/json": {"schema": schema}}},
+            "4XX": {"description": "error", "content": {"application/json": {"schema": error}}},
+        }
+
+    def body(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    pair_param = {
+        "name": "pair",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": list(PAIRS)},
+    }
+    id_param = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Grenache OTC peer control API",
+            "version": "1",
+            "description": "Local API of one peer. Amounts and prices are decimal strings.",
+        },
+        "paths": {
+            "/api/health": {"get": {"operationId": "health", "responses": ok(health)}},
+            "/api/book": {"get": {"operationId": "book", "parameters": [pair_param], "responses": ok(book)}},
+            "/api/offers": {
+                "post": {
+                    "operationId": "postOffer",
+                    "requestBody": body(offer_in),
+                    "responses": ok(offer, "201"),
+                },
+                "get": {"operationId": "myOffers", "responses": ok({"type": "array", "items": offer})},
+            },
+            "/api/offers/{id}": {
+                "delete": {"operationId": "cancelOffer", "parameters": [id_param], "responses": ok(offer)}
+            },
+            "/api/trades": {
+                "post": {
+                    "operationId": "take",
+                    "requestBody": body(trade_in),
+                    "responses": ok(receipt, "201"),
+                },
+                "get": {"operationId": "trades", "responses": ok({"type": "array", "items": receipt})},
+            },
+            "/api/peers": {
+                "get": {"operationId": "peers", "responses": ok({"type": "array", "items": peer})}
+            },
+            "/api/messages": {
+                "post": {
+                    "operationId": "sendMessage",
+                    "requestBody": body(message_in),
+                    "responses": ok(message, "201"),
+                },
+                "get": {"operationId": "messages", "responses": ok({"type": "array", "items": message})},
+            },
+        },
+        "components": {"schemas": components},
+    }
