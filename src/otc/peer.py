@@ -268,6 +268,8 @@ class Peer:
                     self.events.emit({"type": "offer", "offer": offer})
             return {"applied": applied}
         if isinstance(msg, Heartbeat):
+            if msg.head.maker not in self.book.makers:
+                self.link.forget(MARKET)  # a newcomer: our cached destinations do not include it yet
             if self.book.on_head(msg.head, now) and msg.head.maker not in self._syncing:
                 self._spawn(self._sync_maker(msg.head.maker))
             return {"ok": True}

@@ -160,7 +160,7 @@ async def test_request_and_map(link: Link, client: PeerRPCClient) -> None:
             return {"server": name, "got": payload}
 
         await server.listen(0)
-        assert await server.announce(key) == 1  # one other Grape acknowledged
+        await server.announce(key)
     try:
         await wait_dests(client.link, key, 2)
         result = await client.request(key, {"msg": "hello"}, timeout=10)

@@ -1,0 +1,204 @@
+"""The exchange end to end: `otc peer` processes on two real Grapes, trading over real Grenache RPC."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..harness import APIError, PeerProcess, book_state, wait_for
+
+Spawn = Callable[..., PeerProcess]
+
+
+def visible(peer: PeerProcess, offer_id: str) -> dict[str, Any] | None:
+    book = peer.book()
+    return next((o for o in book["bids"] + book["asks"] if o["id"] == offer_id), None)
+
+
+def converged(peers: list[PeerProcess]) -> tuple[list[tuple[str, str, int]]] | None:
+    """The common book state (in a 1-tuple, so an empty book is still truthy), or None."""
+    states = [book_state(p) for p in peers]
+    return (states[0],) if all(s == states[0] for s in states) else None
+
+
+def test_offer_take_and_book_update_across_three_peers(spawn: Spawn) -> None:
+    alice, bob, carol = spawn("alice"), spawn("bob"), spawn("carol")
+    for p in (alice, bob, carol):
+        wait_for(lambda p=p: p.get("/api/health")["peers"] >= 2, what=f"{p.name} to see two peers")
+
+    offer = alice.offer("sell", "100", "8000")
+    assert offer["remaining"] == "100" and offer["maker_name"] == "alice"
+    for p in (bob, carol):
+        wait_for(lambda p=p: visible(p, offer["id"]), what=f"{p.name} to see the offer")
+
+    receipt = bob.take(offer["id"], "30.5")
+    assert receipt["status"] == "done"
+    assert (receipt["amount"], receipt["price"], receipt["taker"]) == ("30.5", "8000", bob.peer_id)
+
+    maker_receipts = alice.get("/api/trades")
+    taker_receipts = bob.get("/api/trades")
+    strip = lambda r: {k: v for k, v in r.items() if k != "role"}  # noqa: E731
+    assert [strip(r) for r in maker_receipts] == [strip(receipt)]
+    assert [strip(r) for r in taker_receipts] == [strip(receipt)]
+    assert maker_receipts[0]["role"] == "maker" and taker_receipts[0]["role"] == "taker"
+
+    for p in (alice, bob, carol):
+        wait_for(lambda p=p: (visible(p, offer["id"]) or {}).get("remaining") == "69.5", what="new remaining")
+
+
+def test_racing_takers_never_overfill(spawn: Spawn) -> None:
+    maker, t1, t2, t3 = spawn("maker"), spawn("t1"), spawn("t2"), spawn("t3")
+    takers = [t1, t2, t3]
+    offers = [maker.offer("sell", "5", "8000"), maker.offer("sell", "3", "8001")]
+    for t in takers:
+        for o in offers:
+            wait_for(lambda t=t, o=o: visible(t, o["id"]), what="offers to propagate")
+
+    # 60 concurrent takes of 0.5 for 8 units of supply: exactly 16 can succeed
+    jobs = [(takers[i % 3], offers[i % 2]["id"]) for i in range(60)]
+
+    def attempt(job: tuple[PeerProcess, str]) -> tuple[str, Any]:
+        taker, oid = job
+        try:
+            return "done", taker.take(oid, "0.5")
+        except APIError as exc:
+            return exc.code or "?", exc.body
+
+    with ThreadPoolExecutor(max_workers=60) as pool:
+        outcomes = list(pool.map(attempt, jobs))
+
+    done = [r for status, r in outcomes if status == "done"]
+    refused = {status for status, _ in outcomes if status != "done"}
+    assert refused <= {"ERR_INSUFFICIENT_REMAINING", "ERR_OFFER_CLOSED", "ERR_OFFER_NOT_FOUND"}, refused
+    for o in offers:
+        filled = sum(Decimal(r["amount"]) for r in done if r["offer_id"] == o["id"])
+        assert filled == Decimal(o["amount"]), (o["id"], filled)  # never more; demand exceeded supply
+    assert len(done) == 16
+
+    # the maker and the takers hold exactly the same receipts
+    maker_ids = {r["id"]: r["maker_sig"] + r["taker_sig"] for r in maker.get("/api/trades")}
+    taker_ids = {r["id"]: r["maker_sig"] + r["taker_sig"] for t in takers for r in t.get("/api/trades")}
+    assert maker_ids == taker_ids and len(maker_ids) == 16
+
+    # filled offers leave every book, and all books converge
+    (state,) = wait_for(lambda: converged([maker, *takers]), what="books to converge")
+    assert state == []
+
+
+def test_cancel_and_closed_offers_never_come_back(spawn: Spawn) -> None:
+    alice, bob = spawn("alice"), spawn("bob")
+    offer = alice.offer("buy", "1", "7000")
+    wait_for(lambda: visible(bob, offer["id"]), what="offer at bob")
+    closed = alice.delete(f"/api/offers/{offer['id']}")
+    assert closed["status"] == "cancelled"
+    wait_for(lambda: visible(bob, offer["id"]) is None, what="cancel to reach bob")
+    with pytest.raises(APIError) as err:
+        bob.take(offer["id"], "1")
+    assert err.value.code == "ERR_OFFER_NOT_FOUND"
+    with pytest.raises(APIError) as err:
+        bob.delete(f"/api/offers/{offer['id']}")
+    assert err.value.code == "ERR_OFFER_NOT_FOUND"
+    with pytest.raises(APIError) as err:
+        alice.delete(f"/api/offers/{offer['id']}")
+    assert err.value.code == "ERR_OFFER_CLOSED"
+    # a newcomer loading the book late does not resurrect it either
+    carol = spawn("carol")
+    live = alice.offer("sell", "2", "9000")
+    wait_for(lambda: visible(carol, live["id"]), what="carol to load the book")
+    assert visible(carol, offer["id"]) is None
+
+
+def test_late_joiner_loads_the_book(spawn: Spawn) -> None:
+    alice, bob = spawn("alice"), spawn("bob")
+    ids = [alice.offer("sell", "1", str(8000 + i))["id"] for i in range(20)]
+    ids += [bob.offer("buy", "1", str(7000 + i))["id"] for i in range(20)]
+    wait_for(lambda: len(book_state(bob)) == 40, what="bob to hold 40 offers")
+    carol = spawn("carol")
+    (state,) = wait_for(lambda: converged([alice, bob, carol]), what="carol to converge")
+    assert sorted(i for i, _, _ in state) == sorted(ids)
+    book = carol.book()
+    assert [o["price"] for o in book["asks"]] == [str(8000 + i) for i in range(20)]  # lowest first
+    assert [o["price"] for o in book["bids"]] == [str(7019 - i) for i in range(20)]  # highest first
+
+
+def test_dead_maker_offers_disappear_within_15_s(spawn: Spawn) -> None:
+    alice, bob = spawn("alice"), spawn("bob")
+    offer = alice.offer("sell", "1", "8000")
+    wait_for(lambda: visible(bob, offer["id"]), what="offer at bob")
+    alice.kill()
+    wait_for(lambda: visible(bob, offer["id"]) is None, timeout=15, what="dead maker's offer to vanish")
+
+
+def test_paused_maker_comes_back(spawn: Spawn) -> None:
+    alice, bob = spawn("alice"), spawn("bob")
+    offer = alice.offer("sell", "1", "8000")
+    wait_for(lambda: visible(bob, offer["id"]), what="offer at bob")
+    alice.signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: visible(bob, offer["id"]) is None, timeout=15, what="paused maker hidden")
+    finally:
+        alice.signal(signal.SIGCONT)
+    wait_for(lambda: visible(bob, offer["id"]), timeout=15, what="offer back after SIGCONT")
+
+
+def test_restart_from_data_dir_keeps_offers_and_trades(spawn: Spawn, tmp_path: Path) -> None:
+    data = tmp_path / "alice-data"
+    alice, bob = spawn("alice", data_dir=data), spawn("bob")
+    keep = alice.offer("sell", "4", "8000")
+    gone = alice.offer("sell", "1", "8100")
+    alice.delete(f"/api/offers/{gone['id']}")
+    wait_for(lambda: visible(bob, keep["id"]), what="offer at bob")
+    receipt = bob.take(keep["id"], "1")
+    peer_id = alice.peer_id
+    alice.kill()  # SIGKILL: no chance to flush anything
+    wait_for(lambda: visible(bob, keep["id"]) is None, timeout=15, what="offer hidden while alice is down")
+
+    alice2 = spawn("alice", data_dir=data)
+    assert alice2.peer_id == peer_id  # same key, same identity
+    assert [r["id"] for r in alice2.get("/api/trades")] == [receipt["id"]]
+    back = wait_for(lambda: visible(bob, keep["id"]), timeout=15, what="open offer republished")
+    assert back["remaining"] == "3"
+    assert visible(bob, gone["id"]) is None and visible(alice2, gone["id"]) is None
+    assert bob.take(keep["id"], "3")["status"] == "done"
+
+
+def test_expired_offers_disappear_everywhere(spawn: Spawn) -> None:
+    alice, bob = spawn("alice"), spawn("bob")
+    for p in (alice, bob):
+        wait_for(lambda p=p: p.get("/api/health")["peers"] == 1, what=f"{p.name} to see the other")
+    offer = alice.offer("sell", "1", "8000", ttl_s=3)
+    assert offer["expires_at"] == offer["created_at"] + 3000
+    wait_for(lambda: visible(bob, offer["id"]), what="offer at bob")
+    for p in (alice, bob):
+        wait_for(lambda p=p: visible(p, offer["id"]) is None, timeout=10, what="expiry")
+    with pytest.raises(APIError) as err:
+        bob.take(offer["id"], "1")
+    assert err.value.code == "ERR_OFFER_NOT_FOUND"
+
+
+def test_trade_refusals_say_why(spawn: Spawn) -> None:
+    alice, bob = spawn("alice"), spawn("bob")
+    offer = alice.offer("sell", "2", "8000", min_fill="0.5")
+    wait_for(lambda: visible(bob, offer["id"]), what="offer at bob")
+    cases = [
+        (bob, {"offer_id": offer["id"], "amount": "3"}, "ERR_INSUFFICIENT_REMAINING", 409),
+        (bob, {"offer_id": offer["id"], "amount": "0.1"}, "ERR_BELOW_MIN_FILL", 409),
+        (bob, {"offer_id": offer["id"], "amount": "0.123456789"}, "ERR_INVALID_AMOUNT", 400),
+        (bob, {"offer_id": "f" * 32, "amount": "1"}, "ERR_OFFER_NOT_FOUND", 404),
+        (alice, {"offer_id": offer["id"], "amount": "1"}, "ERR_SELF_TRADE", 409),
+        (bob, {"offer_id": offer["id"], "amount": 1.5}, "ERR_INVALID_AMOUNT", 400),
+        (bob, {"offer": offer["id"]}, "ERR_INVALID_PAYLOAD", 400),
+    ]
+    for peer, body, code, status in cases:
+        with pytest.raises(APIError) as err:
+            peer.post("/api/trades", body)
+        assert (err.value.code, err.value.status) == (code, status), body
+        assert err.value.body["message"]
+    assert visible(bob, offer["id"])["remaining"] == "2"  # nothing changed
+    assert alice.get("/api/trades") == [] and bob.get("/api/trades") == []
