@@ -55,7 +55,9 @@ def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.
 
 
 class PeerProcess:
-    def __init__(self, grape: str, name: str, data_dir: Path | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, grape: str, name: str, data_dir: Path | None = None, log_dir: Path | None = None
+    ) -> None:
         self.grape = grape
         self.name = name
         self.data_dir = data_dir

@@ -126,9 +126,7 @@ def _rpc(grape: str, key: str, payload: Any, timeout: float, compress: bool, fan
         try:
             if fanout:
                 return [
-                    {"error": r.code, "message": r.message, "dest": r.dest}
-                    if isinstance(r, RPCError)
-                    else r
+                    {"error": r.code, "message": r.message, "dest": r.dest} if isinstance(r, RPCError) else r
                     for r in await client.map(key, payload, compress=compress)
                 ]
             return await client.request(key, payload, compress=compress)

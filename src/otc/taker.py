@@ -114,7 +114,6 @@ class Taker:
             updated_at=now,
         )
 
-
     def give_up(self, trade: TakerTrade, reason: str, now: int) -> TakerTrade:
         """Abandon a take the maker never answered (only before our confirm has been sent)."""
         return msgspec.structs.replace(
