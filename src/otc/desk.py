@@ -82,7 +82,7 @@ class Desk:
             if trade.state is MakerState.RESERVED:
                 oid = trade.terms.offer_id
                 self.reserved[oid] = self.reserved.get(oid, Decimal(0)) + D(trade.terms.amount)
-        self.seq = max([seq, *(o.seq for o in offers)])
+        self.seq = max([self.seq, seq, *(o.seq for o in offers)])  # never goes back
 
     # offers ------------------------------------------------------------------------------------------
     def create(

@@ -1,0 +1,143 @@
+"""Launch ``otc peer`` processes and drive them through their control API over loopback HTTP.
+
+Used by the demo, the integration tests, the chaos run and the benchmarks. Processes are ended by their
+Popen handle, never by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from grenache.grapes import free_port
+
+T = TypeVar("T")
+
+
+class APIError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {body}")
+        self.status = status
+        self.code = body.get("error")
+        self.body = body
+
+
+def http(method: str, url: str, body: Any = None, timeout: float = 30) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raise APIError(exc.code, json.loads(exc.read() or b"{}")) from None
+
+
+def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+            last = value
+        except (APIError, OSError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}: last {last!r}")
+        time.sleep(interval)
+
+
+class PeerProcess:
+    def __init__(
+        self, grape: str, name: str, data_dir: Path | None = None, log_dir: Path | None = None
+    ) -> None:
+        self.grape = grape
+        self.name = name
+        self.data_dir = data_dir
+        self.log_dir = log_dir
+        self.api_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.peer_id = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self, timeout: float = 30.0) -> PeerProcess:
+        cmd = [sys.executable, "-m", "otc.cli", "peer", "--grape", self.grape, "--name", self.name,
+               "--api-port", str(self.api_port), "--log-level", "warning"]  # fmt: skip
+        if self.data_dir is not None:
+            cmd += ["--data-dir", str(self.data_dir)]
+        log = open(self.log_dir / f"{self.name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        finally:
+            if self.log_dir:
+                log.close()  # type: ignore[union-attr]
+        health = wait_for(self._health, timeout, what=f"peer {self.name} to answer")
+        self.peer_id = health["peer_id"]
+        return self
+
+    def _health(self) -> Any:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"peer {self.name} exited with {self.proc.returncode}")
+        return self.get("/api/health")
+
+    def get(self, path: str) -> Any:
+        return http("GET", self.url + path)
+
+    def post(self, path: str, body: Any) -> Any:
+        return http("POST", self.url + path, body)
+
+    def delete(self, path: str) -> Any:
+        return http("DELETE", self.url + path)
+
+    def book(self, pair: str = "BTC/USD") -> Any:
+        return self.get(f"/api/book?pair={pair.replace('/', '%2F')}")
+
+    def offer(self, side: str, amount: str, price: str, **extra: Any) -> Any:
+        return self.post("/api/offers", {"side": side, "amount": amount, "price": price, **extra})
+
+    def take(self, offer_id: str, amount: str | None = None) -> Any:
+        body: dict[str, Any] = {"offer_id": offer_id}
+        if amount is not None:
+            body["amount"] = amount
+        return self.post("/api/trades", body)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def book_state(peer: PeerProcess, pair: str = "BTC/USD") -> list[tuple[str, str, int]]:
+    """(id, remaining, seq) of every visible offer: what must converge across peers."""
+    book = peer.book(pair)
+    return sorted((o["id"], o["remaining"], o["seq"]) for o in book["bids"] + book["asks"])
