@@ -12,7 +12,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import msgspec
-
 from rich.console import Console
 from rich.table import Table
 
@@ -55,7 +54,7 @@ def show_receipts(peers: list[PeerProcess]) -> None:
             fields = {k: v for k, v in r.items() if k in Receipt.__struct_fields__}
             valid = receipt_is_valid(msgspec.convert(fields, Receipt))
             table.add_row(r["id"][:8], r["maker_name"], r["taker_name"], r["side"], r["amount"], r["price"],
-                          f"{peer.name} ({r['role']})", "both valid ✓" if valid else "[red]INVALID")  # fmt: skip
+                          f"{peer.name} ({r['role']})", "valid ✓" if valid else "[red]INVALID")  # fmt: skip
     console.print(table)
 
 
