@@ -158,7 +158,8 @@ class PeerRPCClient:
     """Call Grenache RPC services found through ``link``.
 
     ``timeout`` (seconds) applies to a whole request unless a call gives its own; ``max_conns_per_dest``
-    bounds the connections kept to one destination.
+    bounds the connections kept to one destination; ``attempts`` bounds how many destinations one
+    ``request`` tries when connections are refused.
     """
 
     def __init__(
@@ -168,7 +169,7 @@ class PeerRPCClient:
         timeout: float = 10.0,
         max_conns_per_dest: int = 64,
         idle_timeout: float = 4.0,  # under Node's 5 s keep-alive, so we never reuse a socket it closes
-        attempts: int = 3,
+        attempts: int = 32,
     ) -> None:
         self.link = link
         self.timeout = timeout
@@ -185,15 +186,19 @@ class PeerRPCClient:
         dests = await self._lookup(key, deadline)
         tried: set[str] = set()
         last: Exception | None = None
+        refreshed = False
+        # a stopped service stays in lookups for minutes, and a refused connect costs next to nothing:
+        # go on through the other destinations (within the deadline) rather than give up after a few
         for _ in range(self.attempts):
             candidates = [d for d in dests if d not in tried]
-            if not candidates:
+            if not candidates and not refreshed:
                 # every known destination refused the connection: ask the Grape again, once
+                refreshed = True
                 with contextlib.suppress(GrapeError):
                     dests = await self._lookup(key, deadline, cache=False)
                 candidates = [d for d in dests if d not in tried]
-                if not candidates:
-                    break
+            if not candidates or time.monotonic() >= deadline:
+                break
             dest = random.choice(candidates)
             tried.add(dest)
             try:
