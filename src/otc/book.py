@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 
+from sortedcontainers import SortedList
+
 from .desk import entry_hash
 from .errors import OTCError
 from .messages import Head, MakerOffers, MakerSeen, Offer
@@ -73,7 +75,9 @@ class Book:
         self.liveness_ms = liveness_ms
         self.makers: dict[str, MakerView] = {}
         self.by_pair: dict[str, dict[str, Offer]] = {}
-        self._price: dict[str, Decimal] = {}
+        # price-time priority per (pair, side): best first. Keys: (-price or price, created_at, id)
+        self._levels: dict[tuple[str, str], SortedList] = {}
+        self._keys: dict[str, tuple[Decimal, int, str]] = {}
 
     # --- reading ------------------------------------------------------------------------------------
     def get(self, oid: str) -> Offer | None:
@@ -97,15 +101,24 @@ class Book:
 
     def view(self, pair: str, now: int) -> tuple[list[Offer], list[Offer]]:
         """(bids best first, asks best first); older first at equal price."""
-        bids: list[Offer] = []
-        asks: list[Offer] = []
-        for offer in self.by_pair.get(pair, {}).values():
+        return self.side(pair, "buy", now), self.side(pair, "sell", now)
+
+    def side(self, pair: str, side: str, now: int, limit: int | None = None) -> list[Offer]:
+        """Visible offers of one side, best price first (older first at equal price)."""
+        offers = self.by_pair.get(pair, {})
+        out: list[Offer] = []
+        for key in self._levels.get((pair, side), ()):
+            offer = offers[key[2]]
             if self.is_visible(offer, now):
-                (bids if offer.side == "buy" else asks).append(offer)
-        price = self._price
-        bids.sort(key=lambda o: (-price[o.id], o.created_at, o.id))
-        asks.sort(key=lambda o: (price[o.id], o.created_at, o.id))
-        return bids, asks
+                out.append(offer)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def best(self, pair: str, side: str, now: int) -> Offer | None:
+        """The best visible offer of one side: the highest bid or the lowest ask."""
+        found = self.side(pair, side, now, limit=1)
+        return found[0] if found else None
 
     def open_count(self) -> int:
         return sum(len(v) for v in self.by_pair.values())
@@ -119,8 +132,20 @@ class Book:
         return sorted(out, key=lambda p: (p.name, p.peer_id))
 
     # --- writing ------------------------------------------------------------------------------------
+    def is_news(self, offer: Offer) -> bool:
+        """Whether an update could change anything: cheap, so signatures are checked only for news."""
+        view = self.makers.get(offer.maker)
+        if view is None:
+            return True
+        if offer.id in view.tombstones:
+            return False
+        held = view.offers.get(offer.id)
+        return offer.seq > (held.seq if held is not None else view.synced_head)
+
     def receive(self, offer: Offer, now: int, *, verified: bool = False) -> Applied:
         """Verify and apply one update from the network."""
+        if not self.is_news(offer):
+            return Applied.STALE
         if not verified:
             try:
                 check_consistent(offer)
@@ -154,7 +179,13 @@ class Book:
         view.offers[offer.id] = offer
         view.digest ^= entry_hash(offer.id, offer.seq)
         self.by_pair.setdefault(offer.pair, {})[offer.id] = offer
-        self._price[offer.id] = D(offer.price)
+        price = D(offer.price)
+        key = (-price if offer.side == "buy" else price, offer.created_at, offer.id)
+        self._keys[offer.id] = key
+        level = self._levels.get((offer.pair, offer.side))
+        if level is None:
+            level = self._levels[(offer.pair, offer.side)] = SortedList()
+        level.add(key)
         return Applied.UPDATED if held is not None else Applied.NEW
 
     def on_head(self, head: Head, now: int, *, verified: bool = False) -> bool:
@@ -224,4 +255,6 @@ class Book:
         pair = self.by_pair.get(offer.pair)
         if pair is not None:
             pair.pop(offer.id, None)
-        self._price.pop(offer.id, None)
+        key = self._keys.pop(offer.id, None)
+        if key is not None:
+            self._levels[(offer.pair, offer.side)].remove(key)

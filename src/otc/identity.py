@@ -7,26 +7,27 @@ import functools
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+# libsodium through PyNaCl: verifies in half the time of OpenSSL's Ed25519 here, and its cffi calls
+# release the GIL, so a large batch (a late join) can be verified on every core with threads.
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 
 PEER_ID_PATTERN = r"^[0-9a-f]{64}$"
 SIG_PATTERN = r"^[0-9a-f]{128}$"
 
 
 class Identity:
-    def __init__(self, key: Ed25519PrivateKey) -> None:
+    def __init__(self, key: SigningKey) -> None:
         self._key = key
-        self.peer_id = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+        self.peer_id = bytes(key.verify_key).hex()
 
     @classmethod
     def generate(cls) -> Identity:
-        return cls(Ed25519PrivateKey.generate())
+        return cls(SigningKey.generate())
 
     @classmethod
     def from_seed(cls, seed: bytes) -> Identity:
-        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+        return cls(SigningKey(seed))
 
     @classmethod
     def load_or_create(cls, path: Path) -> Identity:
@@ -45,21 +46,21 @@ class Identity:
         return identity
 
     def seed(self) -> bytes:
-        return self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return bytes(self._key)
 
     def sign(self, message: bytes) -> str:
-        return self._key.sign(message).hex()
+        return self._key.sign(message).signature.hex()
 
 
 @functools.lru_cache(maxsize=4096)
-def _public_key(peer_id: str) -> Ed25519PublicKey:
-    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(peer_id))
+def _public_key(peer_id: str) -> VerifyKey:
+    return VerifyKey(bytes.fromhex(peer_id))
 
 
 def verify(peer_id: str, signature: str, message: bytes) -> bool:
     try:
-        _public_key(peer_id).verify(bytes.fromhex(signature), message)
-    except (InvalidSignature, ValueError):
+        _public_key(peer_id).verify(message, bytes.fromhex(signature))
+    except (BadSignatureError, ValueError, TypeError):
         return False
     return True
 
