@@ -165,6 +165,10 @@ class Desk:
         times += [o.expires_at for o in self.offers.values() if o.status == OPEN and o.expires_at]
         return min(times, default=None)
 
+    @property
+    def open_count(self) -> int:
+        return self._open_count
+
     def open_offers(self) -> list[Offer]:
         return [o for o in self.offers.values() if o.status == OPEN]
 
