@@ -78,6 +78,7 @@ class Book:
         # price-time priority per (pair, side): best first. Keys: (-price or price, created_at, id)
         self._levels: dict[tuple[str, str], SortedList] = {}
         self._keys: dict[str, tuple[Decimal, int, str]] = {}
+        self._ids: SortedList = SortedList()  # every open offer id, for paged snapshots
 
     # --- reading ------------------------------------------------------------------------------------
     def get(self, oid: str) -> Offer | None:
@@ -121,7 +122,15 @@ class Book:
         return found[0] if found else None
 
     def open_count(self) -> int:
-        return sum(len(v) for v in self.by_pair.values())
+        return len(self._ids)
+
+    def page(self, after: str, limit: int) -> tuple[list[Offer], str | None]:
+        """Open offers with ids above ``after``, in id order, and the cursor of the next page."""
+        ids = list(self._ids.irange(minimum=after, inclusive=(False, True), maximum=None))[: limit + 1]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        offers = [o for o in (self.get(oid) for oid in ids) if o is not None]
+        return offers, (ids[-1] if more else None)
 
     def peers(self, now: int) -> list[PeerInfo]:
         out = []
@@ -171,6 +180,8 @@ class Book:
             self._drop(view, held)
         elif offer.seq <= view.synced_head:
             return Applied.STALE
+        elif offer.id in self._keys:
+            return Applied.INVALID  # another maker's open offer has this id: ids index the whole book
         if offer.seq > view.max_seq:
             view.max_seq = offer.seq
         if offer.status != OPEN:
@@ -179,6 +190,7 @@ class Book:
         view.offers[offer.id] = offer
         view.digest ^= entry_hash(offer.id, offer.seq)
         self.by_pair.setdefault(offer.pair, {})[offer.id] = offer
+        self._ids.add(offer.id)
         price = D(offer.price)
         key = (-price if offer.side == "buy" else price, offer.created_at, offer.id)
         self._keys[offer.id] = key
@@ -255,6 +267,7 @@ class Book:
         pair = self.by_pair.get(offer.pair)
         if pair is not None:
             pair.pop(offer.id, None)
+        self._ids.discard(offer.id)
         key = self._keys.pop(offer.id, None)
         if key is not None:
             self._levels[(offer.pair, offer.side)].remove(key)

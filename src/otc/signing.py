@@ -46,6 +46,17 @@ def is_signed(msg: Offer | Head | Take | Chat) -> bool:
     return bool(msg.sig) and verify(signer_of(msg), msg.sig, signing_bytes(msg))
 
 
+def offer_is_valid(offer: Offer) -> bool:
+    """Consistent and signed by its maker: what a book requires of an update from the network."""
+    from .offer import check_consistent  # offer.py imports signing's users; keep the graph acyclic
+
+    try:
+        check_consistent(offer)
+    except Exception:
+        return False
+    return is_signed(offer)
+
+
 def terms_of(receipt: Receipt) -> Terms:
     return Terms(**{f: getattr(receipt, f) for f in Terms.__struct_fields__})
 
