@@ -60,13 +60,18 @@ def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.
 
 class PeerProcess:
     def __init__(
-        self, grape: str, name: str, data_dir: Path | None = None, log_dir: Path | None = None
+        self,
+        grape: str,
+        name: str,
+        data_dir: Path | None = None,
+        log_dir: Path | None = None,
+        api_port: int | None = None,
     ) -> None:
         self.grape = grape
         self.name = name
         self.data_dir = data_dir
         self.log_dir = log_dir
-        self.api_port = free_port()
+        self.api_port = api_port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.peer_id = ""
 
@@ -75,6 +80,16 @@ class PeerProcess:
         return f"http://127.0.0.1:{self.api_port}"
 
     def start(self, timeout: float = 30.0) -> PeerProcess:
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> PeerProcess:
+        health = wait_for(self._health, timeout, what=f"peer {self.name} to answer")
+        self.peer_id = health["peer_id"]
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (start many, then ``wait_ready`` each)."""
         cmd = [sys.executable, "-m", "otc.cli", "peer", "--grape", self.grape, "--name", self.name,
                "--api-port", str(self.api_port), "--log-level", "warning"]  # fmt: skip
         if self.data_dir is not None:
@@ -85,9 +100,6 @@ class PeerProcess:
         finally:
             if self.log_dir:
                 log.close()  # type: ignore[union-attr]
-        health = wait_for(self._health, timeout, what=f"peer {self.name} to answer")
-        self.peer_id = health["peer_id"]
-        return self
 
     def _health(self) -> Any:
         if self.proc is not None and self.proc.poll() is not None:
@@ -118,6 +130,19 @@ class PeerProcess:
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_kb(self) -> int:
+        """Resident memory of the process (Linux), in KiB."""
+        with open(f"/proc/{self.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
