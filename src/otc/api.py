@@ -16,8 +16,9 @@ from aiohttp import web
 from . import errors as E
 from .errors import OTCError
 from .messages import Chat, Offer, Receipt
-from .money import PAIRS, get_pair
+from .money import PAIRS, canonical, get_pair
 from .peer import Peer, now_ms
+from .sweep import average_text
 
 MAX_BODY = 64 * 1024
 
@@ -40,6 +41,16 @@ class TradeIn(msgspec.Struct, forbid_unknown_fields=True):
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
     to: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class SweepIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Take the best offers up to ``amount`` at ``limit`` or better; ``post`` rests the remainder."""
+
+    side: Literal["buy", "sell"]
+    amount: str
+    limit: str
+    pair: str | None = None
+    post: bool = False
 
 
 # --- response bodies ----------------------------------------------------------------------------------
@@ -97,7 +108,8 @@ class HealthOut(msgspec.Struct):
     name: str
     rpc_port: int
     peers: int
-    offers: int
+    offers: int  # my open offers
+    book_offers: int  # open offers of every maker held in my book
 
 
 class MessageOut(msgspec.Struct):
@@ -115,11 +127,32 @@ class ErrorOut(msgspec.Struct):
     message: str
 
 
+class SkippedOut(msgspec.Struct):
+    offer_id: str
+    error: str
+    message: str
+
+
+class SweepOut(msgspec.Struct):
+    side: str
+    pair: str
+    amount: str
+    limit: str
+    fills: list[ReceiptOut]
+    filled: str
+    total: str  # quote currency: sum of price x amount over the fills
+    average_price: str | None  # total / filled; null when nothing was filled
+    pending: str  # takes the makers have not answered in time: may still complete
+    skipped: list[SkippedOut]  # offers lost to other takers (or refused) and passed over
+    posted: OfferOut | None
+
+
 FIELD_CODES = {
     "side": E.ERR_INVALID_SIDE,
     "amount": E.ERR_INVALID_AMOUNT,
     "min_fill": E.ERR_INVALID_AMOUNT,
     "price": E.ERR_INVALID_PRICE,
+    "limit": E.ERR_INVALID_PRICE,
     "pair": E.ERR_UNKNOWN_PAIR,
     "ttl_s": E.ERR_INVALID_TTL,
 }
@@ -231,6 +264,7 @@ class API:
         r.add_get("/api/peers", self.peers)
         r.add_post("/api/messages", self.post_message)
         r.add_get("/api/messages", self.messages)
+        r.add_post("/api/sweep", self.sweep)
         r.add_get("/api/events", self.events)
         r.add_get("/api/openapi.json", self.openapi)
         self.runner: web.AppRunner | None = None
@@ -254,7 +288,9 @@ class API:
     async def health(self, request: web.Request) -> web.Response:
         p = self.peer
         peers = len(p.book.peers(now_ms()))
-        return json_response(HealthOut(p.peer_id, p.name, p.rpc_port, peers, len(p.desk.open_offers())))
+        mine = p.desk.open_count
+        health = HealthOut(p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count())
+        return json_response(health)
 
     async def book(self, request: web.Request) -> web.Response:
         pair = get_pair(request.query.get("pair", self.peer.config.default_pair)).symbol
@@ -317,8 +353,12 @@ class API:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
 
         def push(event: dict[str, Any]) -> None:
+            summary = {"type": event["type"]}
+            offer = event.get("offer")
+            if offer is not None:  # enough for a watcher to tell which update arrived
+                summary.update(id=offer.id, seq=offer.seq, status=offer.status)
             with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait({"type": event["type"]})
+                queue.put_nowait(summary)
 
         self.peer.events.callbacks.append(push)
         try:
@@ -337,6 +377,27 @@ class API:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return json_response(openapi_document())
+
+    async def sweep(self, request: web.Request) -> web.Response:
+        body: SweepIn = await read_body(request, SweepIn)
+        result = await self.peer.sweep(body.side, body.amount, body.limit, body.pair, body.post)
+        me = self.peer.peer_id
+        return json_response(
+            SweepOut(
+                side=result.side,
+                pair=result.pair,
+                amount=canonical(result.amount),
+                limit=canonical(result.limit),
+                fills=[receipt_out(r, "taker") for r in result.fills],
+                filled=canonical(result.filled),
+                total=canonical(result.total),
+                average_price=average_text(result.average_price),
+                pending=canonical(result.pending),
+                skipped=[SkippedOut(s.offer_id, s.code, s.message) for s in result.skipped],
+                posted=None if result.posted is None else offer_out(result.posted, me),
+            ),
+            201,
+        )
 
 
 def openapi_document() -> dict[str, Any]:
@@ -357,6 +418,10 @@ def openapi_document() -> dict[str, Any]:
             ref_template="#/components/schemas/{name}",
         )
     )
+    (sweep_in, sweep_out), sweep_components = msgspec.json.schema_components(
+        [SweepIn, SweepOut], ref_template="#/components/schemas/{name}"
+    )
+    components.update(sweep_components)
 
     def ok(schema: dict[str, Any], status: str = "200", desc: str = "OK") -> dict[str, Any]:
         return {
@@ -413,6 +478,13 @@ def openapi_document() -> dict[str, Any]:
                     "responses": ok(message, "201"),
                 },
                 "get": {"operationId": "messages", "responses": ok({"type": "array", "items": message})},
+            },
+            "/api/sweep": {
+                "post": {
+                    "operationId": "sweep",
+                    "requestBody": body(sweep_in),
+                    "responses": ok(sweep_out, "201"),
+                }
             },
         },
         "components": {"schemas": components},

@@ -5,21 +5,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import signal
 import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
+import msgspec
+from rich.console import Console
 
+from . import render
+from .client import DEFAULT_API, APIError, Client, ClientError, PeerUnreachable
 from .money import DEFAULT_PAIR, PAIRS
-
-DEFAULT_API = "http://127.0.0.1:8001"
 
 
 @click.group()
 @click.version_option(package_name="grenache-otc")
-def main() -> None:
-    """Grenache OTC: a peer-to-peer OTC desk on the Grenache DHT."""
+@click.option(
+    "--api",
+    envvar="OTC_API",
+    metavar="URL",
+    help=f"Control API of the peer to act as (env OTC_API; default {DEFAULT_API}).",
+)
+@click.pass_context
+def main(ctx: click.Context, api: str | None) -> None:
+    """Grenache OTC: a peer-to-peer OTC desk on the Grenache DHT.
+
+    `otc peer` runs a peer; every other command talks to a running peer's control API. Exit codes: 0 done,
+    1 refused by the peer (ERR_CODE: message on stderr), 2 usage error or no peer at the API address."""
+    ctx.obj = {"api": api}
 
 
 @main.command()
@@ -78,6 +98,322 @@ def peer(
     except OSError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+# --- commands that talk to a running peer's control API ----------------------------------------------
+# Exit codes: 0 done; 1 refused by the peer (``ERR_CODE: message`` on stderr); 2 usage error, or no peer
+# answering at the API address.
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+OFFER_ID = re.compile(r"[0-9a-f]{4,32}")
+F = TypeVar("F", bound=Callable[..., None])
+
+
+class Out:
+    """What a command needs: the client, and where and how to print."""
+
+    def __init__(self, api: str, as_json: bool) -> None:
+        self.client = Client(api)
+        self.as_json = as_json
+        self.console = console()
+
+    def show(self, raw: bytes, draw: Callable[[], Any]) -> None:
+        """The API's JSON with ``--json``, else the rich rendering."""
+        if self.as_json:
+            self.json(raw)
+        else:
+            self.console.print(draw())
+
+    def json(self, raw: bytes) -> None:
+        click.echo(msgspec.json.format(raw, indent=2).decode())
+
+
+def console() -> Console:
+    """Rich output; into a pipe or file it is not cut to 80 columns (``COLUMNS`` still rules)."""
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, soft_wrap=True, width=200 if wide else None)
+
+
+def resolve_api(ctx: click.Context, api: str | None) -> str:
+    root = ctx.find_root().obj or {}
+    return api or root.get("api") or DEFAULT_API
+
+
+def fail(api: str, exc: ClientError) -> NoReturn:
+    if isinstance(exc, APIError):
+        click.echo(f"{exc.code}: {exc.message}", err=True)
+        sys.exit(EXIT_REFUSED)
+    if isinstance(exc, PeerUnreachable):
+        if exc.reason == "connection refused" or exc.reason.startswith("unknown host"):
+            port = urllib.parse.urlsplit(exc.url).port or 8001
+            click.echo(
+                f"error: no otc peer is running at {exc.url} ({exc.reason}).\n"
+                f"Start one with:  otc peer --grape http://127.0.0.1:30001 --api-port {port} --name NAME\n"
+                "or point --api (or OTC_API) at a running peer's control API.",
+                err=True,
+            )
+        else:
+            click.echo(f"error: the peer at {exc.url} did not answer: {exc.reason}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(f"error: {exc} (is {api} an otc peer's control API?)", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def api_command(
+    group: click.Group, name: str | None = None, *, json_option: bool = True
+) -> Callable[[F], click.Command]:
+    """A command that talks to a peer: adds ``--api`` (and ``--json``) and maps failures to exit codes.
+    The decorated function gets an ``Out`` first, then its own parameters."""
+
+    def decorate(f: F) -> click.Command:
+        def run(api: str | None, as_json: bool = False, **params: Any) -> None:
+            url = resolve_api(click.get_current_context(), api)
+            try:
+                f(Out(url, as_json), **params)
+            except ClientError as exc:
+                fail(url, exc)
+
+        run.__doc__ = f.__doc__
+        setattr(run, "__click_params__", list(getattr(f, "__click_params__", [])))  # noqa: B010
+        cmd: Any = run
+        if json_option:
+            cmd = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")(cmd)
+        cmd = click.option(
+            "--api", metavar="URL", help=f"Control API of the peer (env OTC_API; default {DEFAULT_API})."
+        )(cmd)
+        return group.command(name or f.__name__)(cmd)
+
+    return decorate
+
+
+def offer_id_arg(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    value = value.strip().lower()
+    if not OFFER_ID.fullmatch(value):
+        raise click.BadParameter("an offer id, or a prefix of it of at least 4 hex characters")
+    return value
+
+
+pair_option = click.option(
+    "--pair",
+    type=click.Choice(list(PAIRS)),
+    help="Trading pair (default: the peer's, see `otc peer --pair`).",
+)
+
+
+@api_command(main)
+@click.argument("side", type=click.Choice(["buy", "sell"]))
+@click.argument("amount")
+@click.argument("price")
+@pair_option
+@click.option("--min-fill", metavar="AMOUNT", help="Refuse takes smaller than this (but the last remainder).")
+@click.option("--ttl", type=click.IntRange(1, 30 * 24 * 3600), metavar="SECONDS", help="Expire after.")
+def offer(
+    out: Out, side: str, amount: str, price: str, pair: str | None, min_fill: str | None, ttl: int | None
+) -> None:
+    """Post an offer to buy or sell AMOUNT of the base currency at PRICE (quote currency per unit)."""
+    body: dict[str, Any] = {"side": side, "amount": amount, "price": price}
+    for key, value in (("pair", pair), ("min_fill", min_fill), ("ttl_s", ttl)):
+        if value is not None:
+            body[key] = value
+    data, raw = out.client.call("POST", "/api/offers", body)
+    out.show(raw, lambda: render.offer_line(data))
+
+
+@api_command(main)
+@pair_option
+@click.option(
+    "--depth", type=click.IntRange(0), default=25, show_default=True, help="Offers per side (0: all)."
+)
+def book(out: Out, pair: str | None, depth: int) -> None:
+    """Show the order book: asks above the spread, bids below, your offers marked *. (--json: all.)"""
+    data, raw = out.client.call("GET", "/api/book", query={"pair": pair})
+    out.show(raw, lambda: render.book_table(data, depth=depth or None))
+
+
+@api_command(main)
+@click.argument("offer_id", callback=offer_id_arg)
+@click.argument("amount", required=False)
+def take(out: Out, offer_id: str, amount: str | None) -> None:
+    """Take AMOUNT (default: all that remains) of an offer; OFFER_ID may be a unique prefix."""
+    body: dict[str, Any] = {"offer_id": offer_id}
+    if amount is not None:
+        body["amount"] = amount
+    data, raw = out.client.call("POST", "/api/trades", body)
+    out.show(raw, lambda: render.receipt_line(data))
+
+
+@api_command(main)
+@click.argument("offer_id", callback=offer_id_arg)
+def cancel(out: Out, offer_id: str) -> None:
+    """Cancel one of your offers; OFFER_ID may be a unique prefix."""
+    if len(offer_id) < 32:  # say which offers an ambiguous prefix matches
+        mine = out.client.get("/api/offers", all="1")
+        matches = [o["id"] for o in mine if o["id"].startswith(offer_id)]
+        if len(matches) > 1:
+            listed = ", ".join(m[:12] for m in matches[:5])
+            raise APIError(
+                404, "ERR_OFFER_NOT_FOUND", f"offer id prefix {offer_id!r} is ambiguous: {listed}; give more"
+            )
+        if matches:
+            offer_id = matches[0]
+    data, raw = out.client.call("DELETE", f"/api/offers/{offer_id}")
+    out.show(raw, lambda: render.offer_line(data, "Cancelled"))
+
+
+@api_command(main)
+def trades(out: Out) -> None:
+    """Your trades, as maker and as taker, oldest first."""
+    data, raw = out.client.call("GET", "/api/trades")
+    out.show(raw, lambda: render.trades_table(data))
+
+
+@api_command(main)
+def peers(out: Out) -> None:
+    """The live peers of the market this peer knows."""
+    data, raw = out.client.call("GET", "/api/peers")
+    out.show(raw, lambda: render.peers_table(data))
+
+
+def sweep(out: Out, side: str, amount: str, limit: str, pair: str | None, post: bool) -> None:
+    body: dict[str, Any] = {"side": side, "amount": amount, "limit": limit, "post": post}
+    if pair is not None:
+        body["pair"] = pair
+    data, raw = out.client.call("POST", "/api/sweep", body, timeout=600)
+    out.show(raw, lambda: render.sweep_summary(data))
+
+
+sweep_options: list[Callable[[F], F]] = [
+    click.argument("amount"),
+    click.option("--limit", required=True, metavar="PRICE", help="Worst price accepted."),
+    pair_option,
+    click.option("--post", is_flag=True, help="Rest any unfilled remainder as an offer at the limit price."),
+]
+
+
+def with_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    def apply(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+@api_command(main, "buy")
+@with_options(sweep_options)
+def buy(out: Out, amount: str, limit: str, pair: str | None, post: bool) -> None:
+    """Buy up to AMOUNT from the best asks across makers, lowest price first, none above --limit."""
+    sweep(out, "buy", amount, limit, pair, post)
+
+
+@api_command(main, "sell")
+@with_options(sweep_options)
+def sell(out: Out, amount: str, limit: str, pair: str | None, post: bool) -> None:
+    """Sell up to AMOUNT to the best bids across makers, highest price first, none below --limit."""
+    sweep(out, "sell", amount, limit, pair, post)
+
+
+@main.group()
+def chat() -> None:
+    """Signed direct messages to other peers."""
+
+
+@api_command(chat, "send")
+@click.argument("to", metavar="NAME_OR_ID")
+@click.argument("text", nargs=-1, required=True)
+def chat_send(out: Out, to: str, text: tuple[str, ...]) -> None:
+    """Send TEXT to a live peer, by name (if unique) or id (a prefix of 4+ characters will do)."""
+    data, raw = out.client.call("POST", "/api/messages", {"to": to, "text": " ".join(text)})
+    if out.as_json:
+        out.json(raw)
+        return
+    names = {p["id"]: p["name"] for p in out.client.get("/api/peers")}
+    out.console.print(f"Sent to {names.get(data['to'], '?')} ({data['to'][:16]}): {data['text']}")
+
+
+@api_command(chat, "inbox")
+@click.option("--all", "everything", is_flag=True, help="Include the messages you sent.")
+def chat_inbox(out: Out, everything: bool) -> None:
+    """Messages received (with --all: and sent), oldest first, with the sender's name and id."""
+    data = out.client.get("/api/messages")
+    messages = [m for m in data if everything or m["direction"] == "in"]
+    if out.as_json:
+        out.json(msgspec.json.encode(messages))
+        return
+    names = {p["id"]: p["name"] for p in out.client.get("/api/peers")} if everything else {}
+    out.console.print(render.messages_table(messages, names))
+
+
+@api_command(main, json_option=False)
+@pair_option
+@click.option("--depth", type=click.IntRange(1, 200), default=10, show_default=True, help="Offers per side.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.2, 3600),
+    default=3.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Refresh at least this often (changes show at once anyway).",
+)
+def watch(out: Out, pair: str | None, depth: int, interval: float) -> None:
+    """A live view of the book (depth, spread), your last trades and your offers, until Ctrl-C."""
+    from rich.live import Live
+
+    client = out.client
+    client.get("/api/health")  # no peer there: exit now, with the hint
+    changed = threading.Event()
+    stream = {"status": "connecting"}
+
+    def connected() -> None:
+        stream["status"] = "live"
+        changed.set()  # show it, and whatever changed before we listened
+
+    def listen() -> None:  # a daemon thread: subscribes to the peer's events, reconnects when lost
+        while True:
+            with contextlib.suppress(ClientError):
+                for _ in client.events(on_open=connected):
+                    changed.set()
+            stream["status"] = f"event stream lost: polling every {interval:g} s, reconnecting"
+            changed.set()
+            time.sleep(1.0)
+
+    last: dict[str, Any] = {"health": None, "book": None, "trades": [], "mine": []}
+
+    def screen() -> Any:
+        status = stream["status"]
+        try:
+            last["health"] = client.get("/api/health")
+            last["book"] = client.get("/api/book", pair=pair)
+            last["trades"] = client.get("/api/trades")
+            last["mine"] = client.get("/api/offers")
+        except PeerUnreachable as exc:
+            status = f"disconnected ({exc.reason}): showing the last data; retrying"
+        except ClientError as exc:
+            status = f"error: {exc}"
+        return render.watch_screen(
+            last["health"], last["book"], last["trades"], last["mine"], api=client.base, depth=depth,
+            status=status,
+        )  # fmt: skip
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        first = screen()
+        threading.Thread(target=listen, name="otc-watch-events", daemon=True).start()
+        with Live(first, console=out.console, auto_refresh=False) as live:
+            if not out.console.is_terminal:
+                click.echo(
+                    f"watching {client.base}: not a terminal, the last screen is printed on exit", err=True
+                )
+            while True:
+                if changed.wait(interval):
+                    time.sleep(0.1)  # debounce: one refresh for a burst of events
+                changed.clear()
+                live.update(screen(), refresh=True)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

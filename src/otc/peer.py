@@ -12,8 +12,10 @@ before any answer leaves, so the core's decisions are atomic and survive a crash
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import os
 import random
 import tempfile
 import time
@@ -50,15 +52,17 @@ from .messages import (
     TradeReply,
     Updates,
 )
-from .money import DEFAULT_PAIR
-from .signing import is_signed, receipt_of, sign
+from .money import CONTEXT, DEFAULT_PAIR, canonical, get_pair, parse_decimal
+from .signing import is_signed, offer_is_valid, receipt_of, sign
 from .store import Store
+from .sweep import Skipped, SweepResult, plan
 from .taker import TRANSIENT, Taker, receipt
 from .trade import MakerState, TakerState, TakerTrade
 
 log = logging.getLogger("otc.peer")
 
 MARKET = "otc:market"
+VERIFY_THREADS = max(2, os.cpu_count() or 2)
 
 
 def peer_key(peer_id: str) -> str:
@@ -135,6 +139,7 @@ class Peer:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.started = asyncio.Event()
+        self._verifier = concurrent.futures.ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
 
     @property
     def rpc_port(self) -> int:
@@ -172,6 +177,7 @@ class Peer:
         await self.client.stop()
         await self.link.stop()
         self.store.close()
+        self._verifier.shutdown(wait=False, cancel_futures=True)
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -257,16 +263,13 @@ class Peer:
         msg = _decode(payload, MarketRequest)
         now = now_ms()
         if isinstance(msg, Updates):
-            applied = 0
-            for offer in msg.offers:
-                result = self.book.receive(offer, now)
-                if result in (Applied.NEW, Applied.UPDATED, Applied.CLOSED):
-                    applied += 1
-                    view = self.book.makers[offer.maker]
-                    if offer.seq >= view.max_seq:  # fresh from the maker itself: a sign of life
-                        view.last_seen = max(view.last_seen or 0, now)
-                    self.events.emit({"type": "offer", "offer": offer})
-            return {"applied": applied}
+            applied = await self._receive_many(msg.offers, now)
+            for offer in applied:
+                view = self.book.makers[offer.maker]
+                if offer.seq >= view.max_seq:  # fresh from the maker itself: a sign of life
+                    view.last_seen = max(view.last_seen or 0, now)
+                self.events.emit({"type": "offer", "offer": offer})
+            return {"applied": len(applied)}
         if isinstance(msg, Heartbeat):
             if msg.head.maker not in self.book.makers:
                 self.link.forget(MARKET)  # a newcomer: our cached destinations do not include it yet
@@ -277,16 +280,14 @@ class Peer:
 
     def _snapshot(self, req: SnapshotRequest) -> Snapshot:
         now = now_ms()
-        ids = sorted(oid for offers in self.book.by_pair.values() for oid in offers if oid > req.after)
-        page = ids[: req.limit]
-        offers = [o for o in (self.book.get(oid) for oid in page) if o is not None]
+        offers, cursor = self.book.page(req.after, req.limit)
         makers: list[MakerSeen] = []
         if not req.after:
             makers.append(MakerSeen(head=self.desk.head(now, self.addr), age_ms=0))
             for view in self.book.makers.values():
                 if view.head is not None and view.last_seen is not None:
                     makers.append(MakerSeen(head=view.head, age_ms=max(0, now - view.last_seen)))
-        return Snapshot(offers=offers, makers=makers, next=page[-1] if len(ids) > req.limit else None)
+        return Snapshot(offers=offers, makers=makers, next=cursor)
 
     async def _sync_maker(self, maker: str) -> None:
         self._syncing.add(maker)
@@ -299,6 +300,23 @@ class Peer:
             log.debug("sync with %s failed: %s", maker[:8], exc)
         finally:
             self._syncing.discard(maker)
+
+    async def _receive_many(self, offers: list[Offer], now: int) -> list[Offer]:
+        """Verify and apply a batch; returns the offers that changed the book. Large batches (a late
+        join, a republish) are checked on every core: libsodium releases the GIL."""
+        news = [o for o in offers if self.book.is_news(o)]
+        if len(news) < 256:
+            flags = _valid_flags(news)
+        else:
+            loop = asyncio.get_running_loop()
+            chunk = -(-len(news) // VERIFY_THREADS)
+            parts = [news[i : i + chunk] for i in range(0, len(news), chunk)]
+            results = await asyncio.gather(
+                *(loop.run_in_executor(self._verifier, _valid_flags, part) for part in parts)
+            )
+            flags = [flag for part in results for flag in part]
+        changed = (Applied.NEW, Applied.UPDATED, Applied.CLOSED)
+        return [o for o, ok in zip(news, flags, strict=True) if ok and self.book.apply(o) in changed]
 
     async def _join(self) -> None:
         """Late join: page through the books of a few peers, merged by seq, signatures checked."""
@@ -319,8 +337,7 @@ class Peer:
                     snap = msgspec.convert(raw, Snapshot)
                     for seen in snap.makers:
                         self.book.on_seen(seen, now)
-                    for offer in snap.offers:
-                        self.book.receive(offer, now)
+                    await self._receive_many(snap.offers, now)
                     if snap.next is None or snap.next <= after:
                         break
                     after = snap.next
@@ -505,6 +522,71 @@ class Peer:
 
     def head(self) -> Head:
         return self.desk.head(now_ms(), self.addr)
+
+    # --- sweep orders (see sweep.py) ------------------------------------------------------------------
+    async def sweep(self, side: Any, amount: Any, limit: Any, pair: Any, post: bool = False) -> SweepResult:
+        """Take the best offers of other makers, best price first, up to ``amount`` and the ``limit``
+        price, one P2P trade per offer; with ``post``, rest what is left unfilled as a new offer at the
+        limit. An offer lost to another taker is skipped (after one retry with its fresh remaining, on
+        ERR_INSUFFICIENT_REMAINING) and the plan is redone from the fresh book. Input errors raise
+        ``OTCError`` before anything is taken; refusals of single takes never raise."""
+        if side not in ("buy", "sell"):
+            raise OTCError(E.ERR_INVALID_SIDE, f"side must be 'buy' or 'sell', got {side!r}")
+        p = get_pair(self.config.default_pair if pair is None else pair)
+        want = parse_decimal(
+            amount, code=E.ERR_INVALID_AMOUNT, field="amount", places=p.amount_places, maximum=p.max_amount
+        )
+        lim = parse_decimal(
+            limit, code=E.ERR_INVALID_PRICE, field="limit", places=p.price_places, maximum=p.max_price
+        )
+        result = SweepResult(side=side, pair=p.symbol, amount=want, limit=lim)
+        # offer id -> the seq up to which the book's copy is known to be stale or the offer unusable
+        stale: dict[str, int] = {}
+        retried: set[str] = set()
+        gone = 2**63
+        left = want
+        while left > 0:
+            bids, asks = self.book.view(p.symbol, now_ms())
+            fresh = [o for o in (asks if side == "buy" else bids) if o.seq > stale.get(o.id, 0)]
+            candidates = plan(side, fresh, left, lim, self.peer_id)
+            if not candidates:
+                break
+            offer, take = candidates[0]
+            try:
+                done = await self.take(offer.id, canonical(take))
+            except OTCError as exc:
+                if exc.code == E.ERR_TRADE_PENDING:  # it may still complete: count it, never overfill
+                    result.pending = CONTEXT.add(result.pending, take)
+                    left = CONTEXT.subtract(left, take)
+                    stale[offer.id] = gone
+                    result.skipped.append(Skipped(offer.id, exc.code, exc.message))
+                elif exc.code == E.ERR_INSUFFICIENT_REMAINING and offer.id not in retried:
+                    # someone took or holds part of it: ask its maker for the fresh state, and retry it
+                    # once if that shows a new remaining (holds by other takers are not published)
+                    retried.add(offer.id)
+                    await self._sync_maker(offer.maker)
+                    latest = self.book.get(offer.id)
+                    if latest is not None and latest.seq > offer.seq:
+                        stale[offer.id] = offer.seq
+                    else:
+                        stale[offer.id] = gone
+                        result.skipped.append(Skipped(offer.id, exc.code, exc.message))
+                else:
+                    stale[offer.id] = gone
+                    result.skipped.append(Skipped(offer.id, exc.code, exc.message))
+                continue
+            result.fills.append(done)
+            left = CONTEXT.subtract(left, take)
+            stale[offer.id] = offer.seq  # our copy predates this fill; wait for the maker's update
+        if post and left > 0:
+            result.posted = self.post_offer(
+                side=side, amount=canonical(left), price=canonical(lim), pair=p.symbol
+            )
+        return result
+
+
+def _valid_flags(offers: list[Offer]) -> list[bool]:
+    return [offer_is_valid(o) for o in offers]
 
 
 def _decode(payload: Any, kind: Any) -> Any:

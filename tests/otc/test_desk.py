@@ -1,0 +1,588 @@
+"""The maker's desk and the taker, driven directly (no network): validation, the take/confirm protocol,
+refusals, idempotency, reservation deadlines, cancellation, expiry and restoring from storage."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+
+from otc import errors as E
+from otc.desk import Desk, Refusal, digest
+from otc.errors import OTCError
+from otc.identity import Identity
+from otc.messages import Confirm, Offer, Take
+from otc.money import D
+from otc.offer import offer_id
+from otc.signing import is_signed, receipt_is_valid, receipt_of, sign
+from otc.taker import Taker, receipt
+from otc.trade import MakerState, MakerTrade, TakerState, TakerTrade
+
+MAKER = Identity.from_seed(bytes([1]) * 32)
+ALICE = Identity.from_seed(bytes([2]) * 32)
+BOB = Identity.from_seed(bytes([3]) * 32)
+T0 = 1_700_000_000_000
+RESERVE = 10_000
+
+
+def tid(n: int) -> str:
+    return f"{n:032x}"
+
+
+@pytest.fixture
+def desk() -> Desk:
+    return Desk(MAKER, "maker", reserve_ms=RESERVE)
+
+
+@pytest.fixture
+def alice() -> Taker:
+    return Taker(ALICE, "alice")
+
+
+@pytest.fixture
+def bob() -> Taker:
+    return Taker(BOB, "bob")
+
+
+def post(desk: Desk, now: int = T0, **fields: Any) -> Offer:
+    args: dict[str, Any] = {"side": "sell", "amount": "2", "price": "30000", "pair": "BTC/USD"} | fields
+    offer, effects = desk.create(now=now, **args)
+    assert effects.offers == [offer] and not effects.trades
+    return offer
+
+
+def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> OTCError:
+    with pytest.raises(OTCError) as info:
+        fn(*args, **kwargs)
+    assert info.value.code == code, info.value
+    return info.value
+
+
+def reserve(desk: Desk, taker: Taker, offer: Offer, amount: str, n: int, now: int = T0) -> TakerTrade:
+    trade = taker.new_trade(offer, amount, tid(n), now)
+    req = taker.next_request(trade)
+    assert isinstance(req, Take)
+    reply, effects = desk.take(req, now)
+    assert [t.terms.id for t in effects.trades] == [tid(n)] and not effects.offers
+    trade = taker.on_reply(trade, reply, now)
+    assert trade.state is TakerState.RESERVED
+    return trade
+
+
+def confirm(desk: Desk, taker: Taker, trade: TakerTrade, now: int = T0) -> TakerTrade:
+    req = taker.next_request(trade)
+    assert isinstance(req, Confirm)
+    reply, _ = desk.confirm(req, now)
+    return taker.on_reply(trade, reply, now)
+
+
+def trade_done(desk: Desk, taker: Taker, offer: Offer, amount: str, n: int, now: int = T0) -> TakerTrade:
+    trade = confirm(desk, taker, reserve(desk, taker, offer, amount, n, now), now)
+    assert trade.state is TakerState.DONE
+    return trade
+
+
+def maker_receipt(desk: Desk, trade_id: str) -> Any:
+    mt = desk.trades[trade_id]
+    assert mt.state is MakerState.DONE and mt.taker_sig is not None
+    return receipt_of(mt.terms, mt.maker_sig, mt.taker_sig)
+
+
+def snapshot(desk: Desk) -> Any:
+    return (
+        desk.seq,
+        dict(desk.offers),
+        dict(desk.reserved),
+        {k: msgspec.to_builtins(v) for k, v in desk.trades.items()},
+    )
+
+
+# --- create ------------------------------------------------------------------------------------------
+def test_create_signs_a_canonical_open_offer(desk: Desk) -> None:
+    offer = post(desk, amount="1.50", price="30000.10", min_fill="0.5", ttl_ms=60_000)
+    assert desk.seq == 1 and offer.seq == 1
+    assert offer.id == offer_id(MAKER.peer_id, 1)
+    assert (offer.amount, offer.remaining, offer.price, offer.min_fill) == ("1.5", "1.5", "30000.1", "0.5")
+    assert offer.status == "open" and offer.created_at == T0 and offer.expires_at == T0 + 60_000
+    assert offer.maker == MAKER.peer_id and offer.maker_name == "maker"
+    assert is_signed(offer)
+    assert desk.offers[offer.id] == offer and desk.open_offers() == [offer]
+    second = post(desk)
+    assert second.seq == 2 and second.id != offer.id and second.expires_at is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"side": "short"}, E.ERR_INVALID_SIDE),
+        ({"side": "BUY"}, E.ERR_INVALID_SIDE),
+        ({"side": None}, E.ERR_INVALID_SIDE),
+        ({"amount": "0"}, E.ERR_INVALID_AMOUNT),
+        ({"amount": "-1"}, E.ERR_INVALID_AMOUNT),
+        ({"amount": 1.5}, E.ERR_INVALID_AMOUNT),
+        ({"amount": "1.123456789"}, E.ERR_INVALID_AMOUNT),
+        ({"amount": "21000001"}, E.ERR_INVALID_AMOUNT),
+        ({"amount": "NaN"}, E.ERR_INVALID_AMOUNT),
+        ({"amount": ""}, E.ERR_INVALID_AMOUNT),
+        ({"min_fill": "3"}, E.ERR_INVALID_AMOUNT),  # above the amount
+        ({"min_fill": "0"}, E.ERR_INVALID_AMOUNT),
+        ({"min_fill": "0.000000001"}, E.ERR_INVALID_AMOUNT),
+        ({"price": "0"}, E.ERR_INVALID_PRICE),
+        ({"price": "30000.001"}, E.ERR_INVALID_PRICE),
+        ({"price": 30000.5}, E.ERR_INVALID_PRICE),
+        ({"price": "Infinity"}, E.ERR_INVALID_PRICE),
+        ({"price": "100000000.01"}, E.ERR_INVALID_PRICE),
+        ({"pair": "BTC/XYZ"}, E.ERR_UNKNOWN_PAIR),
+        ({"pair": None}, E.ERR_UNKNOWN_PAIR),
+        ({"ttl_ms": 0}, E.ERR_INVALID_TTL),
+        ({"ttl_ms": -5}, E.ERR_INVALID_TTL),
+        ({"ttl_ms": 1.5}, E.ERR_INVALID_TTL),
+        ({"ttl_ms": "1000"}, E.ERR_INVALID_TTL),
+        ({"ttl_ms": True}, E.ERR_INVALID_TTL),
+        ({"ttl_ms": 30 * 24 * 3600 * 1000 + 1}, E.ERR_INVALID_TTL),
+    ],
+)
+def test_create_validates_and_a_failed_create_changes_nothing(
+    desk: Desk, fields: dict[str, Any], code: str
+) -> None:
+    post(desk)
+    before = snapshot(desk)
+    head = desk.head(T0, "addr")
+    args: dict[str, Any] = {"side": "sell", "amount": "2", "price": "30000", "pair": "BTC/USD"} | fields
+    refused(code, desk.create, now=T0 + 1, **args)
+    assert snapshot(desk) == before
+    assert desk.seq == 1 and len(desk.offers) == 1
+    assert desk.head(T0, "addr") == head
+
+
+def test_ttl_bounds_are_inclusive(desk: Desk) -> None:
+    assert post(desk, ttl_ms=1).expires_at == T0 + 1
+    assert post(desk, ttl_ms=30 * 24 * 3600 * 1000).expires_at == T0 + 30 * 24 * 3600 * 1000
+
+
+def test_too_many_open_offers() -> None:
+    desk = Desk(MAKER, "maker", max_open_offers=2)
+    first = post(desk)
+    post(desk)
+    refused(E.ERR_TOO_MANY_OFFERS, desk.create, side="buy", amount="1", price="1", pair="BTC/USD", now=T0)
+    assert desk.seq == 2
+    desk.cancel(first.id, T0)
+    post(desk)  # a closed offer frees its slot
+
+
+# --- take -> confirm ---------------------------------------------------------------------------------
+def test_happy_path_both_sides_hold_the_same_receipt(desk: Desk, alice: Taker) -> None:
+    offer = post(desk)
+    trade = alice.new_trade(offer, "0.5", tid(1), T0)
+    assert trade.state is TakerState.REQUESTED and trade.maker == MAKER.peer_id
+    take = alice.next_request(trade)
+    assert isinstance(take, Take) and is_signed(take)
+
+    reply, effects = desk.take(take, T0 + 1)
+    assert reply.status == "reserved" and reply.reserved_until == T0 + 1 + RESERVE
+    assert reply.terms.amount == "0.5" and reply.terms.price == "30000" and reply.terms.side == "sell"
+    assert reply.terms.taker == ALICE.peer_id and reply.terms.maker == MAKER.peer_id
+    assert effects.trades[0].state is MakerState.RESERVED
+    assert desk.reserved == {offer.id: Decimal("0.5")}
+    assert desk.offers[offer.id] == offer  # a reservation does not change the offer
+    assert desk.seq == 1
+
+    trade = alice.on_reply(trade, reply, T0 + 2)
+    assert trade.state is TakerState.RESERVED
+    conf = alice.next_request(trade)
+    assert isinstance(conf, Confirm) and conf.trade_id == tid(1)
+
+    reply, effects = desk.confirm(conf, T0 + 3)
+    assert reply.status == "done" and reply.taker_sig == conf.taker_sig
+    filled = desk.offers[offer.id]
+    assert effects.offers == [filled] and is_signed(filled)
+    assert effects.trades[0].state is MakerState.DONE
+    assert (filled.remaining, filled.status, filled.seq) == ("1.5", "open", 2)
+    assert desk.reserved == {}
+
+    trade = alice.on_reply(trade, reply, T0 + 4)
+    assert trade.state is TakerState.DONE
+    assert alice.next_request(trade) is None
+    mine = receipt(trade)
+    assert receipt_is_valid(mine)
+    assert mine == maker_receipt(desk, tid(1))
+    assert mine.status == "done" and mine.amount == "0.5"
+
+
+def test_partial_fills_update_remaining_and_seq(desk: Desk, alice: Taker, bob: Taker) -> None:
+    offer = post(desk, amount="1")
+    trade_done(desk, alice, offer, "0.3", 1)
+    assert desk.offers[offer.id].remaining == "0.7" and desk.offers[offer.id].seq == 2
+    trade_done(desk, bob, offer, "0.25", 2)
+    after = desk.offers[offer.id]
+    assert (after.remaining, after.status, after.seq, desk.seq) == ("0.45", "open", 3, 3)
+    assert desk.open_offers() == [after]
+
+
+def test_full_fill_closes_the_offer(desk: Desk, alice: Taker, bob: Taker) -> None:
+    offer = post(desk, amount="1")
+    trade_done(desk, alice, offer, "0.4", 1)
+    trade_done(desk, bob, offer, "0.6", 2)
+    after = desk.offers[offer.id]
+    assert (after.remaining, after.status) == ("0", "filled")
+    assert desk.open_offers() == []
+    trade = alice.new_trade(offer, "0.1", tid(3), T0)
+    refused(E.ERR_OFFER_CLOSED, desk.take, alice.next_request(trade), T0)
+
+
+def test_taking_everything_at_once(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, amount="2", min_fill="1")
+    trade_done(desk, alice, offer, "2", 1)
+    assert desk.offers[offer.id].status == "filled"
+
+
+def test_buy_offer(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, side="buy", amount="3", price="29000.5", pair="ETH/USD")
+    trade = trade_done(desk, alice, offer, "1", 1)
+    assert trade.terms is not None and trade.terms.side == "buy" and trade.terms.pair == "ETH/USD"
+
+
+# --- refusals ----------------------------------------------------------------------------------------
+def test_offer_not_found(desk: Desk, alice: Taker) -> None:
+    post(desk)
+    ghost = post(Desk(BOB, "other"))  # an offer this desk never made
+    trade = alice.new_trade(ghost, "1", tid(1), T0)
+    refused(E.ERR_OFFER_NOT_FOUND, desk.take, alice.next_request(trade), T0)
+    assert desk.trades == {} and desk.reserved == {}
+
+
+def test_offer_closed_after_cancel(desk: Desk, alice: Taker) -> None:
+    offer = post(desk)
+    cancelled, effects = desk.cancel(offer.id, T0 + 1)
+    assert cancelled.status == "cancelled" and cancelled.seq == 2 and effects.offers == [cancelled]
+    assert is_signed(cancelled)
+    trade = alice.new_trade(offer, "1", tid(1), T0 + 2)
+    refused(E.ERR_OFFER_CLOSED, desk.take, alice.next_request(trade), T0 + 2)
+    refused(E.ERR_OFFER_CLOSED, desk.cancel, offer.id, T0 + 3)
+    refused(E.ERR_OFFER_NOT_FOUND, desk.cancel, tid(99), T0 + 3)
+    assert desk.seq == 2
+
+
+def test_insufficient_remaining(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, amount="1")
+    trade = alice.new_trade(offer, "1.00000001", tid(1), T0)
+    err = refused(E.ERR_INSUFFICIENT_REMAINING, desk.take, alice.next_request(trade), T0)
+    assert "reserved" not in err.message
+    assert desk.trades == {}
+
+
+def test_insufficient_remaining_when_the_rest_is_reserved(desk: Desk, alice: Taker, bob: Taker) -> None:
+    offer = post(desk, amount="1")
+    reserve(desk, alice, offer, "0.7", 1)
+    trade = bob.new_trade(offer, "0.5", tid(2), T0)
+    err = refused(E.ERR_INSUFFICIENT_REMAINING, desk.take, bob.next_request(trade), T0)
+    assert "reserved" in err.message
+    assert desk.reserved == {offer.id: Decimal("0.7")} and tid(2) not in desk.trades
+    reserve(desk, bob, offer, "0.3", 3)  # exactly what is still available
+    assert desk.reserved == {offer.id: Decimal(1)}
+    trade = bob.new_trade(offer, "0.00000001", tid(4), T0)
+    refused(E.ERR_INSUFFICIENT_REMAINING, desk.take, bob.next_request(trade), T0)
+
+
+def test_below_min_fill(desk: Desk, alice: Taker, bob: Taker) -> None:
+    offer = post(desk, amount="1", min_fill="0.4")
+    trade = alice.new_trade(offer, "0.39999999", tid(1), T0)
+    refused(E.ERR_BELOW_MIN_FILL, desk.take, alice.next_request(trade), T0)
+    trade_done(desk, alice, offer, "0.4", 2)  # exactly the minimum is fine
+    trade_done(desk, alice, offer, "0.45", 3)
+    assert desk.offers[offer.id].remaining == "0.15"  # the rest is now below the minimum fill
+    trade = bob.new_trade(offer, "0.1", tid(4), T0)
+    refused(E.ERR_BELOW_MIN_FILL, desk.take, bob.next_request(trade), T0)
+    trade_done(desk, bob, offer, "0.15", 5)  # ... but taking exactly all of it is allowed
+    assert desk.offers[offer.id].status == "filled"
+
+
+def test_price_changed(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, price="30000")
+    seen = msgspec.structs.replace(offer, price="29999.99")  # what a stale or lying book showed
+    trade = alice.new_trade(seen, "1", tid(1), T0)
+    refused(E.ERR_PRICE_CHANGED, desk.take, alice.next_request(trade), T0)
+    assert desk.trades == {}
+
+
+def test_self_trade(desk: Desk) -> None:
+    offer = post(desk)
+    refused(E.ERR_SELF_TRADE, Taker(MAKER, "me").new_trade, offer, "1", tid(1), T0)
+    own = Take(
+        trade_id=tid(1),
+        offer_id=offer.id,
+        amount="1",
+        price=offer.price,
+        taker=MAKER.peer_id,
+        taker_name="me",
+        ts=T0,
+    )
+    take = sign(MAKER, own)
+    refused(E.ERR_SELF_TRADE, desk.take, take, T0)
+    assert desk.trades == {}
+
+
+def test_bad_signature_on_a_tampered_take(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, amount="2")
+    take = alice.next_request(alice.new_trade(offer, "0.1", tid(1), T0))
+    assert isinstance(take, Take)
+    for tampered in (
+        msgspec.structs.replace(take, amount="2"),
+        msgspec.structs.replace(take, taker_name="mallory"),
+        msgspec.structs.replace(take, taker=BOB.peer_id),
+        msgspec.structs.replace(take, sig=""),
+        sign(BOB, take),  # signed, but not by the taker it names
+    ):
+        refused(E.ERR_BAD_SIGNATURE, desk.take, tampered, T0)
+    assert desk.trades == {} and desk.reserved == {}
+    desk.take(take, T0)  # the genuine one still works
+
+
+def test_bad_signature_on_a_confirm(desk: Desk, alice: Taker) -> None:
+    offer = post(desk)
+    trade = reserve(desk, alice, offer, "1", 1)
+    conf = alice.next_request(trade)
+    assert isinstance(conf, Confirm)
+    forged = Confirm(trade_id=conf.trade_id, taker=conf.taker, taker_sig=BOB.sign(b"whatever"))
+    refused(E.ERR_BAD_SIGNATURE, desk.confirm, forged, T0)
+    assert desk.trades[tid(1)].state is MakerState.RESERVED
+    refused(E.ERR_TRADE_NOT_FOUND, desk.confirm, msgspec.structs.replace(conf, taker=BOB.peer_id), T0)
+    refused(E.ERR_TRADE_NOT_FOUND, desk.confirm, msgspec.structs.replace(conf, trade_id=tid(2)), T0)
+    confirm(desk, alice, trade)
+    refused(E.ERR_BAD_SIGNATURE, desk.confirm, forged, T0)  # a done trade does not accept another sig
+
+
+def test_trade_id_conflict(desk: Desk, alice: Taker, bob: Taker) -> None:
+    offer = post(desk)
+    reserve(desk, alice, offer, "1", 1)
+    before = snapshot(desk)
+    for other in (bob.new_trade(offer, "1", tid(1), T0), alice.new_trade(offer, "0.5", tid(1), T0 + 1)):
+        refused(E.ERR_TRADE_ID_CONFLICT, desk.take, other.take, T0)
+    assert snapshot(desk) == before
+
+
+# --- idempotency -------------------------------------------------------------------------------------
+def test_same_take_twice_is_answered_the_same_and_reserves_once(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, amount="1")
+    trade = alice.new_trade(offer, "0.6", tid(1), T0)
+    take = alice.next_request(trade)
+    assert isinstance(take, Take)
+    first, _ = desk.take(take, T0)
+    again, no_effects = desk.take(take, T0 + 500)
+    assert again == first and not no_effects
+    assert desk.reserved == {offer.id: Decimal("0.6")}
+    trade = alice.on_reply(trade, first, T0)
+    trade = alice.on_reply(trade, again, T0)  # a duplicate answer changes nothing
+    assert trade.state is TakerState.RESERVED
+    trade = confirm(desk, alice, trade)
+    done, _ = desk.take(take, T0 + 600)  # a retried take finds the trade done
+    assert done.status == "done"
+    assert alice.on_reply(trade, done, T0).state is TakerState.DONE
+
+
+def test_same_confirm_twice_gives_the_same_receipt_and_fills_once(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, amount="1")
+    trade = reserve(desk, alice, offer, "0.6", 1)
+    conf = alice.next_request(trade)
+    assert isinstance(conf, Confirm)
+    first, _ = desk.confirm(conf, T0)
+    seq = desk.seq
+    again, no_effects = desk.confirm(conf, T0 + 1)
+    assert again == first and not no_effects
+    assert desk.seq == seq and desk.offers[offer.id].remaining == "0.4"
+    trade = alice.on_reply(trade, first, T0)
+    assert alice.on_reply(trade, again, T0) == trade
+    # long after the deadline the confirmation is still answered with the receipt
+    late, _ = desk.confirm(conf, T0 + 10 * RESERVE)
+    assert late == first
+    assert desk.tick(T0 + 10 * RESERVE).trades == []
+
+
+def test_a_lost_reserved_answer_is_recovered_by_retrying_the_take(desk: Desk, alice: Taker) -> None:
+    offer = post(desk)
+    trade = alice.new_trade(offer, "1", tid(1), T0)
+    desk.take(alice.next_request(trade), T0)  # type: ignore[arg-type]  # answer lost
+    reply, _ = desk.take(alice.next_request(trade), T0 + 100)  # type: ignore[arg-type]
+    trade = alice.on_reply(trade, reply, T0 + 100)
+    desk.confirm(alice.next_request(trade), T0 + 200)  # type: ignore[arg-type]  # answer lost
+    reply, _ = desk.confirm(alice.next_request(trade), T0 + 300)  # type: ignore[arg-type]
+    trade = alice.on_reply(trade, reply, T0 + 300)
+    assert receipt(trade) == maker_receipt(desk, tid(1))
+
+
+# --- reservation deadline ----------------------------------------------------------------------------
+def test_tick_releases_an_expired_reservation(desk: Desk, alice: Taker, bob: Taker) -> None:
+    offer = post(desk, amount="1")
+    trade = reserve(desk, alice, offer, "1", 1, now=T0)
+    assert desk.next_deadline() == T0 + RESERVE
+    assert desk.tick(T0 + RESERVE - 1).trades == []
+    effects = desk.tick(T0 + RESERVE)
+    assert [t.terms.id for t in effects.trades] == [tid(1)] and not effects.offers
+    released = desk.trades[tid(1)]
+    assert released.state is MakerState.RELEASED and released.reason == "reservation expired"
+    assert desk.reserved == {} and desk.next_deadline() is None
+    conf = alice.next_request(trade)
+    refused(E.ERR_RESERVATION_EXPIRED, desk.confirm, conf, T0 + RESERVE + 1)
+    refused(E.ERR_RESERVATION_EXPIRED, desk.take, trade.take, T0 + RESERVE + 1)
+    assert desk.offers[offer.id] == offer
+    failed = alice.on_refused(trade, E.ERR_RESERVATION_EXPIRED, "late", T0 + RESERVE + 1)
+    assert failed.state is TakerState.FAILED and alice.next_request(failed) is None
+    trade_done(desk, bob, offer, "1", 2, now=T0 + RESERVE + 2)  # the amount is available again
+
+
+def test_confirm_after_the_deadline_without_tick_is_refused_and_releases(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, amount="1")
+    trade = reserve(desk, alice, offer, "0.5", 1, now=T0)
+    other = reserve(desk, Taker(BOB, "bob"), offer, "0.5", 2, now=T0 + 5)
+    conf = alice.next_request(trade)
+    with pytest.raises(Refusal) as info:
+        desk.confirm(conf, T0 + RESERVE)  # type: ignore[arg-type]
+    assert info.value.code == E.ERR_RESERVATION_EXPIRED
+    assert isinstance(info.value, OTCError)
+    assert [t.terms.id for t in info.value.effects.trades] == [tid(1)]
+    assert desk.trades[tid(1)].state is MakerState.RELEASED
+    assert desk.trades[tid(2)].state is MakerState.RESERVED  # its own deadline has not passed
+    assert desk.reserved == {offer.id: Decimal("0.5")}
+    assert desk.offers[offer.id].remaining == "1"
+    refused(E.ERR_RESERVATION_EXPIRED, desk.confirm, conf, T0 + RESERVE + 1)  # and stays refused
+    assert confirm(desk, Taker(BOB, "bob"), other, now=T0 + RESERVE + 4).state is TakerState.DONE
+
+
+def test_confirm_just_before_the_deadline_succeeds(desk: Desk, alice: Taker) -> None:
+    offer = post(desk)
+    trade = reserve(desk, alice, offer, "1", 1, now=T0)
+    assert confirm(desk, alice, trade, now=T0 + RESERVE - 1).state is TakerState.DONE
+
+
+def test_cancel_releases_reservations_and_a_later_confirm_is_refused(desk: Desk, alice: Taker) -> None:
+    offer = post(desk)
+    trade = reserve(desk, alice, offer, "1", 1)
+    cancelled, effects = desk.cancel(offer.id, T0 + 1)
+    assert [t.terms.id for t in effects.trades] == [tid(1)] and effects.offers == [cancelled]
+    assert (
+        desk.trades[tid(1)].state is MakerState.RELEASED and desk.trades[tid(1)].reason == "offer cancelled"
+    )
+    assert desk.reserved == {}
+    refused(E.ERR_RESERVATION_EXPIRED, desk.confirm, alice.next_request(trade), T0 + 2)
+    assert desk.offers[offer.id].status == "cancelled" and desk.offers[offer.id].remaining == "2"
+
+
+# --- offer expiry ------------------------------------------------------------------------------------
+def test_offer_expiry_via_tick(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, ttl_ms=5_000)
+    keep = post(desk)
+    trade = reserve(desk, alice, offer, "1", 1, now=T0 + 1)
+    assert desk.next_deadline() == T0 + 5_000
+    assert not desk.tick(T0 + 4_999)
+    effects = desk.tick(T0 + 5_000)
+    expired = desk.offers[offer.id]
+    assert effects.offers == [expired] and expired.status == "expired" and expired.seq == 3
+    assert is_signed(expired)
+    assert desk.trades[tid(1)].state is MakerState.RELEASED
+    assert desk.open_offers() == [keep]
+    refused(E.ERR_RESERVATION_EXPIRED, desk.confirm, alice.next_request(trade), T0 + 5_001)
+    refused(E.ERR_OFFER_CLOSED, desk.take, alice.new_trade(offer, "1", tid(2), T0).take, T0 + 5_001)
+    assert not desk.tick(T0 + 100_000)  # nothing happens twice
+
+
+def test_an_expired_offer_is_refused_before_any_tick(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, ttl_ms=5_000)
+    take = alice.new_trade(offer, "1", tid(1), T0).take
+    refused(E.ERR_OFFER_EXPIRED, desk.take, take, T0 + 5_000)
+    assert desk.trades == {}
+
+
+def test_confirm_after_offer_expiry_without_tick_is_refused_and_closes_it() -> None:
+    desk = Desk(MAKER, "maker", reserve_ms=60_000)
+    alice = Taker(ALICE, "alice")
+    offer = post(desk, ttl_ms=5_000)
+    trade = reserve(desk, alice, offer, "1", 1, now=T0 + 4_000)
+    with pytest.raises(Refusal) as info:
+        desk.confirm(alice.next_request(trade), T0 + 5_000)  # type: ignore[arg-type]
+    assert info.value.code == E.ERR_OFFER_EXPIRED
+    assert [o.status for o in info.value.effects.offers] == ["expired"]
+    assert desk.trades[tid(1)].state is MakerState.RELEASED and desk.reserved == {}
+    assert desk.offers[offer.id].status == "expired"
+
+
+# --- head / digest -----------------------------------------------------------------------------------
+def test_head_digest_describes_the_open_offers(desk: Desk, alice: Taker) -> None:
+    a = post(desk)
+    b = post(desk, ttl_ms=1000)
+    c = post(desk)
+    desk.cancel(a.id, T0)
+    trade_done(desk, alice, c, "1", 1)
+    desk.tick(T0 + 1000)  # b expires
+    head = desk.head(T0 + 2000, "127.0.0.1:1")
+    assert is_signed(head)
+    assert head.head == desk.seq == 6 and head.count == 1 and head.ts == T0 + 2000
+    assert head.digest == digest((o.id, o.seq) for o in desk.open_offers())
+    assert [o.id for o in desk.open_offers()] == [c.id] and b.id in desk.offers
+
+
+# --- restore -----------------------------------------------------------------------------------------
+def test_load_restores_state(desk: Desk, alice: Taker, bob: Taker) -> None:
+    a = post(desk, amount="1")
+    b = post(desk, amount="1")
+    done = trade_done(desk, alice, a, "0.4", 1)
+    pending = reserve(desk, bob, a, "0.5", 2)
+    desk.cancel(b.id, T0)
+    reserve(desk, bob, post(desk), "1", 3, now=T0)
+    desk.tick(T0 + RESERVE)  # trade 3 released
+    pending = reserve(desk, bob, a, "0.5", 4, now=T0 + RESERVE)
+    offers = list(desk.offers.values())
+    trades = [msgspec.json.decode(msgspec.json.encode(t), type=MakerTrade) for t in desk.trades.values()]
+
+    restored = Desk(MAKER, "maker", reserve_ms=RESERVE)
+    restored.load(offers, trades, desk.seq)
+    assert snapshot(restored) == snapshot(desk)
+    assert restored.head(T0, "x") == desk.head(T0, "x")
+    assert restored.next_deadline() == desk.next_deadline()
+    # the restored desk carries on where the old one stopped
+    assert confirm(restored, bob, pending, now=T0 + RESERVE + 1).state is TakerState.DONE
+    assert restored.offers[a.id].remaining == "0.1" and restored.seq == desk.seq + 1
+    assert done.taker_sig is not None
+    again, _ = restored.confirm(Confirm(trade_id=tid(1), taker=ALICE.peer_id, taker_sig=done.taker_sig), T0)
+    assert again.status == "done" and receipt_of(again.terms, again.maker_sig, done.taker_sig) == receipt(
+        done
+    )
+
+
+def test_load_never_moves_seq_back() -> None:
+    desk = Desk(MAKER, "maker")
+    offers = [post(desk) for _ in range(3)]
+    desk.cancel(offers[0].id, T0)  # seq 4
+    restored = Desk(MAKER, "maker")
+    restored.load(list(desk.offers.values()), [], seq=1)  # a stale stored seq: the offers know better
+    assert restored.seq == 4
+    assert post(restored).seq == 5  # never reuses a seq already signed
+    higher = Desk(MAKER, "maker")
+    higher.load(list(desk.offers.values()), [], seq=10)
+    assert higher.seq == 10
+    fresh = Desk(MAKER, "maker", seq=20)
+    fresh.load(list(desk.offers.values()), [], seq=7)
+    assert fresh.seq == 20  # seq never goes back, whatever load is given
+
+
+# --- taker checks the maker's answers ------------------------------------------------------------------
+def test_taker_refuses_answers_it_did_not_ask_for(desk: Desk, alice: Taker) -> None:
+    offer = post(desk)
+    trade = alice.new_trade(offer, "1", tid(1), T0)
+    reply, _ = desk.take(trade.take, T0)
+    other_terms = msgspec.structs.replace(reply.terms, amount="2")
+    refused(
+        E.ERR_INVALID_MESSAGE, alice.on_reply, trade, msgspec.structs.replace(reply, terms=other_terms), T0
+    )
+    refused(
+        E.ERR_BAD_SIGNATURE,
+        alice.on_reply,
+        trade,
+        msgspec.structs.replace(reply, maker_sig=BOB.sign(b"x")),
+        T0,
+    )
+    bogus_done = msgspec.structs.replace(reply, status="done", taker_sig=BOB.sign(b"x"))
+    refused(E.ERR_BAD_SIGNATURE, alice.on_reply, trade, bogus_done, T0)
+    assert alice.on_refused(trade, "ERR_TIMEOUT", "lost", T0) is trade  # transient: nothing changes
+    assert D(reply.terms.amount) == 1

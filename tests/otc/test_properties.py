@@ -1,0 +1,401 @@
+"""Property-based tests: random interleavings of the trade protocol and of book replication over a
+network that loses, duplicates and reorders messages.
+
+(a) One maker desk, a few takers. Hypothesis decides, step by step, which in-flight message is delivered,
+    dropped or duplicated, when takers start, retry or give up, when the maker cancels, and when time
+    advances. Afterwards a reliable reconciliation phase lets every pending taker finish. Maker and takers
+    must agree on every trade, and no offer is ever over-filled.
+(b) One maker desk produces a random history of signed offer updates; two book replicas receive them in
+    different random orders with drops, duplicates, stale syncs and forgotten tombstones. After one
+    authoritative sync each, both equal the desk's open offers exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import msgspec
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from otc.book import Applied, Book
+from otc.desk import Desk, Refusal
+from otc.errors import OTCError
+from otc.identity import Identity
+from otc.messages import Confirm, Head, MakerOffers, Offer, Take, TradeReply
+from otc.money import D
+from otc.signing import receipt_is_valid, receipt_of
+from otc.taker import Taker, receipt
+from otc.trade import MakerState, MakerTrade, TakerState, TakerTrade
+
+MAKER = Identity.from_seed(bytes([1]) * 32)
+TAKER_IDS = [Identity.from_seed(bytes([i]) * 32) for i in range(2, 6)]
+T0 = 1_700_000_000_000
+RESERVE = 1_000
+FINAL = (TakerState.DONE, TakerState.FAILED)
+AMOUNTS = ["0.1", "0.25", "0.3", "0.5", "1", "1.5", "2", "remaining"]
+
+
+# --- (a) trades over a lossy network ---------------------------------------------------------------------
+# how often each action is drawn; deliveries first, so that shrinking favours a well-behaved network
+WEIGHTS = {
+    "deliver": 120,
+    "drop": 20,
+    "duplicate": 20,
+    "start": 50,
+    "retry": 30,
+    "tick": 30,
+    "give_up": 8,
+    "cancel": 3,
+    "restart": 3,
+}
+
+
+def choose(data: st.DataObject, weights: dict[str, int]) -> str:
+    pick = data.draw(st.integers(0, sum(weights.values()) - 1))
+    for action, weight in weights.items():
+        if pick < weight:
+            return action
+        pick -= weight
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Msg:
+    taker: int
+    trade_id: str
+    request: Take | Confirm
+    reply: TradeReply | None = None  # set on the way back
+    refusal: tuple[str, str] | None = None  # (code, message) on the way back
+
+    @property
+    def is_request(self) -> bool:
+        return self.reply is None and self.refusal is None
+
+
+@dataclass
+class TradeSim:
+    desk: Desk
+    takers: list[Taker]
+    now: int = T0
+    trades: dict[str, tuple[int, TakerTrade]] = field(default_factory=dict)
+    net: list[Msg] = field(default_factory=list)
+    started: int = 0
+    stored: dict[str, Offer] = field(default_factory=dict)  # every offer's latest state, as persisted
+
+    def restart(self, keep_closed: int) -> None:
+        """The maker process restarts: a new desk loads what was persisted, then forgets old closed offers."""
+        self.persist()
+        trades = [
+            msgspec.json.decode(msgspec.json.encode(t), type=MakerTrade) for t in self.desk.trades.values()
+        ]
+        desk = Desk(MAKER, "maker", reserve_ms=RESERVE)
+        desk.load(list(self.stored.values()), trades, self.desk.seq)
+        desk.forget_closed(keep_closed)
+        assert desk.seq == self.desk.seq
+        assert desk.head(self.now, "a") == self.desk.head(self.now, "a")
+        self.desk = desk
+
+    def persist(self) -> None:
+        for offer in self.desk.offers.values():
+            old = self.stored.get(offer.id)
+            assert old is None or old.seq <= offer.seq
+            self.stored[offer.id] = offer
+
+    # the maker's RPC handler
+    def serve(self, msg: Msg) -> Msg:
+        try:
+            if isinstance(msg.request, Take):
+                reply, _ = self.desk.take(msg.request, self.now)
+            else:
+                reply, _ = self.desk.confirm(msg.request, self.now)
+        except OTCError as exc:  # desk.Refusal included: its effects are already in the desk's state
+            return Msg(msg.taker, msg.trade_id, msg.request, refusal=(exc.code, exc.message))
+        return Msg(msg.taker, msg.trade_id, msg.request, reply=reply)
+
+    def answer(self, msg: Msg) -> None:
+        """The taker's RPC client: an answer is used only while the call it answers is still pending (as
+        peer._drive does: one call per trade at a time). This is load-bearing: a refused take is not recorded
+        by the maker, so a duplicate of it may be reserved later; feeding the first copy's late refusal to the
+        trade once it is reserved would fail it at the taker while its confirm completes it at the maker."""
+        idx, trade = self.trades[msg.trade_id]
+        taker = self.takers[idx]
+        if taker.next_request(trade) != msg.request:
+            return  # the call it answers was given up, or the trade moved on: nobody is waiting for it
+        if msg.reply is not None:
+            new = taker.on_reply(trade, msg.reply, self.now)  # an honest maker's answer is always acceptable
+        else:
+            assert msg.refusal is not None
+            new = taker.on_refused(trade, *msg.refusal, self.now)
+        self.trades[msg.trade_id] = (idx, new)
+
+    def send(self, trade_id: str) -> None:
+        idx, trade = self.trades[trade_id]
+        req = self.takers[idx].next_request(trade)
+        if req is not None:
+            self.net.append(Msg(idx, trade_id, req))
+
+    def deliver(self, i: int) -> None:
+        msg = self.net.pop(i)
+        if msg.is_request:
+            self.net.append(self.serve(msg))
+        else:
+            self.answer(msg)
+
+    def pending(self) -> list[str]:
+        return sorted(tid for tid, (_, t) in self.trades.items() if t.state not in FINAL)
+
+    def check(self) -> None:
+        """Safety, after every step."""
+        desk = self.desk
+        self.persist()
+        for offer in self.stored.values():
+            mine = [t for t in desk.trades.values() if t.terms.offer_id == offer.id]
+            done = sum((D(t.terms.amount) for t in mine if t.state is MakerState.DONE), Decimal(0))
+            held = sum((D(t.terms.amount) for t in mine if t.state is MakerState.RESERVED), Decimal(0))
+            remaining = D(offer.remaining)
+            assert remaining >= 0
+            assert done + remaining == D(offer.amount), (offer, done)
+            assert desk.reserved.get(offer.id, Decimal(0)) == held
+            assert held <= remaining
+            assert (offer.status == "filled") == (remaining == 0)
+            if offer.status != "open":
+                assert held == 0, "a closed offer keeps no reservations"
+        for tid, (_, trade) in self.trades.items():
+            if trade.state is TakerState.DONE:
+                mt = desk.trades.get(tid)
+                assert mt is not None and mt.state is MakerState.DONE, "taker done, maker not"
+                assert mt.taker_sig is not None
+                assert receipt(trade) == receipt_of(mt.terms, mt.maker_sig, mt.taker_sig)
+            if trade.state is TakerState.REQUESTED:
+                assert tid not in desk.trades or desk.trades[tid].state is not MakerState.DONE
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_maker_and_takers_agree_despite_loss_duplication_and_reordering(data: st.DataObject) -> None:
+    desk = Desk(MAKER, "maker", reserve_ms=RESERVE)
+    n_offers = data.draw(st.integers(1, 3), label="offers")
+    for _ in range(n_offers):
+        desk.create(
+            side=data.draw(st.sampled_from(["buy", "sell"])),
+            amount=data.draw(st.sampled_from(["1", "2", "0.75"])),
+            price="30000",
+            pair="BTC/USD",
+            min_fill=data.draw(st.sampled_from([None, None, "0.3"])),
+            ttl_ms=data.draw(st.sampled_from([None, None, 2_500, 8_000])),
+            now=T0,
+        )
+    offer_ids = sorted(desk.offers)
+    n_takers = data.draw(st.integers(1, len(TAKER_IDS)), label="takers")
+    sim = TradeSim(desk, [Taker(TAKER_IDS[i], f"taker{i}") for i in range(n_takers)])
+    sim.persist()
+
+    for _ in range(data.draw(st.integers(5, 80), label="steps")):
+        possible = {
+            "deliver": bool(sim.net),
+            "drop": bool(sim.net),
+            "duplicate": bool(sim.net),
+            "start": True,
+            "retry": bool(sim.pending()),
+            "tick": True,
+            "give_up": any(t.state is TakerState.REQUESTED for _, t in sim.trades.values()),
+            "cancel": bool(sim.desk.open_offers()),
+            "restart": True,
+        }
+        action = choose(data, {a: w for a, w in WEIGHTS.items() if possible[a]})
+        if action == "start":
+            idx = data.draw(st.integers(0, n_takers - 1))
+            shown = sorted(o.id for o in sim.desk.open_offers()) or offer_ids  # what the taker's book shows
+            offer = sim.stored[data.draw(st.sampled_from(shown))]
+            amount = data.draw(st.sampled_from(AMOUNTS))
+            amount = offer.remaining if amount == "remaining" else amount
+            sim.started += 1
+            trade_id = f"{idx:02x}{sim.started:030x}"
+            try:
+                trade = sim.takers[idx].new_trade(offer, amount, trade_id, sim.now)
+            except OTCError:
+                continue  # nothing left to take: the taker never asks
+            sim.trades[trade_id] = (idx, trade)
+            sim.send(trade_id)
+        elif action == "deliver":
+            sim.deliver(data.draw(st.integers(0, len(sim.net) - 1)))
+        elif action == "drop":
+            sim.net.pop(data.draw(st.integers(0, len(sim.net) - 1)))
+        elif action == "duplicate":
+            sim.net.append(sim.net[data.draw(st.integers(0, len(sim.net) - 1))])
+        elif action == "retry":
+            sim.send(data.draw(st.sampled_from(sim.pending())))
+        elif action == "give_up":
+            requested = sorted(tid for tid, (_, t) in sim.trades.items() if t.state is TakerState.REQUESTED)
+            tid = data.draw(st.sampled_from(requested))
+            idx, trade = sim.trades[tid]
+            sim.trades[tid] = (
+                idx,
+                sim.takers[idx].give_up(trade, "ERR_MAKER_UNREACHABLE: no answer", sim.now),
+            )
+        elif action == "cancel":
+            sim.desk.cancel(data.draw(st.sampled_from(sorted(o.id for o in sim.desk.open_offers()))), sim.now)
+        elif action == "restart":
+            sim.restart(keep_closed=data.draw(st.integers(0, 2)))
+        elif action == "tick":
+            sim.now += data.draw(st.integers(0, 400))
+            sim.desk.tick(sim.now)
+        sim.check()
+
+    # whatever is still in flight arrives late, or never
+    while sim.net:
+        if data.draw(st.booleans()):
+            sim.deliver(0)
+        else:
+            sim.net.pop(0)
+        sim.check()
+    # reconciliation: every pending taker keeps asking, reliably, until it knows
+    for _ in range(10):
+        if not sim.pending():
+            break
+        sim.now += 100
+        sim.desk.tick(sim.now)
+        for tid in sim.pending():
+            sim.send(tid)
+            sim.deliver(len(sim.net) - 1)  # the request
+            sim.deliver(len(sim.net) - 1)  # its answer
+            sim.check()
+    assert not sim.pending(), "every trade reaches a final state"
+    desk = sim.desk
+    desk.tick(sim.now + 10 * RESERVE)
+    sim.check()
+
+    assert all(t.state is not MakerState.RESERVED for t in desk.trades.values())
+    maker_done = {tid for tid, t in desk.trades.items() if t.state is MakerState.DONE}
+    taker_done = {tid for tid, (_, t) in sim.trades.items() if t.state is TakerState.DONE}
+    assert maker_done == taker_done
+    released = sum(t.state is MakerState.RELEASED for t in desk.trades.values())
+    event(f"done trades: {min(len(maker_done), 3)}{'+' if len(maker_done) >= 3 else ''}")
+    event(f"released reservations: {min(released, 2)}{'+' if released >= 2 else ''}")
+    for tid in taker_done:
+        assert receipt_is_valid(receipt(sim.trades[tid][1]))
+    for tid, (idx, trade) in sim.trades.items():
+        mt = desk.trades.get(tid)
+        assert mt is None or mt.terms.taker == sim.takers[idx].peer_id
+        if trade.state is TakerState.FAILED:
+            assert mt is None or mt.state is MakerState.RELEASED
+
+
+# --- (b) book convergence --------------------------------------------------------------------------------
+@dataclass
+class History:
+    desk: Desk
+    updates: list[Offer] = field(default_factory=list)
+    snapshots: list[MakerOffers] = field(default_factory=list)  # (stale) authoritative lists along the way
+    now: int = T0
+    trades: int = 0
+
+
+def make_history(data: st.DataObject) -> History:
+    h = History(Desk(MAKER, "maker", reserve_ms=RESERVE))
+    desk, taker = h.desk, Taker(TAKER_IDS[0], "taker")
+    for _ in range(data.draw(st.integers(1, 25), label="desk steps")):
+        live = sorted(o.id for o in desk.open_offers())
+        op = data.draw(st.sampled_from(["create", "fill", "fill", "cancel", "tick"] if live else ["create"]))
+        if op == "create":
+            offer, effects = desk.create(
+                side=data.draw(st.sampled_from(["buy", "sell"])),
+                amount=data.draw(st.sampled_from(["1", "2", "0.5"])),
+                price=data.draw(st.sampled_from(["9", "10", "9.5", "100"])),
+                pair=data.draw(st.sampled_from(["BTC/USD", "ETH/BTC"])),
+                min_fill=data.draw(st.sampled_from([None, "0.4"])),
+                ttl_ms=data.draw(st.sampled_from([None, None, 1_000, 5_000])),
+                now=h.now,
+            )
+            h.updates += effects.offers
+        elif op == "fill":
+            offer = desk.offers[data.draw(st.sampled_from(live))]
+            amount = data.draw(st.sampled_from(["0.1", "0.5", offer.remaining]))
+            h.trades += 1
+            try:
+                trade = taker.new_trade(offer, amount, f"{h.trades:032x}", h.now)
+                reply, effects = desk.take(trade.take, h.now)
+                trade = taker.on_reply(trade, reply, h.now)
+                conf = taker.next_request(trade)
+                assert isinstance(conf, Confirm)
+                reply, effects = desk.confirm(conf, h.now)
+                h.updates += effects.offers
+            except Refusal as refusal:
+                h.updates += refusal.effects.offers
+            except OTCError:
+                pass  # below the minimum fill, expired, ...: nothing changed
+        elif op == "cancel":
+            h.updates += desk.cancel(data.draw(st.sampled_from(live)), h.now)[1].offers
+        else:
+            h.now += data.draw(st.integers(0, 3_000))
+            h.updates += desk.tick(h.now).offers
+        h.snapshots.append(MakerOffers(head=desk.head(h.now, "addr"), offers=desk.open_offers()))
+    return h
+
+
+def replicate(data: st.DataObject, h: History, label: str) -> Book:
+    """Deliver the history to a fresh book: random order, drops, duplicates, stale syncs, forgetting."""
+    book = Book(liveness_ms=10**12)
+    events: list[tuple[str, int]] = [("update", i) for i in range(len(h.updates))]
+    events += [("snapshot", i) for i in range(len(h.snapshots))]
+    events += [("forget", 0)]
+    order = data.draw(st.lists(st.sampled_from(events), max_size=3 * len(events)), label=label)
+    closed_seen: dict[str, int] = {}  # offer id -> seq of a close this book has received
+    for kind, i in order:
+        if kind == "update":
+            offer = h.updates[i]
+            result = book.receive(offer, h.now)
+            assert result is not Applied.INVALID, offer
+            if offer.status != "open":
+                closed_seen[offer.id] = offer.seq
+        elif kind == "snapshot":
+            book.sync(h.snapshots[i], h.now)
+        else:
+            book.forget_tombstones()
+        view = book.makers.get(MAKER.peer_id)
+        if view is not None:
+            for oid, offer in view.offers.items():
+                assert offer.status == "open"
+                assert oid not in closed_seen, "a closed offer came back"
+                assert offer.seq <= h.desk.seq
+    return book
+
+
+def book_state(book: Book) -> dict[str, Offer]:
+    view = book.makers.get(MAKER.peer_id)
+    return {} if view is None else dict(view.offers)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_books_converge_to_the_makers_open_offers(data: st.DataObject) -> None:
+    h = make_history(data)
+    desk = h.desk
+    expected = {o.id: o for o in desk.open_offers()}
+    head: Head = desk.head(h.now + 1, "addr")
+    books = [replicate(data, h, "book A"), replicate(data, h, "book B")]
+    for book in books:
+        book.sync(MakerOffers(head=head, offers=desk.open_offers()), h.now + 1)
+        assert book_state(book) == expected
+        assert {oid: o.seq for oid, o in book_state(book).items()} == {
+            o.id: o.seq for o in desk.open_offers()
+        }
+        in_pairs = {oid: o for offers in book.by_pair.values() for oid, o in offers.items()}
+        assert in_pairs == expected
+        assert book.open_count() == len(expected)
+        assert book.makers[MAKER.peer_id].digest_hex == head.digest
+        assert not book.on_head(desk.head(h.now + 2, "addr"), h.now + 2)
+        # late copies of anything, after the sync and after forgetting tombstones, change nothing
+        book.forget_tombstones()
+        for offer in h.updates:
+            assert book.receive(offer, h.now + 2) is Applied.STALE, offer
+        assert book_state(book) == expected
+        for pair in ("BTC/USD", "ETH/BTC"):
+            bids, asks = book.view(pair, h.now + 2)
+            live = {
+                o.id for o in expected.values() if o.pair == pair and (o.expires_at or 10**15) > h.now + 2
+            }
+            assert {o.id for o in bids + asks} == live
+    assert book_state(books[0]) == book_state(books[1])
