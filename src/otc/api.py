@@ -56,6 +56,7 @@ class SweepIn(msgspec.Struct, forbid_unknown_fields=True):
 # --- response bodies ----------------------------------------------------------------------------------
 class OfferOut(msgspec.Struct):
     id: str
+    created_seq: int
     maker: str
     maker_name: str
     side: str
@@ -180,6 +181,7 @@ _encoder = msgspec.json.Encoder()
 def offer_out(offer: Offer, me: str) -> OfferOut:
     return OfferOut(
         id=offer.id,
+        created_seq=offer.created_seq,
         maker=offer.maker,
         maker_name=offer.maker_name,
         side=offer.side,

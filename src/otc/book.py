@@ -30,12 +30,10 @@ from enum import Enum
 
 from sortedcontainers import SortedList
 
-from .desk import entry_hash
-from .errors import OTCError
 from .messages import Head, MakerOffers, MakerSeen, Offer
 from .money import D
-from .offer import OPEN, check_consistent, is_live, same_terms
-from .signing import is_signed
+from .offer import OPEN, digest, is_live, same_terms
+from .signing import is_signed, offer_is_valid
 
 
 class Applied(Enum):
@@ -52,13 +50,16 @@ class MakerView:
     tombstones: dict[str, int] = field(default_factory=dict)  # closed offer id -> seq that closed it
     max_seq: int = 0
     synced_head: int = 0
-    digest: int = 0
     head: Head | None = None
     last_seen: int | None = None  # local clock, ms
 
+    _digest: str | None = None
+
     @property
     def digest_hex(self) -> str:
-        return f"{self.digest:016x}"
+        if self._digest is None:
+            self._digest = digest((oid, o.seq) for oid, o in self.offers.items())
+        return self._digest
 
 
 @dataclass(frozen=True)
@@ -155,13 +156,8 @@ class Book:
         """Verify and apply one update from the network."""
         if not self.is_news(offer):
             return Applied.STALE
-        if not verified:
-            try:
-                check_consistent(offer)
-            except OTCError:
-                return Applied.INVALID
-            if not is_signed(offer):
-                return Applied.INVALID
+        if not verified and not offer_is_valid(offer):
+            return Applied.INVALID
         return self.apply(offer)
 
     def apply(self, offer: Offer) -> Applied:
@@ -188,7 +184,7 @@ class Book:
             view.tombstones[offer.id] = offer.seq
             return Applied.CLOSED
         view.offers[offer.id] = offer
-        view.digest ^= entry_hash(offer.id, offer.seq)
+        view._digest = None
         self.by_pair.setdefault(offer.pair, {})[offer.id] = offer
         self._ids.add(offer.id)
         price = D(offer.price)
@@ -228,18 +224,28 @@ class Book:
             if view.last_seen is None or last > view.last_seen:
                 view.last_seen = last
 
-    def sync(self, reply: MakerOffers, now: int) -> int:
-        """Apply a maker's authoritative list of its open offers; returns how many offers changed."""
+    def sync(self, reply: MakerOffers, now: int, *, verified: bool = False) -> int:
+        """Apply a maker's authoritative list of its open offers; returns how many offers changed.
+
+        The list must be exactly what the maker's signed head describes (count and digest) and every
+        offer on it must be valid, or nothing is applied: whoever relays a genuine head cannot drop or
+        add offers behind it. ``verified``: the offers' signatures were already checked."""
         head = reply.head
         if not is_signed(head):
             return 0
+        listed = {o.id: o for o in reply.offers}
+        if (
+            len(listed) != len(reply.offers)
+            or len(listed) != head.count
+            or digest((o.id, o.seq) for o in reply.offers) != head.digest
+            or any(o.maker != head.maker or o.status != OPEN or o.seq > head.head for o in reply.offers)
+        ):
+            return 0
+        if not verified and not all(offer_is_valid(o) for o in reply.offers):
+            return 0
         changed = 0
-        listed: set[str] = set()
         for offer in reply.offers:
-            if offer.maker != head.maker or offer.seq > head.head:
-                continue
-            listed.add(offer.id)
-            if self.receive(offer, now) in (Applied.NEW, Applied.UPDATED, Applied.CLOSED):
+            if self.receive(offer, now, verified=True) in (Applied.NEW, Applied.UPDATED, Applied.CLOSED):
                 changed += 1
         view = self.makers.setdefault(head.maker, MakerView())
         for oid, offer in list(view.offers.items()):
@@ -263,7 +269,7 @@ class Book:
 
     def _drop(self, view: MakerView, offer: Offer) -> None:
         del view.offers[offer.id]
-        view.digest ^= entry_hash(offer.id, offer.seq)
+        view._digest = None
         pair = self.by_pair.get(offer.pair)
         if pair is not None:
             pair.pop(offer.id, None)
@@ -271,3 +277,4 @@ class Book:
         key = self._keys.pop(offer.id, None)
         if key is not None:
             self._levels[(offer.pair, offer.side)].remove(key)
+

@@ -7,7 +7,6 @@ See trade.py for the protocol and offer.py for the offer lifecycle.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -17,7 +16,7 @@ from .errors import OTCError
 from .identity import Identity, verify
 from .messages import Confirm, Head, Offer, Take, Terms, TradeReply
 from .money import CONTEXT, D, canonical, get_pair, parse_decimal
-from .offer import CLOSED, OPEN, OfferEvent, close, fill, is_live, offer_id
+from .offer import CLOSED, OPEN, OfferEvent, close, digest, fill, is_live, offer_id
 from .signing import is_signed, sign, signing_bytes
 from .trade import MakerEvent, MakerState, MakerTrade, maker_next
 
@@ -39,18 +38,6 @@ class Effects:
         self.trades.extend(other.trades)
 
 
-def digest(offers: Any) -> str:
-    """Order-independent digest of ``{offer id: seq}`` (XOR of per-entry hashes)."""
-    acc = 0
-    for oid, seq in offers:
-        acc ^= entry_hash(oid, seq)
-    return f"{acc:016x}"
-
-
-def entry_hash(oid: str, seq: int) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{oid}:{seq}".encode(), digest_size=8).digest(), "big")
-
-
 class Desk:
     def __init__(
         self,
@@ -70,7 +57,7 @@ class Desk:
         self.offers: dict[str, Offer] = {}
         self.trades: dict[str, MakerTrade] = {}
         self.reserved: dict[str, Decimal] = {}  # offer id -> amount held by live reservations
-        self._open_digest = 0
+        self._digest: str | None = None  # of the open offers; recomputed lazily after a change
         self._open_count = 0
 
     # restore -----------------------------------------------------------------------------------------
@@ -123,6 +110,7 @@ class Desk:
             self.identity,
             Offer(
                 id=offer_id(self.peer_id, self.seq),
+                created_seq=self.seq,
                 maker=self.peer_id,
                 maker_name=self.name,
                 side=side,
@@ -165,6 +153,11 @@ class Desk:
         times += [o.expires_at for o in self.offers.values() if o.status == OPEN and o.expires_at]
         return min(times, default=None)
 
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = digest((o.id, o.seq) for o in self.offers.values() if o.status == OPEN)
+        return self._digest
+
     @property
     def open_count(self) -> int:
         return self._open_count
@@ -181,7 +174,7 @@ class Desk:
                 addr=addr,
                 head=self.seq,
                 count=self._open_count,
-                digest=f"{self._open_digest:016x}",
+                digest=self.digest(),
                 ts=now,
             ),
         )
@@ -325,11 +318,10 @@ class Desk:
     def _store(self, offer: Offer) -> None:
         old = self.offers.get(offer.id)
         if old is not None and old.status == OPEN:
-            self._open_digest ^= entry_hash(old.id, old.seq)
             self._open_count -= 1
         if offer.status == OPEN:
-            self._open_digest ^= entry_hash(offer.id, offer.seq)
             self._open_count += 1
+        self._digest = None
         self.offers[offer.id] = offer
 
 

@@ -30,7 +30,8 @@ class Offer(msgspec.Struct, frozen=True, kw_only=True):
     """One offer's complete state as of ``seq``, signed by its maker. Every update carries the whole
     state, so any single update is enough to know the offer; the highest ``seq`` wins."""
 
-    id: Id
+    id: Id  # = offer_id(maker, created_seq)
+    created_seq: Seq
     maker: PeerId
     maker_name: Name
     side: Side
@@ -55,7 +56,7 @@ class Head(msgspec.Struct, frozen=True, kw_only=True):
     addr: Annotated[str, msgspec.Meta(max_length=64)]
     head: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
     count: Annotated[int, msgspec.Meta(ge=0)]
-    digest: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}$")]
+    digest: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
     ts: Millis
     sig: Sig = ""
 

@@ -21,6 +21,7 @@ the maker's ``expired`` update only lets books forget it sooner.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from decimal import Decimal
 from enum import Enum
 from typing import Final
@@ -61,8 +62,16 @@ def next_status(status: str, event: OfferEvent) -> str:
 
 
 def offer_id(maker: str, seq: int) -> str:
-    """Offer ids are derived, never random: the maker's key and the seq that created it."""
+    """Offer ids are derived, never random: the maker's key and the seq that created it. Every peer
+    checks this, so no maker can claim (or squat in advance) an id belonging to another."""
     return hashlib.blake2b(f"{maker}:{seq}".encode(), digest_size=16).hexdigest()
+
+
+def digest(entries: Iterable[tuple[str, int]]) -> str:
+    """Digest of a maker's open offers ``{id: seq}``: SHA-256 over the sorted entries. Not an XOR or a
+    sum: a linear digest lets anyone holding enough old signed states assemble a list that matches."""
+    lines = sorted(f"{oid}:{seq}\n" for oid, seq in entries)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:32]
 
 
 def fill(offer: Offer, amount: Decimal, seq: int) -> Offer:
@@ -85,6 +94,8 @@ def is_live(offer: Offer, now_ms: int) -> bool:
 
 def check_consistent(offer: Offer) -> None:
     """What a well-formed offer satisfies, whoever signed it (schemas check the field formats)."""
+    if offer.id != offer_id(offer.maker, offer.created_seq) or offer.created_seq > offer.seq:
+        raise OTCError(ERR_INVALID_OFFER, "offer id is not derived from its maker and creation seq")
     pair = get_pair(offer.pair)
     amount, remaining, price = D(offer.amount), D(offer.remaining), D(offer.price)
     if not 0 < amount <= pair.max_amount or not 0 < price <= pair.max_price:

@@ -294,7 +294,10 @@ class Peer:
         try:
             reply = await self.client.request(peer_key(maker), OffersRequest())
             offers = msgspec.convert(reply, MakerOffers)
-            if offers.head.maker == maker and self.book.sync(offers, now_ms()):
+            if offers.head.maker != maker:
+                return
+            flags = await self._verify(offers.offers)
+            if all(flags) and self.book.sync(offers, now_ms(), verified=True):
                 self.events.emit({"type": "book"})
         except (GrenacheError, msgspec.ValidationError) as exc:
             log.debug("sync with %s failed: %s", maker[:8], exc)
@@ -305,18 +308,21 @@ class Peer:
         """Verify and apply a batch; returns the offers that changed the book. Large batches (a late
         join, a republish) are checked on every core: libsodium releases the GIL."""
         news = [o for o in offers if self.book.is_news(o)]
-        if len(news) < 256:
-            flags = _valid_flags(news)
-        else:
-            loop = asyncio.get_running_loop()
-            chunk = -(-len(news) // VERIFY_THREADS)
-            parts = [news[i : i + chunk] for i in range(0, len(news), chunk)]
-            results = await asyncio.gather(
-                *(loop.run_in_executor(self._verifier, _valid_flags, part) for part in parts)
-            )
-            flags = [flag for part in results for flag in part]
+        flags = await self._verify(news)
         changed = (Applied.NEW, Applied.UPDATED, Applied.CLOSED)
         return [o for o, ok in zip(news, flags, strict=True) if ok and self.book.apply(o) in changed]
+
+    async def _verify(self, offers: list[Offer]) -> list[bool]:
+        """``offer_is_valid`` for each offer; a large batch on every core (libsodium releases the GIL)."""
+        if len(offers) < 256:
+            return _valid_flags(offers)
+        loop = asyncio.get_running_loop()
+        chunk = -(-len(offers) // VERIFY_THREADS)
+        parts = [offers[i : i + chunk] for i in range(0, len(offers), chunk)]
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._verifier, _valid_flags, p) for p in parts)
+        )
+        return [flag for part in results for flag in part]
 
     async def _join(self) -> None:
         """Late join: page through the books of a few peers, merged by seq, signatures checked."""

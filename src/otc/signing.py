@@ -48,11 +48,12 @@ def is_signed(msg: Offer | Head | Take | Chat) -> bool:
 
 def offer_is_valid(offer: Offer) -> bool:
     """Consistent and signed by its maker: what a book requires of an update from the network."""
-    from .offer import check_consistent  # offer.py imports signing's users; keep the graph acyclic
+    from .errors import OTCError
+    from .offer import check_consistent  # a late import: offer.py sits above signing.py
 
     try:
         check_consistent(offer)
-    except Exception:
+    except OTCError:
         return False
     return is_signed(offer)
 

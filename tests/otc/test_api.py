@@ -144,6 +144,6 @@ def test_rpc_refuses_bad_payloads_and_keeps_serving(spawn: Spawn, grapes: GrapeN
 
 
 def _wire(offer: dict[str, Any], maker: str) -> dict[str, Any]:
-    keys = ("id", "maker", "maker_name", "side", "pair", "price", "amount", "remaining", "min_fill",
-            "created_at", "expires_at", "status", "seq")  # fmt: skip
+    keys = ("id", "created_seq", "maker", "maker_name", "side", "pair", "price", "amount", "remaining",
+            "min_fill", "created_at", "expires_at", "status", "seq")  # fmt: skip
     return {k: offer[k] for k in keys}

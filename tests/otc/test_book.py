@@ -375,17 +375,27 @@ def test_sync_keeps_updates_newer_than_its_head(book: Book, desk: Desk) -> None:
     assert held(book) == {a.id: 1, b.id: 2}
 
 
-def test_sync_ignores_what_the_head_does_not_vouch_for(book: Book, desk: Desk) -> None:
+def test_sync_refuses_a_list_the_head_does_not_vouch_for(book: Book, desk: Desk) -> None:
+    """Anyone can answer on a maker's service name and replay its genuine signed head: the list must be
+    exactly what that head describes (count and digest), or nothing at all is applied."""
     a = post(desk)
     head = desk.head(T0, "addr")
     newer = post(desk)
     stranger = post(Desk(OTHER, "other"))
-    assert book.sync(MakerOffers(head=head, offers=[a, newer, stranger]), T0) == 1
+    for offers in ([a, newer, stranger], [a, newer], [a, stranger], [], [a, a]):
+        assert book.sync(MakerOffers(head=head, offers=offers), T0) == 0, offers
+        assert held(book) == {} and held(book, OTHER.peer_id) == {}
+    assert book.sync(MakerOffers(head=head, offers=[a]), T0) == 1
     assert held(book) == {a.id: 1}
-    assert held(book, OTHER.peer_id) == {}
-    forged_head = msgspec.structs.replace(desk.head(T0 + 1, "addr"), head=99)
-    assert book.sync(MakerOffers(head=forged_head, offers=[]), T0 + 1) == 0
-    assert held(book) == {a.id: 1}
+    # the attack: a genuine later head replayed with an empty list must not hide the maker's offers
+    book.receive(newer, T0)
+    later = desk.head(T0 + 1, "addr")
+    assert book.sync(MakerOffers(head=later, offers=[]), T0 + 1) == 0
+    assert held(book) == {a.id: 1, newer.id: 2}
+    forged_head = msgspec.structs.replace(later, head=99)  # signature no longer matches
+    assert book.sync(MakerOffers(head=forged_head, offers=[a, newer]), T0 + 1) == 0
+    assert book.sync(MakerOffers(head=later, offers=[a, newer]), T0 + 1) == 0  # nothing new, all valid
+    assert held(book) == {a.id: 1, newer.id: 2}
 
 
 def test_forgetting_tombstones_keeps_closed_offers_closed(book: Book, desk: Desk) -> None:
