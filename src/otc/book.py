@@ -24,8 +24,8 @@ that comes back needs nothing re-sent); offers past ``expires_at`` are hidden by
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
-from decimal import Decimal
 from enum import Enum
 
 from sortedcontainers import SortedList
@@ -78,8 +78,9 @@ class Book:
         self.by_pair: dict[str, dict[str, Offer]] = {}
         # price-time priority per (pair, side): best first. Keys: (-price or price, created_at, id)
         self._levels: dict[tuple[str, str], SortedList] = {}
-        self._keys: dict[str, tuple[Decimal, int, str]] = {}
-        self._ids: SortedList = SortedList()  # every open offer id, for paged snapshots
+        self._keys: dict[str, tuple[int, int, str]] = {}
+        self._dead: dict[tuple[str, str], int] = {}  # removed keys still in each level
+        self._sorted_ids: list[str] | None = None  # for paged snapshots; rebuilt after a change
 
     # --- reading ------------------------------------------------------------------------------------
     def get(self, oid: str) -> Offer | None:
@@ -110,8 +111,8 @@ class Book:
         offers = self.by_pair.get(pair, {})
         out: list[Offer] = []
         for key in self._levels.get((pair, side), ()):
-            offer = offers[key[2]]
-            if self.is_visible(offer, now):
+            offer = offers.get(key[2])
+            if offer is not None and self.is_visible(offer, now):
                 out.append(offer)
                 if limit is not None and len(out) >= limit:
                     break
@@ -123,11 +124,14 @@ class Book:
         return found[0] if found else None
 
     def open_count(self) -> int:
-        return len(self._ids)
+        return len(self._keys)
 
     def page(self, after: str, limit: int) -> tuple[list[Offer], str | None]:
         """Open offers with ids above ``after``, in id order, and the cursor of the next page."""
-        ids = list(self._ids.irange(minimum=after, inclusive=(False, True), maximum=None))[: limit + 1]
+        if self._sorted_ids is None:
+            self._sorted_ids = sorted(self._keys)
+        start = bisect.bisect_right(self._sorted_ids, after)
+        ids = self._sorted_ids[start : start + limit + 1]
         more = len(ids) > limit
         ids = ids[:limit]
         offers = [o for o in (self.get(oid) for oid in ids) if o is not None]
@@ -171,30 +175,38 @@ class Book:
         if held is not None:
             if offer.seq <= held.seq:
                 return Applied.STALE
-            if not same_terms(held, offer) or D(offer.remaining) > D(held.remaining):
+            if not same_terms(held, offer) or (
+                offer.remaining != held.remaining and D(offer.remaining) > D(held.remaining)
+            ):
                 return Applied.INVALID
-            self._drop(view, held)
         elif offer.seq <= view.synced_head:
             return Applied.STALE
         elif offer.id in self._keys:
             return Applied.INVALID  # another maker's open offer has this id: ids index the whole book
         if offer.seq > view.max_seq:
             view.max_seq = offer.seq
+        view._digest = None
         if offer.status != OPEN:
+            if held is not None:
+                self._drop(view, held)
             view.tombstones[offer.id] = offer.seq
             return Applied.CLOSED
         view.offers[offer.id] = offer
-        view._digest = None
         self.by_pair.setdefault(offer.pair, {})[offer.id] = offer
-        self._ids.add(offer.id)
-        price = D(offer.price)
-        key = (-price if offer.side == "buy" else price, offer.created_at, offer.id)
+        if held is not None:
+            return Applied.UPDATED  # same terms, so the same place in the index
+        key = (
+            -price_key(offer.price) if offer.side == "buy" else price_key(offer.price),
+            offer.created_at,
+            offer.id,
+        )
         self._keys[offer.id] = key
         level = self._levels.get((offer.pair, offer.side))
         if level is None:
             level = self._levels[(offer.pair, offer.side)] = SortedList()
         level.add(key)
-        return Applied.UPDATED if held is not None else Applied.NEW
+        self._sorted_ids = None
+        return Applied.NEW
 
     def on_head(self, head: Head, now: int, *, verified: bool = False) -> bool:
         """Record a maker's heartbeat; True when our copy of its offers has drifted and needs a sync."""
@@ -273,8 +285,18 @@ class Book:
         pair = self.by_pair.get(offer.pair)
         if pair is not None:
             pair.pop(offer.id, None)
-        self._ids.discard(offer.id)
-        key = self._keys.pop(offer.id, None)
-        if key is not None:
-            self._levels[(offer.pair, offer.side)].remove(key)
+        self._sorted_ids = None
+        if self._keys.pop(offer.id, None) is not None:
+            # lazy removal: the key stays in its level (reads skip it) until the dead outnumber the live
+            where = (offer.pair, offer.side)
+            dead = self._dead[where] = self._dead.get(where, 0) + 1
+            level = self._levels[where]
+            if dead * 2 > len(level):
+                self._levels[where] = SortedList(k for k in level if k[2] in self._keys)
+                self._dead[where] = 0
 
+
+def price_key(price: str) -> int:
+    """A canonical decimal price as an exact integer in units of 1e-18, for fast ordering."""
+    whole, _, frac = price.partition(".")
+    return int(whole + frac.ljust(18, "0"))

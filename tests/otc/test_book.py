@@ -3,10 +3,13 @@ digest drift and repair by sync."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otc.book import Applied, Book
 from otc.desk import Desk
@@ -419,3 +422,33 @@ def test_forgetting_tombstones_keeps_closed_offers_closed(book: Book, desk: Desk
     for old in (a, a_closed, b, b_closed):
         assert book.receive(old, T0 + 1) is Applied.STALE, old
     assert book.open_count() == 0 and visible(book, T0 + 1) == []
+
+
+# --- the price-time index under churn ------------------------------------------------------------------
+@given(st.lists(st.tuples(st.sampled_from(["add", "fill", "cancel"]), st.integers(0, 40), st.booleans()),
+                max_size=120))  # fmt: skip
+@settings(max_examples=150, deadline=None)
+def test_index_matches_a_naive_sort_under_churn(ops: list[tuple[str, int, bool]]) -> None:
+    """Lazy removal and compaction never change what a side shows: it equals a plain sort of the open
+    offers by price (best first), then age."""
+    desk = Desk(MAKER, "maker")
+    book = Book(MAKER.peer_id)  # our own offers: always live
+    open_: list[Offer] = []
+    for op, n, buy in ops:
+        if op == "add" or not open_:
+            offer = post(desk, now=T0 + n, side="buy" if buy else "sell", price=str(100 + n % 7))
+            book.apply(offer)
+            open_.append(offer)
+            continue
+        victim = open_[n % len(open_)]
+        update = cancel(desk, victim) if op == "cancel" else fill(desk, victim, "0.5")
+        assert book.apply(update) in (Applied.UPDATED, Applied.CLOSED)
+        open_.remove(victim)
+        if update.status == "open":
+            open_.append(update)
+    for side, sign_ in (("buy", -1), ("sell", 1)):
+        expected = sorted((o for o in open_ if o.side == side),
+                          key=lambda o: (sign_ * Decimal(o.price), o.created_at, o.id))  # fmt: skip
+        assert book.side("BTC/USD", side, T0) == expected
+        assert book.best("BTC/USD", side, T0) == (expected[0] if expected else None)
+    assert book.open_count() == len(open_)

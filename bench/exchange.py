@@ -1,0 +1,369 @@
+"""Exchange benchmarks (`make bench`): every figure next to its target, measured in one run.
+
+    .venv/bin/python bench/exchange.py [--quick] [--peers 5,20,50] [--offers 200] [--json out.json]
+
+- book:        the pure order book (in process): add, cancel, best price, apply update — ops/s
+- propagation: an offer posted at one peer until every other peer's book has it (SSE arrival), p50/p99,
+               at 5, 20 and 50 peer processes on two Grapes
+- latency:     take request until the taker holds the done receipt (the maker holds it before it answers)
+- throughput:  trades/s in a 10-peer network, 5 makers and 5 takers with many takes in flight
+- contention:  100 takers racing for one offer, repeated; overfills (must be 0) and time to settle
+- late join:   time for a new peer to hold a book of 10,000 and 100,000 offers (signatures verified)
+- memory:      RSS of an idle peer process
+Only loopback addresses are used; every process started is stopped at the end, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from grenache.grapes import GrapeNetwork  # noqa: E402
+from otc.book import Book  # noqa: E402
+from otc.desk import Desk  # noqa: E402
+from otc.identity import Identity  # noqa: E402
+from otc.launch import PeerProcess, wait_for  # noqa: E402
+from otc.messages import Offer  # noqa: E402
+from otc.store import Store  # noqa: E402
+
+console = Console()
+RESULTS: list[dict[str, Any]] = []
+
+
+def record(name: str, value: float, unit: str, target: str, ok: bool | None, note: str = "") -> None:
+    RESULTS.append({"name": name, "value": value, "unit": unit, "target": target, "ok": ok, "note": note})
+    mark = "" if ok is None else ("[green]met[/green]" if ok else "[red]missed[/red]")
+    console.print(f"  {name:46} {value:>12,.2f} {unit:10} target {target:14} {mark} {note}")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+@contextmanager
+def network(n_peers: int, tmp: Path, prefix: str = "p") -> Iterator[tuple[GrapeNetwork, list[PeerProcess]]]:
+    net = GrapeNetwork(2, log_dir=tmp).start()
+    peers = [PeerProcess(net.urls[i % 2], f"{prefix}{i}", log_dir=tmp) for i in range(n_peers)]
+    try:
+        for p in peers:
+            p.launch()
+        for p in peers:
+            p.wait_ready(120)
+        for p in peers:
+            wait_for(lambda p=p: p.get("/api/health")["peers"] == n_peers - 1, 60, 0.2, "peers to meet")
+        yield net, peers
+    finally:
+        for p in peers:
+            p.stop()
+        net.stop()
+
+
+# --- the pure book -----------------------------------------------------------------------------------
+def bench_book(n: int) -> None:
+    console.rule("pure order book (in process)")
+    makers = [Desk(Identity.from_seed(bytes([i + 1]) * 32), f"m{i}") for i in range(4)]
+    created: list[Offer] = []
+    for i in range(n):
+        offer, _ = makers[i % 4].create(side=random.choice(["buy", "sell"]), amount="10",
+                                        price=str(7000 + random.randrange(2000)), pair="BTC/USD", now=1)  # fmt: skip
+        created.append(offer)
+    cancels = [makers[i % 4].cancel(o.id, 2)[0] for i, o in enumerate(created)]
+    heads = [m.head(3, "127.0.0.1:1") for m in makers]
+
+    def fresh_book() -> Book:  # every maker heard from, so all offers are visible
+        book = Book()
+        for head in heads:
+            book.on_head(head, 3)
+        return book
+
+    book = fresh_book()
+    t = time.perf_counter()
+    for o in created:
+        book.apply(o)
+    add = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for _ in range(n):
+        book.best("BTC/USD", "sell", 3)
+    best = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for o in cancels:
+        book.apply(o)
+    cancel = n / (time.perf_counter() - t)
+    # updates: fills of offers held (a fresh book of the same offers, then one fill each)
+    book = fresh_book()
+    for o in created:
+        book.apply(o)
+    fills = [o.__class__(**{**{f: getattr(o, f) for f in o.__struct_fields__}, "remaining": "5",
+                            "seq": o.seq + 10**6}) for o in created]  # fmt: skip
+    t = time.perf_counter()
+    for o in fills:
+        book.apply(o)
+    update = n / (time.perf_counter() - t)
+    mixed = 4 / (1 / add + 1 / best + 1 / cancel + 1 / update)
+    for name, v in (("add", add), ("best price", best), ("cancel", cancel), ("apply update", update)):
+        record(f"book {name}", v, "ops/s", ">= 300,000", v >= 300_000)
+    record("book mixed (harmonic mean)", mixed, "ops/s", ">= 300,000", mixed >= 300_000)
+    t = time.perf_counter()
+    verified = fresh_book()
+    for o in created[:5000]:
+        verified.receive(o, 3)
+    record("book receive incl. signature check", 5000 / (time.perf_counter() - t), "ops/s", "—", None)
+
+
+# --- propagation ---------------------------------------------------------------------------------------
+async def sse_arrivals(peer: PeerProcess, session: aiohttp.ClientSession, arrivals: dict[str, dict[str, float]],
+                       ready: asyncio.Event) -> None:  # fmt: skip
+    async with session.get(peer.url + "/api/events", timeout=aiohttp.ClientTimeout(total=None)) as resp:
+        ready.set()
+        async for line in resp.content:
+            if line.startswith(b"data: "):
+                event = json.loads(line[6:])
+                if event.get("type") == "offer" and event.get("status") == "open":
+                    arrivals.setdefault(event["id"], {}).setdefault(peer.name, time.perf_counter())
+
+
+async def measure_propagation(peers: list[PeerProcess], offers: int) -> list[float]:
+    maker, others = peers[0], peers[1:]
+    arrivals: dict[str, dict[str, float]] = {}
+    latencies: list[float] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        readies = [asyncio.Event() for _ in others]
+        tasks = [asyncio.create_task(sse_arrivals(p, session, arrivals, r)) for p, r in zip(others, readies)]
+        await asyncio.gather(*(r.wait() for r in readies))
+        for i in range(offers):
+            t0 = time.perf_counter()
+            async with session.post(maker.url + "/api/offers",
+                                    json={"side": "sell", "amount": "1", "price": str(9000 + i)}) as resp:  # fmt: skip
+                oid = (await resp.json())["id"]
+            deadline = t0 + 10
+            while len(arrivals.get(oid, {})) < len(others) and time.perf_counter() < deadline:
+                await asyncio.sleep(0.0005)
+            seen = arrivals.get(oid, {})
+            if len(seen) == len(others):
+                latencies.append((max(seen.values()) - t0) * 1000)
+            await asyncio.sleep(0.005)
+        for t in tasks:
+            t.cancel()
+    return latencies
+
+
+def bench_propagation(sizes: list[int], offers: int, tmp: Path) -> None:
+    console.rule("offer propagation (peer processes on two Grapes)")
+    for n in sizes:
+        with network(n, tmp, f"prop{n}-") as (_, peers):
+            lat = asyncio.run(measure_propagation(peers, offers))
+            target = 10 if n <= 5 else 50
+            p50, p99 = pct(lat, 50), pct(lat, 99)
+            lost = offers - len(lat)
+            record(f"propagation p50, {n} peers", p50, "ms", "—", None)
+            record(f"propagation p99, {n} peers", p99, "ms", f"< {target} ms" if n in (5, 50) else "—",
+                   (p99 < target and lost == 0) if n in (5, 50) else None,
+                   f"{len(lat)} offers" + (f", {lost} not everywhere in 10 s" if lost else ""))  # fmt: skip
+
+
+# --- trades --------------------------------------------------------------------------------------------
+async def take(session: aiohttp.ClientSession, taker: PeerProcess, oid: str, amount: str) -> tuple[int, Any]:
+    async with session.post(taker.url + "/api/trades", json={"offer_id": oid, "amount": amount}) as resp:
+        return resp.status, await resp.json()
+
+
+async def measure_latency(maker: PeerProcess, taker: PeerProcess, n: int) -> list[float]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(maker.url + "/api/offers", json={"side": "sell", "amount": "1000000",
+                                                                   "price": "8000"}) as resp:  # fmt: skip
+            oid = (await resp.json())["id"]
+        await asyncio.to_thread(wait_for, lambda: taker.book()["asks"], 10)
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            status, body = await take(session, taker, oid, "0.01")
+            assert status == 201, body
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+
+async def measure_throughput(makers: list[PeerProcess], takers: list[PeerProcess], seconds: float,
+                             inflight: int) -> tuple[int, int]:  # fmt: skip
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        oids = []
+        for m in makers:
+            async with session.post(m.url + "/api/offers", json={"side": "sell", "amount": "10000000",
+                                                                   "price": "8000"}) as resp:  # fmt: skip
+                oids.append((await resp.json())["id"])
+        for t in takers:
+            await asyncio.to_thread(wait_for, lambda t=t: len(t.book()["asks"]) == len(makers), 10)
+        done = failed = 0
+        stop = time.perf_counter() + seconds
+
+        async def loop(taker: PeerProcess) -> None:
+            nonlocal done, failed
+            while time.perf_counter() < stop:
+                status, _ = await take(session, taker, random.choice(oids), "0.001")
+                if status == 201:
+                    done += 1
+                else:
+                    failed += 1
+
+        await asyncio.gather(*(loop(t) for t in takers for _ in range(inflight)))
+        return done, failed
+
+
+async def measure_contention(maker: PeerProcess, takers: list[PeerProcess], racers: int,
+                             units: int) -> tuple[int, float, set[str]]:  # fmt: skip
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async with session.post(maker.url + "/api/offers", json={"side": "sell", "amount": str(units),
+                                                                   "price": "8000"}) as resp:  # fmt: skip
+            oid = (await resp.json())["id"]
+        for t in takers:
+            await asyncio.to_thread(wait_for, lambda t=t: any(o["id"] == oid for o in t.book()["asks"]), 10)
+        t0 = time.perf_counter()
+        results = await asyncio.gather(
+            *(take(session, takers[i % len(takers)], oid, "1") for i in range(racers))
+        )
+        settle = (time.perf_counter() - t0) * 1000
+        filled = sum(Decimal(b["amount"]) for s, b in results if s == 201)
+        codes = {b["error"] for s, b in results if s != 201}
+        return int(filled) - units, settle, codes
+
+
+def bench_trades(tmp: Path, quick: bool) -> None:
+    console.rule("trades (10 peer processes)")
+    with network(10, tmp, "trade") as (_, peers):
+        lat = asyncio.run(measure_latency(peers[0], peers[1], 100 if quick else 300))
+        record("trade latency p50 (API request to receipt)", pct(lat, 50), "ms", "< 3 ms", pct(lat, 50) < 3)
+        record("trade latency p99", pct(lat, 99), "ms", "—", None)
+        seconds = 3 if quick else 6
+        done, failed = asyncio.run(measure_throughput(peers[:5], peers[5:], seconds, 16))
+        rate = done / seconds
+        record("trade throughput (5 makers, 5 takers x16)", rate, "trades/s", ">= 1,000", rate >= 1000,
+               f"{failed} refused")  # fmt: skip
+        overfills, settles, codes = 0, [], set()
+        for _ in range(3 if quick else 10):
+            over, settle, c = asyncio.run(measure_contention(peers[0], peers[1:], 100, 10))
+            overfills += max(0, over)
+            settles.append(settle)
+            codes |= c
+        record("contention: overfills (100 takers, 1 offer)", overfills, "", "0", overfills == 0,
+               f"refusals: {', '.join(sorted(codes))}")  # fmt: skip
+        record("contention: time to settle, median", statistics.median(settles), "ms", "—", None)
+
+
+# --- late join -----------------------------------------------------------------------------------------
+def seed_maker(data_dir: Path, n: int) -> None:
+    """A maker's data directory holding ``n`` signed open offers (as if posted before)."""
+    identity = Identity.load_or_create(data_dir / "identity.key")
+    desk = Desk(identity, "seeder")
+    now = int(time.time() * 1000)
+    offers = []
+    for i in range(n):
+        offer, _ = desk.create(side="sell" if i % 2 else "buy", amount="1", pair="BTC/USD", now=now,
+                               price=str(5000 + i % 5000) if i % 2 else str(4000 - i % 3000))  # fmt: skip
+        offers.append(offer)
+    store = Store(data_dir / "peer.sqlite")
+    store.save(seq=desk.seq, offers=offers)
+    store.set_meta("name", "seeder")
+    store.close()
+
+
+def bench_late_join(sizes: list[int], tmp: Path) -> None:
+    console.rule("late join (signatures verified)")
+    for n in sizes:
+        data = tmp / f"seed-{n}"
+        seed_maker(data, n)
+        net = GrapeNetwork(2, log_dir=tmp).start()
+        peers: list[PeerProcess] = []
+        try:
+            maker = PeerProcess(net.urls[0], "seeder", data_dir=data, log_dir=tmp)
+            peers.append(maker.start(120))
+            holder = PeerProcess(net.urls[1], "holder", log_dir=tmp)
+            peers.append(holder.start(120))
+            wait_for(lambda: holder.get("/api/health")["book_offers"] == n, 120, 0.05, "holder's book")
+            empty = PeerProcess(net.urls[1], "baseline", log_dir=tmp)
+            t0 = time.perf_counter()
+            peers.append(empty.start(120))
+            newcomer = PeerProcess(net.urls[1], "newcomer", log_dir=tmp)
+            t1 = time.perf_counter()
+            newcomer.launch()
+            peers.append(newcomer)
+            wait_for(lambda: newcomer.get("/api/health")["book_offers"] == n, 120, 0.02, "newcomer's book")
+            total = time.perf_counter() - t1
+            baseline = t1 - t0  # process start of a peer, to subtract
+            target = {10_000: None, 100_000: 3.0}.get(n)
+            record(f"late join, {n:,} offers (incl. process start)", total, "s",
+                   f"< {target} s" if target else "—", None if target is None else total - baseline < target,
+                   f"process start alone {baseline:.2f} s; book load {total - baseline:.2f} s")  # fmt: skip
+        finally:
+            for p in peers:
+                p.stop()
+            net.stop()
+
+
+def bench_memory(tmp: Path) -> None:
+    console.rule("memory")
+    with network(2, tmp, "idle") as (_, peers):
+        time.sleep(3)  # idle: a few heartbeats exchanged
+        rss = peers[0].rss_kb() / 1024
+        record("RSS of an idle peer process", rss, "MB", "< 40 MB", rss < 40)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller runs (for a smoke test)")
+    parser.add_argument("--peers", default="5,20,50")
+    parser.add_argument("--offers", type=int, default=200)
+    parser.add_argument("--join", default="10000,100000")
+    parser.add_argument("--only", default="book,propagation,trades,join,memory")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    random.seed(7)
+    with tempfile.TemporaryDirectory(prefix="otc-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if "book" in only:
+            bench_book(20_000 if args.quick else 100_000)
+        if "propagation" in only:
+            bench_propagation([int(x) for x in args.peers.split(",")], args.offers, tmp)
+        if "trades" in only:
+            bench_trades(tmp, args.quick)
+        if "join" in only:
+            bench_late_join([int(x) for x in args.join.split(",")], tmp)
+        if "memory" in only:
+            bench_memory(tmp)
+    table = Table(title="Grenache OTC exchange benchmarks")
+    for col in ("measure", "value", "unit", "target", "status", "note"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for r in RESULTS:
+        status = "" if r["ok"] is None else ("met" if r["ok"] else "MISSED")
+        table.add_row(r["name"], f"{r['value']:,.2f}", r["unit"], r["target"], status, r["note"])
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(RESULTS, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
