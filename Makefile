@@ -32,6 +32,10 @@ bench-rpc: setup
 	$(PY) bench/rpc.py
 
 bench: setup bench-rpc
+	$(PY) bench/exchange.py
+
+chaos: setup
+	$(PY) scripts/chaos.py --seed $${SEED:-1} --peers $${PEERS:-5} --seconds $${SECONDS_:-60}
 
 clean:
 	rm -rf .venv node_modules .pytest_cache .mypy_cache .ruff_cache

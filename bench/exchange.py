@@ -56,7 +56,7 @@ def record(name: str, value: float, unit: str, target: str, ok: bool | None, not
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 @contextmanager
@@ -83,8 +83,13 @@ def bench_book(n: int) -> None:
     makers = [Desk(Identity.from_seed(bytes([i + 1]) * 32), f"m{i}") for i in range(4)]
     created: list[Offer] = []
     for i in range(n):
-        offer, _ = makers[i % 4].create(side=random.choice(["buy", "sell"]), amount="10",
-                                        price=str(7000 + random.randrange(2000)), pair="BTC/USD", now=1)  # fmt: skip
+        offer, _ = makers[i % 4].create(
+            side=random.choice(["buy", "sell"]),
+            amount="10",
+            price=str(7000 + random.randrange(2000)),
+            pair="BTC/USD",
+            now=1,
+        )
         created.append(offer)
     cancels = [makers[i % 4].cancel(o.id, 2)[0] for i, o in enumerate(created)]
     heads = [m.head(3, "127.0.0.1:1") for m in makers]
@@ -112,8 +117,12 @@ def bench_book(n: int) -> None:
     book = fresh_book()
     for o in created:
         book.apply(o)
-    fills = [o.__class__(**{**{f: getattr(o, f) for f in o.__struct_fields__}, "remaining": "5",
-                            "seq": o.seq + 10**6}) for o in created]  # fmt: skip
+    fills = [
+        o.__class__(
+            **{**{f: getattr(o, f) for f in o.__struct_fields__}, "remaining": "5", "seq": o.seq + 10**6}
+        )
+        for o in created
+    ]
     t = time.perf_counter()
     for o in fills:
         book.apply(o)
@@ -130,37 +139,50 @@ def bench_book(n: int) -> None:
 
 
 # --- propagation ---------------------------------------------------------------------------------------
-async def sse_arrivals(peer: PeerProcess, session: aiohttp.ClientSession, arrivals: dict[str, dict[str, float]],
-                       ready: asyncio.Event) -> None:  # fmt: skip
+async def sse_arrivals(
+    peer: PeerProcess,
+    session: aiohttp.ClientSession,
+    arrivals: dict[str, dict[str, float]],
+    complete: dict[str, asyncio.Event],
+    expected: int,
+    ready: asyncio.Event,
+) -> None:
     async with session.get(peer.url + "/api/events", timeout=aiohttp.ClientTimeout(total=None)) as resp:
         ready.set()
         async for line in resp.content:
             if line.startswith(b"data: "):
                 event = json.loads(line[6:])
                 if event.get("type") == "offer" and event.get("status") == "open":
-                    arrivals.setdefault(event["id"], {}).setdefault(peer.name, time.perf_counter())
+                    seen = arrivals.setdefault(event["id"], {})
+                    seen.setdefault(peer.name, time.perf_counter())
+                    if len(seen) == expected:
+                        complete.setdefault(event["id"], asyncio.Event()).set()
 
 
 async def measure_propagation(peers: list[PeerProcess], offers: int) -> list[float]:
     maker, others = peers[0], peers[1:]
     arrivals: dict[str, dict[str, float]] = {}
+    complete: dict[str, asyncio.Event] = {}
     latencies: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         readies = [asyncio.Event() for _ in others]
-        tasks = [asyncio.create_task(sse_arrivals(p, session, arrivals, r)) for p, r in zip(others, readies)]
+        tasks = [
+            asyncio.create_task(sse_arrivals(p, session, arrivals, complete, len(others), r))
+            for p, r in zip(others, readies, strict=True)
+        ]
         await asyncio.gather(*(r.wait() for r in readies))
         for i in range(offers):
             t0 = time.perf_counter()
-            async with session.post(maker.url + "/api/offers",
-                                    json={"side": "sell", "amount": "1", "price": str(9000 + i)}) as resp:  # fmt: skip
+            body = {"side": "sell", "amount": "1", "price": str(9000 + i)}
+            async with session.post(maker.url + "/api/offers", json=body) as resp:
                 oid = (await resp.json())["id"]
-            deadline = t0 + 10
-            while len(arrivals.get(oid, {})) < len(others) and time.perf_counter() < deadline:
-                await asyncio.sleep(0.0005)
-            seen = arrivals.get(oid, {})
-            if len(seen) == len(others):
-                latencies.append((max(seen.values()) - t0) * 1000)
-            await asyncio.sleep(0.005)
+            try:
+                async with asyncio.timeout(10):
+                    await complete.setdefault(oid, asyncio.Event()).wait()
+                latencies.append((max(arrivals[oid].values()) - t0) * 1000)
+            except TimeoutError:
+                pass  # counted as lost below
+            await asyncio.sleep(0.005)  # pacing between offers, not synchronisation
         for t in tasks:
             t.cancel()
     return latencies
@@ -175,9 +197,14 @@ def bench_propagation(sizes: list[int], offers: int, tmp: Path) -> None:
             p50, p99 = pct(lat, 50), pct(lat, 99)
             lost = offers - len(lat)
             record(f"propagation p50, {n} peers", p50, "ms", "—", None)
-            record(f"propagation p99, {n} peers", p99, "ms", f"< {target} ms" if n in (5, 50) else "—",
-                   (p99 < target and lost == 0) if n in (5, 50) else None,
-                   f"{len(lat)} offers" + (f", {lost} not everywhere in 10 s" if lost else ""))  # fmt: skip
+            record(
+                f"propagation p99, {n} peers",
+                p99,
+                "ms",
+                f"< {target} ms" if n in (5, 50) else "—",
+                (p99 < target and lost == 0) if n in (5, 50) else None,
+                f"{len(lat)} offers" + (f", {lost} not everywhere in 10 s" if lost else ""),
+            )
 
 
 # --- trades --------------------------------------------------------------------------------------------
@@ -188,8 +215,9 @@ async def take(session: aiohttp.ClientSession, taker: PeerProcess, oid: str, amo
 
 async def measure_latency(maker: PeerProcess, taker: PeerProcess, n: int) -> list[float]:
     async with aiohttp.ClientSession() as session:
-        async with session.post(maker.url + "/api/offers", json={"side": "sell", "amount": "1000000",
-                                                                   "price": "8000"}) as resp:  # fmt: skip
+        async with session.post(
+            maker.url + "/api/offers", json={"side": "sell", "amount": "1000000", "price": "8000"}
+        ) as resp:
             oid = (await resp.json())["id"]
         await asyncio.to_thread(wait_for, lambda: taker.book()["asks"], 10)
         out = []
@@ -201,16 +229,20 @@ async def measure_latency(maker: PeerProcess, taker: PeerProcess, n: int) -> lis
         return out
 
 
-async def measure_throughput(makers: list[PeerProcess], takers: list[PeerProcess], seconds: float,
-                             inflight: int) -> tuple[int, int]:  # fmt: skip
+async def measure_throughput(
+    makers: list[PeerProcess], takers: list[PeerProcess], seconds: float, inflight: int
+) -> tuple[int, int]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         oids = []
         for m in makers:
-            async with session.post(m.url + "/api/offers", json={"side": "sell", "amount": "10000000",
-                                                                   "price": "8000"}) as resp:  # fmt: skip
+            async with session.post(
+                m.url + "/api/offers", json={"side": "sell", "amount": "10000000", "price": "8000"}
+            ) as resp:
                 oids.append((await resp.json())["id"])
         for t in takers:
-            await asyncio.to_thread(wait_for, lambda t=t: len(t.book()["asks"]) == len(makers), 10)
+            await asyncio.to_thread(
+                wait_for, lambda t=t: set(oids) <= {o["id"] for o in t.book()["asks"]}, 10, 0.05, "offers"
+            )
         done = failed = 0
         stop = time.perf_counter() + seconds
 
@@ -227,11 +259,13 @@ async def measure_throughput(makers: list[PeerProcess], takers: list[PeerProcess
         return done, failed
 
 
-async def measure_contention(maker: PeerProcess, takers: list[PeerProcess], racers: int,
-                             units: int) -> tuple[int, float, set[str]]:  # fmt: skip
+async def measure_contention(
+    maker: PeerProcess, takers: list[PeerProcess], racers: int, units: int
+) -> tuple[int, float, set[str]]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        async with session.post(maker.url + "/api/offers", json={"side": "sell", "amount": str(units),
-                                                                   "price": "8000"}) as resp:  # fmt: skip
+        async with session.post(
+            maker.url + "/api/offers", json={"side": "sell", "amount": str(units), "price": "8000"}
+        ) as resp:
             oid = (await resp.json())["id"]
         for t in takers:
             await asyncio.to_thread(wait_for, lambda t=t: any(o["id"] == oid for o in t.book()["asks"]), 10)
@@ -254,16 +288,28 @@ def bench_trades(tmp: Path, quick: bool) -> None:
         seconds = 3 if quick else 6
         done, failed = asyncio.run(measure_throughput(peers[:5], peers[5:], seconds, 16))
         rate = done / seconds
-        record("trade throughput (5 makers, 5 takers x16)", rate, "trades/s", ">= 1,000", rate >= 1000,
-               f"{failed} refused")  # fmt: skip
+        record(
+            "trade throughput (5 makers, 5 takers x16)",
+            rate,
+            "trades/s",
+            ">= 1,000",
+            rate >= 1000,
+            f"{failed} refused",
+        )
         overfills, settles, codes = 0, [], set()
         for _ in range(3 if quick else 10):
             over, settle, c = asyncio.run(measure_contention(peers[0], peers[1:], 100, 10))
             overfills += max(0, over)
             settles.append(settle)
             codes |= c
-        record("contention: overfills (100 takers, 1 offer)", overfills, "", "0", overfills == 0,
-               f"refusals: {', '.join(sorted(codes))}")  # fmt: skip
+        record(
+            "contention: overfills (100 takers, 1 offer)",
+            overfills,
+            "",
+            "0",
+            overfills == 0,
+            f"refusals: {', '.join(sorted(codes))}",
+        )
         record("contention: time to settle, median", statistics.median(settles), "ms", "—", None)
 
 
@@ -275,8 +321,13 @@ def seed_maker(data_dir: Path, n: int) -> None:
     now = int(time.time() * 1000)
     offers = []
     for i in range(n):
-        offer, _ = desk.create(side="sell" if i % 2 else "buy", amount="1", pair="BTC/USD", now=now,
-                               price=str(5000 + i % 5000) if i % 2 else str(4000 - i % 3000))  # fmt: skip
+        offer, _ = desk.create(
+            side="sell" if i % 2 else "buy",
+            amount="1",
+            pair="BTC/USD",
+            now=now,
+            price=str(5000 + i % 5000) if i % 2 else str(4000 - i % 3000),
+        )
         offers.append(offer)
     store = Store(data_dir / "peer.sqlite")
     store.save(seq=desk.seq, offers=offers)
@@ -296,7 +347,7 @@ def bench_late_join(sizes: list[int], tmp: Path) -> None:
             peers.append(maker.start(120))
             holder = PeerProcess(net.urls[1], "holder", log_dir=tmp)
             peers.append(holder.start(120))
-            wait_for(lambda: holder.get("/api/health")["book_offers"] == n, 120, 0.05, "holder's book")
+            wait_for(lambda h=holder, n=n: h.get("/api/health")["book_offers"] == n, 120, 0.05, "holder")
             empty = PeerProcess(net.urls[1], "baseline", log_dir=tmp)
             t0 = time.perf_counter()
             peers.append(empty.start(120))
@@ -304,13 +355,18 @@ def bench_late_join(sizes: list[int], tmp: Path) -> None:
             t1 = time.perf_counter()
             newcomer.launch()
             peers.append(newcomer)
-            wait_for(lambda: newcomer.get("/api/health")["book_offers"] == n, 120, 0.02, "newcomer's book")
+            wait_for(lambda c=newcomer, n=n: c.get("/api/health")["book_offers"] == n, 120, 0.02, "newcomer")
             total = time.perf_counter() - t1
             baseline = t1 - t0  # process start of a peer, to subtract
             target = {10_000: None, 100_000: 3.0}.get(n)
-            record(f"late join, {n:,} offers (incl. process start)", total, "s",
-                   f"< {target} s" if target else "—", None if target is None else total - baseline < target,
-                   f"process start alone {baseline:.2f} s; book load {total - baseline:.2f} s")  # fmt: skip
+            record(
+                f"late join, {n:,} offers (incl. process start)",
+                total,
+                "s",
+                f"< {target} s" if target else "—",
+                None if target is None else total - baseline < target,
+                f"process start alone {baseline:.2f} s; book load {total - baseline:.2f} s",
+            )
         finally:
             for p in peers:
                 p.stop()

@@ -111,6 +111,7 @@ class HealthOut(msgspec.Struct):
     peers: int
     offers: int  # my open offers
     book_offers: int  # open offers of every maker held in my book
+    pending_trades: int  # trades I took whose outcome I am still asking the maker for
 
 
 class MessageOut(msgspec.Struct):
@@ -173,6 +174,8 @@ BAD_REQUEST = {
     E.ERR_UNKNOWN_PAIR,
     E.ERR_INVALID_MESSAGE,
     E.ERR_TOO_MANY_OFFERS,
+    E.ERR_AMBIGUOUS_ID,
+    E.ERR_AMBIGUOUS_PEER,
 }
 
 _encoder = msgspec.json.Encoder()
@@ -291,7 +294,8 @@ class API:
         p = self.peer
         peers = len(p.book.peers(now_ms()))
         mine = p.desk.open_count
-        health = HealthOut(p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count())
+        pending = len(p.pending_trades())
+        health = HealthOut(p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending)
         return json_response(health)
 
     async def book(self, request: web.Request) -> web.Response:

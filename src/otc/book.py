@@ -212,6 +212,8 @@ class Book:
         """Record a maker's heartbeat; True when our copy of its offers has drifted and needs a sync."""
         if head.maker == self.own_id or (not verified and not is_signed(head)):
             return False
+        if now - head.ts > 2 * self.liveness_ms:
+            return False  # an old heartbeat, replayed or long delayed: not a sign of life
         view = self.makers.get(head.maker)
         if view is None:
             view = self.makers[head.maker] = MakerView()

@@ -252,7 +252,7 @@ def cancel(out: Out, offer_id: str) -> None:
         if len(matches) > 1:
             listed = ", ".join(m[:12] for m in matches[:5])
             raise APIError(
-                404, "ERR_OFFER_NOT_FOUND", f"offer id prefix {offer_id!r} is ambiguous: {listed}; give more"
+                400, "ERR_AMBIGUOUS_ID", f"offer id prefix {offer_id!r} is ambiguous: {listed}; give more"
             )
         if matches:
             offer_id = matches[0]

@@ -203,8 +203,10 @@ class Peer:
         matches = [o for o in self.desk.offers if o.startswith(oid)] if len(oid) >= 4 else []
         if len(matches) == 1:
             return matches[0]
-        other = self.book.get(oid)
-        if other is not None and other.maker != self.peer_id:
+        if len(matches) > 1:
+            raise OTCError(E.ERR_AMBIGUOUS_ID, f"id prefix {oid!r} matches {len(matches)} of your offers")
+        others = [self.book.get(oid)] if self.book.get(oid) else self.book.find(oid) if len(oid) >= 4 else []
+        if any(o is not None and o.maker != self.peer_id for o in others):
             raise OTCError(E.ERR_NOT_MAKER, "only its maker can cancel an offer")
         raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no offer {oid} of yours")
 
@@ -388,7 +390,7 @@ class Peer:
         if offer is None and len(oid) >= 4:
             matches = self.book.find(oid)
             if len(matches) > 1:
-                raise OTCError(E.ERR_OFFER_NOT_FOUND, f"offer id prefix {oid!r} is ambiguous")
+                raise OTCError(E.ERR_AMBIGUOUS_ID, f"id prefix {oid!r} is ambiguous: {len(matches)} offers")
             offer = matches[0] if matches else None
         if offer is None or not self.book.is_visible(offer, now_ms()):
             raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no open offer {oid} in the book")

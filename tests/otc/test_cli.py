@@ -203,7 +203,7 @@ def test_offer_book_take_cancel_trades_and_peers(spawn: Spawn) -> None:
     assert [r[3] for r in bob_rows] == ["buy", "buy"]
 
     # cancel: only its maker can; a short id will do; a closed offer stays closed
-    refused("ERR_OFFER_NOT_FOUND", "--api", bob.url, "cancel", sell_id[:8])
+    refused("ERR_NOT_MAKER", "--api", bob.url, "cancel", sell_id[:8])
     out = ok("--api", alice.url, "cancel", sell_id[:5])
     assert out.startswith("Cancelled sell 0.49999999 (of 1.5) BTC at 8000 USD") and "[cancelled]" in out
     assert refused("ERR_OFFER_CLOSED", "--api", alice.url, "cancel", sell_id).rstrip().endswith("cancelled")
@@ -235,9 +235,9 @@ def test_short_ids_that_are_ambiguous_are_refused(spawn: Spawn, tmp_path: Path) 
     shown = {dec(r[2]): r[6] for r in rows(ok("--api", bob.url, "book")) if r[1] == "sell"}
     assert first["id"].startswith(shown[Decimal(8000)]) and second["id"].startswith(shown[Decimal(8001)])
 
-    assert "ambiguous" in refused("ERR_OFFER_NOT_FOUND", "--api", bob.url, "take", "e6fc", "0.1")
-    assert "ambiguous" in refused("ERR_OFFER_NOT_FOUND", "--api", bob.url, "take", "E6FC", "0.1")
-    message = refused("ERR_OFFER_NOT_FOUND", "--api", alice.url, "cancel", "e6fc")
+    assert "ambiguous" in refused("ERR_AMBIGUOUS_ID", "--api", bob.url, "take", "e6fc", "0.1")
+    assert "ambiguous" in refused("ERR_AMBIGUOUS_ID", "--api", bob.url, "take", "E6FC", "0.1")
+    message = refused("ERR_AMBIGUOUS_ID", "--api", alice.url, "cancel", "e6fc")
     assert "ambiguous" in message and first["id"][:12] in message and second["id"][:12] in message
 
     receipt = as_json("--api", bob.url, "take", first["id"][:5], "0.25")
