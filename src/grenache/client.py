@@ -179,9 +179,19 @@ class PeerRPCClient:
         self._pools: dict[str, _Pool] = {}
 
     async def request(
-        self, key: str, payload: Any = None, *, timeout: float | None = None, compress: bool = False
+        self,
+        key: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+        compress: bool = False,
+        result_type: Any = None,
     ) -> Any:
-        """Send ``payload`` to one random destination announced for ``key`` and return its result."""
+        """Send ``payload`` to one random destination announced for ``key`` and return its result.
+
+        With ``result_type`` (a msgspec Struct or any type msgspec decodes) the result is decoded into
+        it in one validated pass; a result that does not fit raises ``RPCError("ERR_REPLY_INVALID")``.
+        """
         deadline = time.monotonic() + (timeout or self.timeout)
         dests = await self._lookup(key, deadline)
         tried: set[str] = set()
@@ -202,7 +212,7 @@ class PeerRPCClient:
             dest = random.choice(candidates)
             tried.add(dest)
             try:
-                return await self._send(dest, key, payload, deadline, compress)
+                return await self._send(dest, key, payload, deadline, compress, result_type)
             except _ConnectError as exc:
                 last = exc
                 self.link.forget(key, dest)
@@ -262,11 +272,12 @@ class PeerRPCClient:
         *,
         timeout: float | None = None,
         compress: bool = False,
+        result_type: Any = None,
     ) -> Any:
         """Send to one known ``"host:port"`` destination, bypassing the lookup."""
         deadline = time.monotonic() + (timeout or self.timeout)
         try:
-            return await self._send(dest, key, payload, deadline, compress)
+            return await self._send(dest, key, payload, deadline, compress, result_type)
         except _ConnectError as exc:
             raise RPCError(ERR_REQUEST_GENERIC, f"connect to {dest} failed: {exc}", dest) from None
 
@@ -286,7 +297,9 @@ class PeerRPCClient:
         except TimeoutError:
             raise RPCError(ERR_TIMEOUT, f"lookup of {key!r} timed out") from None
 
-    async def _send(self, dest: str, key: str, payload: Any, deadline: float, compress: bool) -> Any:
+    async def _send(
+        self, dest: str, key: str, payload: Any, deadline: float, compress: bool, result_type: Any = None
+    ) -> Any:
         pool = self._pools.get(dest)
         if pool is None:
             pool = self._pools[dest] = _Pool(dest, self.max_conns_per_dest, self.idle_timeout)
@@ -327,7 +340,7 @@ class PeerRPCClient:
                 reply = wire.gunzip_bytes(reply, 1 << 30)
             except Exception:
                 raise RPCError(wire.ERR_REPLY_ENCODING, f"reply from {dest} is not gzip", dest) from None
-        reply_rid, err, result = wire.parse_reply(reply)
+        reply_rid, err, result = wire.parse_reply(reply, result_type)
         # a null rid with an error: the server could not read ours (oversize, not gzip, not JSON)
         if reply_rid != rid and not (reply_rid is None and err is not None):
             raise RPCError(ERR_REPLY_MISMATCH, f"{dest} answered rid {reply_rid!r}, expected {rid!r}", dest)

@@ -21,6 +21,7 @@ ERR_BAD_REQUEST = "ERR_BAD_REQUEST"
 ERR_REQUEST_TOO_LARGE = "ERR_REQUEST_TOO_LARGE"
 ERR_REQUEST_ENCODING = "ERR_REQUEST_ENCODING_COMPRESSION"
 ERR_REPLY_EMPTY = "ERR_REPLY_EMPTY"
+ERR_REPLY_INVALID = "ERR_REPLY_INVALID"
 ERR_REPLY_ENCODING = "ERR_REPLY_ENCODING_COMPRESSION"
 
 
@@ -111,7 +112,28 @@ def encode_request(rid: str, key: str, payload: Any) -> bytes:
     return _encoder.encode([rid, key, payload])
 
 
-def parse_reply(body: bytes) -> tuple[Any, str | None, Any]:
+_typed_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def parse_reply(body: bytes, result_type: Any = None) -> tuple[Any, str | None, Any]:
+    """Decode ``[rid, error, result]``. With ``result_type`` the result is decoded straight into that
+    type (one pass, validated); a result that does not fit raises ``ERR_REPLY_INVALID``."""
+    if result_type is not None:
+        decoder = _typed_decoders.get(result_type)
+        if decoder is None:
+            decoder = _typed_decoders[result_type] = msgspec.json.Decoder(
+                tuple[Any, str | None, result_type | None]
+            )
+        try:
+            rid, err, result = decoder.decode(body)
+            return rid, err, result
+        except msgspec.ValidationError as exc:
+            rid, err, _ = parse_reply(body)
+            if err is not None:
+                return rid, err, None
+            raise RPCError(ERR_REPLY_INVALID, f"result does not fit {result_type.__name__}: {exc}") from None
+        except msgspec.DecodeError:
+            pass  # fall through for the precise error
     try:
         frame = _decoder.decode(body)
     except msgspec.DecodeError:

@@ -112,6 +112,7 @@ class HealthOut(msgspec.Struct):
     offers: int  # my open offers
     book_offers: int  # open offers of every maker held in my book
     pending_trades: int  # trades I took whose outcome I am still asking the maker for
+    join_ms: float  # time it took to load the book from other peers at start
 
 
 class MessageOut(msgspec.Struct):
@@ -295,7 +296,9 @@ class API:
         peers = len(p.book.peers(now_ms()))
         mine = p.desk.open_count
         pending = len(p.pending_trades())
-        health = HealthOut(p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending)
+        health = HealthOut(
+            p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending, p.join_ms
+        )
         return json_response(health)
 
     async def book(self, request: web.Request) -> web.Response:

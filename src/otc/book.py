@@ -14,9 +14,10 @@ the maker's next seq. A peer therefore keeps, per offer, the copy with the highe
 
 That last rule is what lets tombstones be forgotten safely once ``synced_head`` has passed them.
 
-Repair: each maker's signed heartbeat (``Head``) carries its latest seq and a digest of ``{id: seq}``
-of its open offers. A peer whose own digest for that maker differs, at the same or a newer seq, asks the
-maker for its list (``sync``), which both adds what was missed and closes what is gone.
+Repair: each maker's signed heartbeat (``Head``) carries its latest seq and a digest committing to its
+open offers (a hash over their full signed encodings). A peer whose own digest for that maker differs,
+at the same or a newer seq, asks the maker for its list (``sync``), which both adds what was missed and
+closes what is gone. The signed head authenticates the whole list, whoever relays it.
 
 Liveness: offers of a maker not heard from for ``liveness_ms`` are hidden (not deleted: a paused maker
 that comes back needs nothing re-sent); offers past ``expires_at`` are hidden by everyone's own clock.
@@ -30,9 +31,10 @@ from enum import Enum
 
 from sortedcontainers import SortedList
 
+from .errors import OTCError
 from .messages import Head, MakerOffers, MakerSeen, Offer
 from .money import D
-from .offer import OPEN, digest, is_live, same_terms
+from .offer import OPEN, DigestCache, check_consistent, content_hash, digest, is_live, same_terms
 from .signing import is_signed, offer_is_valid
 
 
@@ -53,13 +55,11 @@ class MakerView:
     head: Head | None = None
     last_seen: int | None = None  # local clock, ms
 
-    _digest: str | None = None
+    digests: DigestCache = field(default_factory=DigestCache)
 
     @property
     def digest_hex(self) -> str:
-        if self._digest is None:
-            self._digest = digest((oid, o.seq) for oid, o in self.offers.items())
-        return self._digest
+        return self.digests.of(self.offers.values())
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ class Book:
             return Applied.INVALID  # another maker's open offer has this id: ids index the whole book
         if offer.seq > view.max_seq:
             view.max_seq = offer.seq
-        view._digest = None
+        view.digests.invalidate()
         if offer.status != OPEN:
             if held is not None:
                 self._drop(view, held)
@@ -238,12 +238,12 @@ class Book:
             if view.last_seen is None or last > view.last_seen:
                 view.last_seen = last
 
-    def sync(self, reply: MakerOffers, now: int, *, verified: bool = False) -> int:
+    def sync(self, reply: MakerOffers, now: int) -> int:
         """Apply a maker's authoritative list of its open offers; returns how many offers changed.
 
-        The list must be exactly what the maker's signed head describes (count and digest) and every
-        offer on it must be valid, or nothing is applied: whoever relays a genuine head cannot drop or
-        add offers behind it. ``verified``: the offers' signatures were already checked."""
+        The list must be exactly what the maker's signed head commits to (count, and the digest of the
+        offers' full encodings) or nothing is applied: whoever relays a genuine head can neither drop,
+        add nor alter offers behind it. One signature check then authenticates the whole list."""
         head = reply.head
         if not is_signed(head):
             return 0
@@ -251,11 +251,14 @@ class Book:
         if (
             len(listed) != len(reply.offers)
             or len(listed) != head.count
-            or digest((o.id, o.seq) for o in reply.offers) != head.digest
             or any(o.maker != head.maker or o.status != OPEN or o.seq > head.head for o in reply.offers)
+            or digest(content_hash(o) for o in reply.offers) != head.digest
         ):
             return 0
-        if not verified and not all(offer_is_valid(o) for o in reply.offers):
+        try:
+            for offer in reply.offers:
+                check_consistent(offer)  # the maker vouches for these, but we hold no malformed offer
+        except OTCError:
             return 0
         changed = 0
         for offer in reply.offers:
@@ -269,7 +272,8 @@ class Book:
                 changed += 1
         view.synced_head = max(view.synced_head, head.head)
         view.max_seq = max(view.max_seq, head.head)
-        self.on_head(head, now, verified=True)
+        if view.head is None or head.ts > view.head.ts:
+            view.head = head  # but not liveness: a relayed head says nothing about the maker now
         return changed
 
     def forget_tombstones(self) -> int:
@@ -283,7 +287,7 @@ class Book:
 
     def _drop(self, view: MakerView, offer: Offer) -> None:
         del view.offers[offer.id]
-        view._digest = None
+        view.digests.invalidate()
         pair = self.by_pair.get(offer.pair)
         if pair is not None:
             pair.pop(offer.id, None)

@@ -16,7 +16,7 @@ from .errors import OTCError
 from .identity import Identity, verify
 from .messages import Confirm, Head, Offer, Take, Terms, TradeReply
 from .money import CONTEXT, D, canonical, get_pair, parse_decimal
-from .offer import CLOSED, OPEN, OfferEvent, close, digest, fill, is_live, offer_id
+from .offer import CLOSED, OPEN, DigestCache, OfferEvent, close, fill, is_live, offer_id
 from .signing import is_signed, sign, signing_bytes
 from .trade import MakerEvent, MakerState, MakerTrade, maker_next
 
@@ -57,7 +57,7 @@ class Desk:
         self.offers: dict[str, Offer] = {}
         self.trades: dict[str, MakerTrade] = {}
         self.reserved: dict[str, Decimal] = {}  # offer id -> amount held by live reservations
-        self._digest: str | None = None  # of the open offers; recomputed lazily after a change
+        self._digests = DigestCache()  # of the open offers, as heads announce it
         self._open_count = 0
 
     # restore -----------------------------------------------------------------------------------------
@@ -154,9 +154,7 @@ class Desk:
         return min(times, default=None)
 
     def digest(self) -> str:
-        if self._digest is None:
-            self._digest = digest((o.id, o.seq) for o in self.offers.values() if o.status == OPEN)
-        return self._digest
+        return self._digests.of(o for o in self.offers.values() if o.status == OPEN)
 
     @property
     def open_count(self) -> int:
@@ -321,7 +319,7 @@ class Desk:
             self._open_count -= 1
         if offer.status == OPEN:
             self._open_count += 1
-        self._digest = None
+        self._digests.invalidate()
         self.offers[offer.id] = offer
 
 

@@ -67,11 +67,43 @@ def offer_id(maker: str, seq: int) -> str:
     return hashlib.blake2b(f"{maker}:{seq}".encode(), digest_size=16).hexdigest()
 
 
-def digest(entries: Iterable[tuple[str, int]]) -> str:
-    """Digest of a maker's open offers ``{id: seq}``: SHA-256 over the sorted entries. Not an XOR or a
-    sum: a linear digest lets anyone holding enough old signed states assemble a list that matches."""
-    lines = sorted(f"{oid}:{seq}\n" for oid, seq in entries)
-    return hashlib.sha256("".join(lines).encode()).hexdigest()[:32]
+_encoder = msgspec.json.Encoder()
+
+
+def content_hash(offer: Offer) -> bytes:
+    """SHA-256 of the offer's whole encoding, signature included."""
+    return hashlib.sha256(_encoder.encode(offer)).digest()
+
+
+def digest(hashes: Iterable[bytes]) -> str:
+    """A maker's commitment to its open offers: SHA-256 over their sorted content hashes. A signed head
+    carrying it authenticates a whole list with one signature check (a late join checks 100,000 offers
+    in a fraction of a second), and, being no XOR or sum, it cannot be matched by recombining old
+    signed states."""
+    return hashlib.sha256(b"".join(sorted(hashes))).hexdigest()[:32]
+
+
+class DigestCache:
+    """The digest of a changing set of offers, rehashing only offer states not hashed before."""
+
+    __slots__ = ("_hashes", "_value")
+
+    def __init__(self) -> None:
+        self._hashes: dict[str, tuple[int, bytes]] = {}
+        self._value: str | None = None
+
+    def invalidate(self) -> None:
+        self._value = None
+
+    def of(self, offers: Iterable[Offer]) -> str:
+        if self._value is None:
+            fresh: dict[str, tuple[int, bytes]] = {}
+            for o in offers:
+                cached = self._hashes.get(o.id)
+                fresh[o.id] = cached if cached and cached[0] == o.seq else (o.seq, content_hash(o))
+            self._hashes = fresh
+            self._value = digest(h for _, h in fresh.values())
+        return self._value
 
 
 def fill(offer: Offer, amount: Decimal, seq: int) -> Offer:

@@ -139,6 +139,7 @@ class Peer:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.started = asyncio.Event()
+        self.join_ms = 0.0  # how long loading the book from other peers took at start
         self._verifier = concurrent.futures.ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
 
     @property
@@ -162,7 +163,9 @@ class Peer:
             self._tasks.append(asyncio.create_task(loop(), name=loop.__name__))
         # re-publish our open offers (after a restart) and load the book from peers already here
         self.publish(self.desk.open_offers())
+        started = time.perf_counter()
         await self._join()
+        self.join_ms = round((time.perf_counter() - started) * 1000, 1)
         self.started.set()
         log.info("peer %s (%s) serving RPC on %s", self.name, self.peer_id[:8], self.addr)
 
@@ -275,7 +278,9 @@ class Peer:
         if isinstance(msg, Heartbeat):
             if msg.head.maker not in self.book.makers:
                 self.link.forget(MARKET)  # a newcomer: our cached destinations do not include it yet
-            if self.book.on_head(msg.head, now) and msg.head.maker not in self._syncing:
+            drifted = self.book.on_head(msg.head, now)
+            # while joining, the book is half loaded and every maker seems to have drifted: wait
+            if drifted and self.started.is_set() and msg.head.maker not in self._syncing:
                 self._spawn(self._sync_maker(msg.head.maker))
             return {"ok": True}
         return self._snapshot(msg)
@@ -294,13 +299,12 @@ class Peer:
     async def _sync_maker(self, maker: str) -> None:
         self._syncing.add(maker)
         try:
-            reply = await self.client.request(peer_key(maker), OffersRequest())
-            offers = msgspec.convert(reply, MakerOffers)
+            offers = await self.client.request(peer_key(maker), OffersRequest(), result_type=MakerOffers)
             if offers.head.maker != maker:
                 return
-            flags = await self._verify(offers.offers)
-            if all(flags) and self.book.sync(offers, now_ms(), verified=True):
+            if self.book.sync(offers, now_ms()):
                 self.events.emit({"type": "book"})
+            self.book.on_head(offers.head, now_ms())  # it answered us itself: alive
         except (GrenacheError, msgspec.ValidationError) as exc:
             log.debug("sync with %s failed: %s", maker[:8], exc)
         finally:
@@ -336,21 +340,40 @@ class Peer:
         random.shuffle(dests)
         now = now_ms()
         for dest in dests[: self.config.snapshot_sources]:
+            offers: list[Offer] = []
+            heads: dict[str, Head] = {}
             after = ""
             try:
                 while True:
-                    raw = await self.client.request_dest(
-                        dest, MARKET, SnapshotRequest(after=after), timeout=30
+                    snap = await self.client.request_dest(
+                        dest, MARKET, SnapshotRequest(after=after), timeout=30, result_type=Snapshot
                     )
-                    snap = msgspec.convert(raw, Snapshot)
                     for seen in snap.makers:
                         self.book.on_seen(seen, now)
-                    await self._receive_many(snap.offers, now)
+                        heads[seen.head.maker] = seen.head
+                    offers.extend(snap.offers)
                     if snap.next is None or snap.next <= after:
                         break
                     after = snap.next
             except (GrenacheError, msgspec.ValidationError) as exc:
                 log.info("snapshot from %s failed: %s", dest, exc)
+            await self._load(offers, heads, now)
+
+    async def _load(self, offers: list[Offer], heads: dict[str, Head], now: int) -> None:
+        """Load a relayed snapshot. Each maker's offers that match its signed head are authenticated by
+        that one signature (``Book.sync``); the rest are checked one by one."""
+        by_maker: dict[str, list[Offer]] = {}
+        for offer in offers:
+            by_maker.setdefault(offer.maker, []).append(offer)
+        rest: list[Offer] = []
+        for maker, group in by_maker.items():
+            head = heads.get(maker)
+            news = [o for o in group if self.book.is_news(o)]
+            if not news:
+                continue
+            if head is None or not self.book.sync(MakerOffers(head=head, offers=group), now):
+                rest.extend(news)
+        await self._receive_many(rest, now)
 
     # --- peer RPC: trades, offer lists, chat ---------------------------------------------------------
     async def _on_peer(self, payload: Any) -> Any:
@@ -430,10 +453,13 @@ class Peer:
                 if remaining <= 0:
                     break
                 try:
-                    raw = await self.client.request(
-                        peer_key(trade.maker), req, timeout=min(self.config.rpc_timeout_s, remaining)
+                    reply = await self.client.request(
+                        peer_key(trade.maker),
+                        req,
+                        timeout=min(self.config.rpc_timeout_s, remaining),
+                        result_type=TradeReply,
                     )
-                    new = self.taker.on_reply(trade, msgspec.convert(raw, TradeReply), now_ms())
+                    new = self.taker.on_reply(trade, reply, now_ms())
                 except RPCError as exc:
                     new = self.taker.on_refused(trade, exc.code, exc.message, now_ms())
                     if exc.code in TRANSIENT:

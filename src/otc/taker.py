@@ -27,6 +27,7 @@ TRANSIENT = frozenset(
         "ERR_REQUEST_GENERIC",
         "ERR_REPLY_EMPTY",
         "ERR_REPLY_RID_MISMATCH",
+        "ERR_REPLY_INVALID",
         "ERR_GRAPE_LOOKUP_EMPTY",
         "ERR_GRAPE_TIMEOUT",
         "ERR_GRAPE_UNREACHABLE",

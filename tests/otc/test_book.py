@@ -395,6 +395,8 @@ def test_sync_refuses_a_list_the_head_does_not_vouch_for(book: Book, desk: Desk)
     later = desk.head(T0 + 1, "addr")
     assert book.sync(MakerOffers(head=later, offers=[]), T0 + 1) == 0
     assert held(book) == {a.id: 1, newer.id: 2}
+    tampered = msgspec.structs.replace(newer, sig="0" * 128)  # same terms, signature swapped
+    assert book.sync(MakerOffers(head=later, offers=[a, tampered]), T0 + 1) == 0
     forged_head = msgspec.structs.replace(later, head=99)  # signature no longer matches
     assert book.sync(MakerOffers(head=forged_head, offers=[a, newer]), T0 + 1) == 0
     assert book.sync(MakerOffers(head=later, offers=[a, newer]), T0 + 1) == 0  # nothing new, all valid

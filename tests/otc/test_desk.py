@@ -10,12 +10,12 @@ import msgspec
 import pytest
 
 from otc import errors as E
-from otc.desk import Desk, Refusal, digest
+from otc.desk import Desk, Refusal
 from otc.errors import OTCError
 from otc.identity import Identity
 from otc.messages import Confirm, Offer, Take
 from otc.money import D
-from otc.offer import offer_id
+from otc.offer import content_hash, digest, offer_id
 from otc.signing import is_signed, receipt_is_valid, receipt_of, sign
 from otc.taker import Taker, receipt
 from otc.trade import MakerState, MakerTrade, TakerState, TakerTrade
@@ -518,7 +518,7 @@ def test_head_digest_describes_the_open_offers(desk: Desk, alice: Taker) -> None
     head = desk.head(T0 + 2000, "127.0.0.1:1")
     assert is_signed(head)
     assert head.head == desk.seq == 6 and head.count == 1 and head.ts == T0 + 2000
-    assert head.digest == digest((o.id, o.seq) for o in desk.open_offers())
+    assert head.digest == digest(content_hash(o) for o in desk.open_offers())
     assert [o.id for o in desk.open_offers()] == [c.id] and b.id in desk.offers
 
 
