@@ -10,148 +10,20 @@ that may have reached a server is never sent twice).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import random
 import time
 import uuid
-from typing import Any, cast
-
-import httptools
+from typing import Any
 
 from . import wire
 from .errors import GrapeError, RPCError, split_wire_error
+from .http import ConnectFailed, ConnectionPool, exchange, loop_deadline
 from .link import Link
 
 ERR_TIMEOUT = "ERR_TIMEOUT"
 ERR_REQUEST_GENERIC = "ERR_REQUEST_GENERIC"
 ERR_REPLY_MISMATCH = "ERR_REPLY_RID_MISMATCH"
-
-
-class _ConnectError(Exception):
-    """The request never left: safe to try another destination."""
-
-
-class _HTTPConnection(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.body: list[bytes] = []
-        self.keep_alive = True
-        self.idle_since = time.monotonic()
-        self.lost = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # not an isinstance check: uvloop's TCPTransport does not subclass asyncio.Transport
-        self.transport = cast(asyncio.Transport, transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionResetError("connection closed before the reply"))
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_exception(RPCError(ERR_REQUEST_GENERIC, f"malformed HTTP reply: {exc}"))
-            self.close()
-
-    def on_message_begin(self) -> None:
-        self.body = []
-
-    def on_body(self, data: bytes) -> None:
-        self.body.append(data)
-
-    def on_message_complete(self) -> None:
-        self.keep_alive = self.parser.should_keep_alive()
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result((self.parser.get_status_code(), b"".join(self.body)))
-
-    @property
-    def usable(self) -> bool:
-        return not self.lost and self.keep_alive and self.transport is not None
-
-    def send(self, data: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(data)
-        return self.waiter
-
-    def close(self) -> None:
-        self.lost = True
-        if self.transport is not None:
-            self.transport.close()
-
-
-class _Pool:
-    """Keep-alive connections to one ``host:port``."""
-
-    def __init__(self, dest: str, limit: int, idle_timeout: float) -> None:
-        host, _, port = dest.rpartition(":")
-        self.host = host.strip("[]")
-        self.port = int(port)
-        self.limit = limit
-        self.idle_timeout = idle_timeout
-        self.idle: collections.deque[_HTTPConnection] = collections.deque()
-        self.busy = 0
-        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    async def acquire(self) -> _HTTPConnection:
-        now = time.monotonic()
-        while self.idle:
-            conn = self.idle.pop()  # most recently used first: the likeliest to be alive
-            if conn.usable and now - conn.idle_since < self.idle_timeout:
-                self.busy += 1
-                return conn
-            conn.close()
-        while self.busy >= self.limit:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.waiters.append(fut)
-            try:
-                await fut
-            finally:
-                with contextlib.suppress(ValueError):
-                    self.waiters.remove(fut)
-            if self.idle:
-                return await self.acquire()
-        self.busy += 1
-        try:
-            _, conn = await asyncio.get_running_loop().create_connection(
-                _HTTPConnection, self.host, self.port
-            )
-        except OSError as exc:
-            self.busy -= 1
-            self._wake()
-            raise _ConnectError(str(exc)) from None
-        except BaseException:
-            self.busy -= 1
-            self._wake()
-            raise
-        return conn
-
-    def release(self, conn: _HTTPConnection, reusable: bool) -> None:
-        self.busy -= 1
-        if reusable and conn.usable:
-            conn.idle_since = time.monotonic()
-            self.idle.append(conn)
-        else:
-            conn.close()
-        self._wake()
-
-    def _wake(self) -> None:
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-
-    def close(self) -> None:
-        for conn in self.idle:
-            conn.close()
-        self.idle.clear()
 
 
 class PeerRPCClient:
@@ -176,7 +48,7 @@ class PeerRPCClient:
         self.max_conns_per_dest = max_conns_per_dest
         self.idle_timeout = idle_timeout
         self.attempts = attempts
-        self._pools: dict[str, _Pool] = {}
+        self._pools: dict[str, ConnectionPool] = {}
 
     async def request(
         self,
@@ -213,7 +85,7 @@ class PeerRPCClient:
             tried.add(dest)
             try:
                 return await self._send(dest, key, payload, deadline, compress, result_type)
-            except _ConnectError as exc:
+            except ConnectFailed as exc:
                 last = exc
                 self.link.forget(key, dest)
         raise RPCError(ERR_REQUEST_GENERIC, f"could not connect to any destination of {key!r}: {last}")
@@ -255,7 +127,7 @@ class PeerRPCClient:
         async def one(dest: str) -> Any:
             try:
                 return await self._send(dest, key, payload, deadline, compress)
-            except _ConnectError as exc:
+            except ConnectFailed as exc:
                 self.link.forget(key, dest)
                 return RPCError(ERR_REQUEST_GENERIC, f"connect to {dest} failed: {exc}", dest)
             except RPCError as exc:
@@ -278,7 +150,7 @@ class PeerRPCClient:
         deadline = time.monotonic() + (timeout or self.timeout)
         try:
             return await self._send(dest, key, payload, deadline, compress, result_type)
-        except _ConnectError as exc:
+        except ConnectFailed as exc:
             raise RPCError(ERR_REQUEST_GENERIC, f"connect to {dest} failed: {exc}", dest) from None
 
     async def stop(self) -> None:
@@ -292,7 +164,7 @@ class PeerRPCClient:
     # internals ---------------------------------------------------------------------------------------
     async def _lookup(self, key: str, deadline: float, cache: bool = True) -> list[str]:
         try:
-            async with asyncio.timeout_at(_loop_deadline(deadline)):
+            async with asyncio.timeout_at(loop_deadline(deadline)):
                 return await self.link.lookup(key, cache=cache)
         except TimeoutError:
             raise RPCError(ERR_TIMEOUT, f"lookup of {key!r} timed out") from None
@@ -302,7 +174,7 @@ class PeerRPCClient:
     ) -> Any:
         pool = self._pools.get(dest)
         if pool is None:
-            pool = self._pools[dest] = _Pool(dest, self.max_conns_per_dest, self.idle_timeout)
+            pool = self._pools[dest] = ConnectionPool(dest, self.max_conns_per_dest, self.idle_timeout)
         rid = str(uuid.uuid4())
         body = wire.encode_request(rid, key, payload)
         if compress:
@@ -313,20 +185,12 @@ class PeerRPCClient:
             len(body),
             b"" if compress else b"Content-Type: text/plain;charset=UTF-8\r\n",
         )
-        conn: _HTTPConnection | None = None
-        reusable = False
         try:
-            async with asyncio.timeout_at(_loop_deadline(deadline)):
-                conn = await pool.acquire()
-                status, reply = await conn.send(head + body)
-            reusable = True
+            status, reply = await exchange(pool, head + body, deadline)
         except TimeoutError:
             raise RPCError(ERR_TIMEOUT, f"{key!r} at {dest} did not answer in time", dest) from None
         except ConnectionError as exc:
             raise RPCError(ERR_REQUEST_GENERIC, f"{dest}: {exc}", dest) from None
-        finally:
-            if conn is not None:
-                pool.release(conn, reusable)
         if status != 200:
             text = reply[:500].decode("utf-8", "replace")
             with contextlib.suppress(RPCError):
@@ -348,9 +212,3 @@ class PeerRPCClient:
             code, message = split_wire_error(err)
             raise RPCError(code, message, dest)
         return result
-
-
-def _loop_deadline(deadline: float) -> float:
-    # deadlines are time.monotonic(); asyncio's clock is too, but may differ under uvloop
-    loop = asyncio.get_running_loop()
-    return loop.time() + (deadline - time.monotonic())

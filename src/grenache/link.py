@@ -14,11 +14,12 @@ import random
 import time
 import uuid
 from typing import Any, Self
+from urllib.parse import urlsplit
 
-import aiohttp
 import msgspec
 
 from .errors import GrapeError
+from .http import ConnectFailed, ConnectionPool, exchange
 
 log = logging.getLogger("grenache.link")
 
@@ -45,21 +46,23 @@ class Link:
         announce_interval: float = 30.0,
     ) -> None:
         self.grape = grape.rstrip("/")  # a trailing slash breaks the Grape's dispatch
+        url = urlsplit(self.grape)
+        if url.scheme != "http" or not url.hostname or not url.port:
+            raise ValueError(f"a Grape URL looks like http://127.0.0.1:30001, not {grape!r}")
+        self._dest = f"{url.hostname}:{url.port}"
         self.request_timeout = request_timeout
         self.lookup_cache_ttl = lookup_cache_ttl
         self.announce_interval = announce_interval
-        self._session: aiohttp.ClientSession | None = None
+        # the Grape (Node's http server) closes idle keep-alive sockets after 5 s: reuse ours for 4 s
+        self._pool: ConnectionPool | None = None
         self._cache: dict[str, tuple[float, list[str]]] = {}
         self._inflight: dict[str, asyncio.Future[list[str]]] = {}
         self._announcers: dict[tuple[str, int], asyncio.Task[None]] = {}
 
     # lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> Self:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=4.0),
-                skip_auto_headers=("User-Agent",),
-            )
+        if self._pool is None:
+            self._pool = ConnectionPool(self._dest, limit=64, idle_timeout=4.0)
         return self
 
     async def stop(self) -> None:
@@ -70,9 +73,9 @@ class Link:
                 await task
         self._announcers.clear()
         self._cache.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -82,22 +85,25 @@ class Link:
 
     # transport ---------------------------------------------------------------------------------------
     async def _call(self, kind: str, data: Any, timeout: float | None = None) -> Any:
-        if self._session is None:
+        if self._pool is None:
             await self.start()
-        assert self._session is not None
+        assert self._pool is not None
         body = msgspec.json.encode({"rid": str(uuid.uuid4()), "data": data})
-        url = f"{self.grape}/{kind}"
+        head = (
+            b"POST /%s HTTP/1.1\r\nHost: %s\r\ncontent-type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (
+                kind.encode(),
+                self._dest.encode(),
+                len(body),
+            )
+        )
+        deadline = time.monotonic() + (timeout or self.request_timeout)
         try:
-            async with asyncio.timeout(timeout or self.request_timeout):
-                async with self._session.post(
-                    url, data=body, headers={"content-type": "application/json"}
-                ) as resp:
-                    raw = await resp.read()
-                    status = resp.status
+            status, raw = await exchange(self._pool, head + body, deadline)
         except TimeoutError:
             raise GrapeError(ERR_GRAPE_TIMEOUT, f"{kind} on {self.grape} timed out") from None
-        except aiohttp.ClientError as exc:
-            raise GrapeError(ERR_GRAPE_UNREACHABLE, f"{url}: {exc}") from None
+        except (ConnectFailed, ConnectionError) as exc:
+            raise GrapeError(ERR_GRAPE_UNREACHABLE, f"{self.grape}/{kind}: {exc}") from None
         if status != 200:
             text = raw.decode("utf-8", "replace").strip()
             with contextlib.suppress(msgspec.DecodeError):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
-from aiohttp import web
 
 from . import errors as E
 from .errors import OTCError
@@ -19,6 +19,7 @@ from .messages import Chat, Offer, Receipt
 from .money import PAIRS, canonical, get_pair
 from .peer import Peer, now_ms
 from .sweep import average_text
+from .web import EventStream, HTTPError, Request, Response, Router, WebServer
 
 MAX_BODY = 64 * 1024
 
@@ -214,17 +215,17 @@ def message_out(direction: str, msg: Chat) -> MessageOut:
     return MessageOut(msg.id, direction, msg.sender, msg.sender_name, msg.to, msg.text, msg.ts)
 
 
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status)
 
 
-def error_response(code: str, message: str, status: int | None = None) -> web.Response:
+def error_response(code: str, message: str, status: int | None = None) -> Response:
     if status is None:
         status = STATUS.get(code, 400 if code in BAD_REQUEST else 409)
     return json_response(ErrorOut(code, message), status)
 
 
-async def read_body(request: web.Request, kind: type[Any]) -> Any:
+async def read_body(request: Request, kind: type[Any]) -> Any:
     raw = await request.read()
     try:
         return msgspec.json.decode(raw, type=kind)
@@ -238,60 +239,68 @@ async def read_body(request: web.Request, kind: type[Any]) -> Any:
         raise OTCError(E.ERR_INVALID_PAYLOAD, f"body is not valid JSON: {exc}") from None
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except OTCError as exc:
-        return error_response(exc.code, exc.message)
-    except web.HTTPRequestEntityTooLarge:
-        return error_response(E.ERR_INVALID_PAYLOAD, f"body larger than {MAX_BODY} bytes", 413)
-    except web.HTTPNotFound:
-        return error_response("ERR_NOT_FOUND", f"no endpoint {request.method} {request.path}", 404)
-    except web.HTTPMethodNotAllowed:
-        return error_response(
-            "ERR_METHOD_NOT_ALLOWED", f"{request.method} not allowed on {request.path}", 405
-        )
+HTTP_ERRORS = {
+    400: E.ERR_INVALID_PAYLOAD,
+    404: "ERR_NOT_FOUND",
+    405: "ERR_METHOD_NOT_ALLOWED",
+    413: E.ERR_INVALID_PAYLOAD,
+    500: "ERR_INTERNAL",
+}
+
+
+def http_error(exc: HTTPError) -> Response:
+    return error_response(HTTP_ERRORS.get(exc.status, "ERR_HTTP"), str(exc), exc.status)
+
+
+Endpoint = Any  # a bound API method taking a Request
+
+
+def endpoint(fn: Endpoint) -> Endpoint:
+    """Answer an ``OTCError`` raised by a handler as its JSON error."""
+
+    async def wrapped(request: Request) -> Response | EventStream:
+        try:
+            result: Response | EventStream = await fn(request)
+            return result
+        except OTCError as exc:
+            return error_response(exc.code, exc.message)
+
+    return wrapped
 
 
 class API:
     def __init__(self, peer: Peer) -> None:
         self.peer = peer
-        self.app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
-        r = self.app.router
-        r.add_get("/api/health", self.health)
-        r.add_get("/api/book", self.book)
-        r.add_post("/api/offers", self.post_offer)
-        r.add_get("/api/offers", self.my_offers)
-        r.add_delete("/api/offers/{id}", self.cancel_offer)
-        r.add_post("/api/trades", self.post_trade)
-        r.add_get("/api/trades", self.trades)
-        r.add_get("/api/peers", self.peers)
-        r.add_post("/api/messages", self.post_message)
-        r.add_get("/api/messages", self.messages)
-        r.add_post("/api/sweep", self.sweep)
-        r.add_get("/api/events", self.events)
-        r.add_get("/api/openapi.json", self.openapi)
-        self.runner: web.AppRunner | None = None
+        r = Router()
+        routes = [
+            ("GET", "/api/health", self.health),
+            ("GET", "/api/book", self.book),
+            ("POST", "/api/offers", self.post_offer),
+            ("GET", "/api/offers", self.my_offers),
+            ("DELETE", "/api/offers/{id}", self.cancel_offer),
+            ("POST", "/api/trades", self.post_trade),
+            ("GET", "/api/trades", self.trades),
+            ("GET", "/api/peers", self.peers),
+            ("POST", "/api/messages", self.post_message),
+            ("GET", "/api/messages", self.messages),
+            ("POST", "/api/sweep", self.sweep),
+            ("GET", "/api/events", self.events),
+            ("GET", "/api/openapi.json", self.openapi),
+        ]
+        for method, path, handler in routes:
+            r.add(method, path, endpoint(handler))
+        self.server = WebServer(r, http_error, max_body=MAX_BODY)
         self.port = 0
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.port = await self.server.start(host, port)
         return self.port
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        await self.server.stop()
 
     # handlers ----------------------------------------------------------------------------------------
-    async def health(self, request: web.Request) -> web.Response:
+    async def health(self, request: Request) -> Response:
         p = self.peer
         peers = len(p.book.peers(now_ms()))
         mine = p.desk.open_count
@@ -301,7 +310,7 @@ class API:
         )
         return json_response(health)
 
-    async def book(self, request: web.Request) -> web.Response:
+    async def book(self, request: Request) -> Response:
         pair = get_pair(request.query.get("pair", self.peer.config.default_pair)).symbol
         bids, asks = self.peer.book.view(pair, now_ms())
         me = self.peer.peer_id
@@ -309,7 +318,7 @@ class API:
             BookOut(pair, [offer_out(o, me) for o in bids], [offer_out(o, me) for o in asks])
         )
 
-    async def post_offer(self, request: web.Request) -> web.Response:
+    async def post_offer(self, request: Request) -> Response:
         body: OfferIn = await read_body(request, OfferIn)
         offer = self.peer.post_offer(
             side=body.side,
@@ -321,73 +330,70 @@ class API:
         )
         return json_response(offer_out(offer, self.peer.peer_id), 201)
 
-    async def my_offers(self, request: web.Request) -> web.Response:
+    async def my_offers(self, request: Request) -> Response:
         me = self.peer.peer_id
         offers = sorted(self.peer.desk.offers.values(), key=lambda o: o.seq)
         if request.query.get("all") not in ("1", "true"):
             offers = [o for o in offers if o.status == "open"]
         return json_response([offer_out(o, me) for o in offers])
 
-    async def cancel_offer(self, request: web.Request) -> web.Response:
+    async def cancel_offer(self, request: Request) -> Response:
         offer = self.peer.cancel_offer(request.match_info["id"])
         return json_response(offer_out(offer, self.peer.peer_id))
 
-    async def post_trade(self, request: web.Request) -> web.Response:
+    async def post_trade(self, request: Request) -> Response:
         body: TradeIn = await read_body(request, TradeIn)
         receipt = await self.peer.take(body.offer_id, body.amount)
         return json_response(receipt_out(receipt, "taker"), 201)
 
-    async def trades(self, request: web.Request) -> web.Response:
+    async def trades(self, request: Request) -> Response:
         return json_response([receipt_out(r, role) for role, r in self.peer.receipts()])
 
-    async def peers(self, request: web.Request) -> web.Response:
+    async def peers(self, request: Request) -> Response:
         return json_response(
             [PeerOut(p.peer_id, p.name, p.addr, p.last_seen) for p in self.peer.book.peers(now_ms())]
         )
 
-    async def post_message(self, request: web.Request) -> web.Response:
+    async def post_message(self, request: Request) -> Response:
         body: MessageIn = await read_body(request, MessageIn)
         msg = await self.peer.send_message(body.to, body.text)
         return json_response(message_out("out", msg), 201)
 
-    async def messages(self, request: web.Request) -> web.Response:
+    async def messages(self, request: Request) -> Response:
         return json_response([message_out(d, m) for d, m in self.peer.store.messages()])
 
-    async def events(self, request: web.Request) -> web.StreamResponse:
+    async def events(self, request: Request) -> EventStream:
         """Server-sent events: one ``data:`` line per book change, trade or message."""
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
 
-        def push(event: dict[str, Any]) -> None:
-            summary = {"type": event["type"]}
-            offer = event.get("offer")
-            if offer is not None:  # enough for a watcher to tell which update arrived
-                summary.update(id=offer.id, seq=offer.seq, status=offer.status)
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(summary)
+        async def run(send: Callable[[bytes], Awaitable[None]]) -> None:
+            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
 
-        self.peer.events.callbacks.append(push)
-        try:
-            await response.write(b": connected\n\n")
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), 15)
-                    await response.write(b"data: " + _encoder.encode(event) + b"\n\n")
-                except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self.peer.events.callbacks.remove(push)
-        return response
+            def push(event: dict[str, Any]) -> None:
+                summary = {"type": event["type"]}
+                offer = event.get("offer")
+                if offer is not None:  # enough for a watcher to tell which update arrived
+                    summary.update(id=offer.id, seq=offer.seq, status=offer.status)
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(summary)
 
-    async def openapi(self, request: web.Request) -> web.Response:
+            self.peer.events.callbacks.append(push)
+            try:
+                await send(b": connected\n\n")
+                while True:
+                    try:
+                        event = await asyncio.wait_for(queue.get(), 15)
+                        await send(b"data: " + _encoder.encode(event) + b"\n\n")
+                    except TimeoutError:
+                        await send(b": keep-alive\n\n")
+            finally:
+                self.peer.events.callbacks.remove(push)
+
+        return EventStream(run)
+
+    async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document())
 
-    async def sweep(self, request: web.Request) -> web.Response:
+    async def sweep(self, request: Request) -> Response:
         body: SweepIn = await read_body(request, SweepIn)
         result = await self.peer.sweep(body.side, body.amount, body.limit, body.pair, body.post)
         me = self.peer.peer_id

@@ -1,0 +1,161 @@
+"""A small HTTP/1.1 client on llhttp (``httptools``): keep-alive connection pools, one request in
+flight per connection. Used by the RPC client and by ``Link`` for the Grape API: both send short POSTs
+to few hosts, where a general-purpose client costs more time and memory than it gives."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from typing import cast
+
+import httptools
+
+
+class ConnectFailed(Exception):
+    """The request never left: safe to try another destination."""
+
+
+class HTTPConnection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.body: list[bytes] = []
+        self.keep_alive = True
+        self.idle_since = time.monotonic()
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # not an isinstance check: uvloop's TCPTransport does not subclass asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionResetError("connection closed before the reply"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_exception(ConnectionError(f"malformed HTTP reply: {exc}"))
+            self.close()
+
+    def on_message_begin(self) -> None:
+        self.body = []
+
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result((self.parser.get_status_code(), b"".join(self.body)))
+
+    @property
+    def usable(self) -> bool:
+        return not self.lost and self.keep_alive and self.transport is not None
+
+    def send(self, data: bytes) -> asyncio.Future[tuple[int, bytes]]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return self.waiter
+
+    def close(self) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class ConnectionPool:
+    """Keep-alive connections to one ``host:port``."""
+
+    def __init__(self, dest: str, limit: int, idle_timeout: float) -> None:
+        host, _, port = dest.rpartition(":")
+        self.host = host.strip("[]")
+        self.port = int(port)
+        self.limit = limit
+        self.idle_timeout = idle_timeout
+        self.idle: collections.deque[HTTPConnection] = collections.deque()
+        self.busy = 0
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> HTTPConnection:
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()  # most recently used first: the likeliest to be alive
+            if conn.usable and now - conn.idle_since < self.idle_timeout:
+                self.busy += 1
+                return conn
+            conn.close()
+        while self.busy >= self.limit:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.waiters.append(fut)
+            try:
+                await fut
+            finally:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(fut)
+            if self.idle:
+                return await self.acquire()
+        self.busy += 1
+        try:
+            _, conn = await asyncio.get_running_loop().create_connection(HTTPConnection, self.host, self.port)
+        except OSError as exc:
+            self.busy -= 1
+            self._wake()
+            raise ConnectFailed(str(exc)) from None
+        except BaseException:
+            self.busy -= 1
+            self._wake()
+            raise
+        return conn
+
+    def release(self, conn: HTTPConnection, reusable: bool) -> None:
+        self.busy -= 1
+        if reusable and conn.usable:
+            conn.idle_since = time.monotonic()
+            self.idle.append(conn)
+        else:
+            conn.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+
+async def exchange(pool: ConnectionPool, data: bytes, deadline: float) -> tuple[int, bytes]:
+    """Send one request (head and body in ``data``) on a pooled connection; (status, body).
+
+    Raises ``ConnectFailed`` when no connection could be made (nothing was sent), ``TimeoutError`` at
+    the deadline (a ``time.monotonic()`` value) and ``ConnectionError`` if the connection broke."""
+    conn: HTTPConnection | None = None
+    reusable = False
+    try:
+        async with asyncio.timeout_at(loop_deadline(deadline)):
+            conn = await pool.acquire()
+            result = await conn.send(data)
+        reusable = True
+        return result
+    finally:
+        if conn is not None:
+            pool.release(conn, reusable)
+
+
+def loop_deadline(deadline: float) -> float:
+    # deadlines are time.monotonic(); asyncio's clock is too, but may differ under uvloop
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())
