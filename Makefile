@@ -35,7 +35,7 @@ bench: setup bench-rpc
 	$(PY) bench/exchange.py
 
 chaos: setup
-	$(PY) scripts/chaos.py --seed $${SEED:-1} --peers $${PEERS:-5} --seconds $${SECONDS_:-60}
+	$(PY) scripts/chaos.py --seed $${SEED:-1} --peers $${PEERS:-5} --seconds $${DURATION:-60}
 
 clean:
 	rm -rf .venv node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -40,7 +40,7 @@ from grenache.grapes import GrapeNetwork  # noqa: E402
 from otc.book import Book  # noqa: E402
 from otc.desk import Desk  # noqa: E402
 from otc.identity import Identity  # noqa: E402
-from otc.launch import PeerProcess, wait_for  # noqa: E402
+from otc.launch import PeerProcess, start_all, wait_for  # noqa: E402
 from otc.messages import Offer  # noqa: E402
 from otc.store import Store  # noqa: E402
 
@@ -64,12 +64,7 @@ def network(n_peers: int, tmp: Path, prefix: str = "p") -> Iterator[tuple[GrapeN
     net = GrapeNetwork(2, log_dir=tmp).start()
     peers = [PeerProcess(net.urls[i % 2], f"{prefix}{i}", log_dir=tmp) for i in range(n_peers)]
     try:
-        for p in peers:
-            p.launch()
-        for p in peers:
-            p.wait_ready(120)
-        for p in peers:
-            wait_for(lambda p=p: p.get("/api/health")["peers"] == n_peers - 1, 60, 0.2, "peers to meet")
+        start_all(peers)
         yield net, peers
     finally:
         for p in peers:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/rpc.py [--seconds 3] [--warmup 1] [--inflight 1,32] [--json out.json]
 
-Starts two Grapes on loopback, one Node server (grenache-nodejs-http 1.0.2, bench/node_server.js) and one
+Starts two Grapes on loopback, one Node server (grenache-nodejs-http 1.0.2, tests/node/server.js) and one
 Python server (bench/rpc_server.py, uvloop), each in its own process, then for every pair and in-flight
 count runs a load-generator process (bench/node_client.js or bench/rpc_client.py) that keeps that many
 requests outstanding for a warm-up and then a measured window, and prints JSON stats. Node client → Node
@@ -39,7 +39,7 @@ PYTHON = sys.executable
 NODE = shutil.which("node") or "node"
 
 SERVERS = {
-    "node": [NODE, str(BENCH / "node_server.js")],
+    "node": [NODE, str(ROOT / "tests" / "node" / "server.js")],  # the interop tests' server
     "python": [PYTHON, str(BENCH / "rpc_server.py")],
 }
 CLIENTS = {

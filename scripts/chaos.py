@@ -24,6 +24,7 @@ import random
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from grenache.grapes import GrapeNetwork
-from otc.launch import APIError, PeerProcess, book_state, wait_for
+from otc.launch import APIError, PeerProcess, book_state, start_all, wait_for
 
 
 @dataclass
@@ -193,6 +194,24 @@ def check(run: Run, settle_timeout: float) -> dict[str, Any]:
     }
 
 
+def inject(run: Run, end: float, faults_every: float) -> None:
+    """Faults and recoveries on their own clock, whatever the workload is blocked on."""
+    rng = random.Random(run.rng.random())
+    restarts: list[tuple[float, int]] = []
+    next_fault = time.monotonic() + faults_every
+    while time.monotonic() < end:
+        now = time.monotonic()
+        for due, i in [r for r in restarts if r[0] <= now]:
+            restarts.remove((due, i))
+            recover(run, i)
+        if now >= next_fault:
+            fault(run, restarts)
+            next_fault = now + rng.uniform(0.5, 1.5) * faults_every
+        time.sleep(0.05)  # the injector's tick
+    for _, i in restarts:
+        recover(run, i)
+
+
 def chaos(seed: int, n_peers: int, seconds: float, faults_every: float, log_dir: Path) -> dict[str, Any]:
     rng = random.Random(seed)
     net = GrapeNetwork(2, log_dir=log_dir).start()
@@ -200,26 +219,13 @@ def chaos(seed: int, n_peers: int, seconds: float, faults_every: float, log_dir:
              for i in range(n_peers)]  # fmt: skip
     run = Run(rng, net, peers)
     try:
-        for p in peers:
-            p.launch()
-        for p in peers:
-            p.wait_ready(60)
-        for p in peers:
-            wait_for(lambda p=p: p.get("/api/health")["peers"] == n_peers - 1, 30, 0.1, "peers to meet")
-        restarts: list[tuple[float, int]] = []
+        start_all(peers)
         end = time.monotonic() + seconds
-        next_fault = time.monotonic() + faults_every
+        injector = threading.Thread(target=inject, args=(run, end, faults_every), daemon=True)
+        injector.start()
         while time.monotonic() < end:
             act(run)
-            now = time.monotonic()
-            for due, i in [r for r in restarts if r[0] <= now]:
-                restarts.remove((due, i))
-                recover(run, i)
-            if now >= next_fault:
-                fault(run, restarts)
-                next_fault = now + rng.uniform(0.5, 1.5) * faults_every
-        for _, i in restarts:
-            recover(run, i)
+        injector.join()
         run.note("activity stopped; every peer is back; checking")
         report = check(run, 60)
         report["workload"] = dict(sorted(run.counts.items()))

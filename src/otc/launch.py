@@ -6,6 +6,7 @@ Popen handle, never by name.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -160,6 +161,19 @@ class PeerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def start_all(peers: list[PeerProcess], timeout: float = 120.0) -> None:
+    """Start peers in parallel and wait until each answers and knows all the others."""
+    for p in peers:
+        p.launch()
+    for p in peers:
+        p.wait_ready(timeout)
+    def met(peer: PeerProcess) -> bool:
+        return bool(peer.get("/api/health")["peers"] == len(peers) - 1)
+
+    for p in peers:
+        wait_for(functools.partial(met, p), 60, 0.1, f"{p.name} to meet the others")
 
 
 def book_state(peer: PeerProcess, pair: str = "BTC/USD") -> list[tuple[str, str, int]]:

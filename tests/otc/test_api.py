@@ -147,3 +147,20 @@ def _wire(offer: dict[str, Any], maker: str) -> dict[str, Any]:
     keys = ("id", "created_seq", "maker", "maker_name", "side", "pair", "price", "amount", "remaining",
             "min_fill", "created_at", "expires_at", "status", "seq")  # fmt: skip
     return {k: offer[k] for k in keys}
+
+
+def test_malformed_http_gets_a_json_error_and_the_peer_keeps_serving(spawn: Spawn) -> None:
+    import json
+    import socket
+
+    alice = spawn("alice")
+    for garbage in (b"NOT HTTP AT ALL\r\n\r\n", b"GET /api/health HTTP/1.1\r\nContent-Length: x\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", alice.api_port), timeout=5) as sock:
+            sock.sendall(garbage)
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), reply
+        assert json.loads(body)["error"] == "ERR_INVALID_PAYLOAD"
+    assert alice.get("/api/health")["name"] == "alice"
