@@ -19,6 +19,7 @@ from grenache.grapes import GrapeNetwork
 from otc.launch import APIError, PeerProcess, book_state, wait_for
 from otc.messages import Receipt
 from otc.signing import receipt_is_valid
+from otc.sweep import average_display
 
 console = Console(highlight=False)
 T0 = time.monotonic()
@@ -145,7 +146,8 @@ def main() -> int:
                 sweep = carol.post("/api/sweep", {"side": "buy", "amount": "90", "limit": "8050"})
                 for r in sweep["fills"]:
                     say(f"fill {r['amount']:>6} BTC @ {r['price']} from {r['maker_name']}")
-                say(f"filled {sweep['filled']} BTC at an average of {sweep['average_price']} USD")
+                average = average_display(sweep["average_price"])
+                say(f"filled {sweep['filled']} BTC at an average of {average} USD")
             except APIError as exc:
                 if exc.status != 404:
                     raise

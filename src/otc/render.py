@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .money import CONTEXT, PAIRS, canonical
+from .sweep import average_display
 
 Json = dict[str, Any]
 
@@ -273,7 +274,8 @@ def sweep_summary(s: Json) -> RenderableType:
     head.append("Bought" if side == "buy" else "Sold", style=SIDE_STYLE.get(side, ""))
     head.append(f" {s['filled']} of {s['amount']} {base}")
     if s["average_price"] is not None:
-        head.append(f" at an average {s['average_price']} {quote} (total {s['total']} {quote})")
+        average = average_display(s["average_price"])
+        head.append(f" at an average {average} {quote} (total {s['total']} {quote})")
     head.append(f", limit {s['limit']}")
     parts.append(head)
     if s["fills"] == [] and s["posted"] is None:

@@ -112,3 +112,10 @@ def exact_sum(values: Iterable[Decimal]) -> Decimal:
 
 def average_text(value: Decimal | None) -> str | None:
     return None if value is None else canonical(value)
+
+
+def average_display(text: str, places: int = 4) -> str:
+    """An average price for people: at most ``places`` decimals, marked ``≈`` when that rounds it."""
+    exact = Decimal(text)
+    shown = exact.quantize(Decimal(1).scaleb(-places))
+    return canonical(shown) if shown == exact else f"≈{canonical(shown)}"

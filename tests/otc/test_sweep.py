@@ -354,3 +354,12 @@ async def test_invalid_input_is_refused_before_anything_is_taken(
         await h.peer.sweep(side, amount, limit, pair, True)
     assert err.value.code == code
     assert h.calls == [] and h.peer.desk.open_offers() == []
+
+
+def test_average_display_rounds_only_what_needs_it() -> None:
+    from otc.sweep import average_display
+
+    assert average_display("8000") == "8000"
+    assert average_display("8001.3125") == "8001.3125"
+    assert average_display("8011.1111111111111111111") == "≈8011.1111"
+    assert average_display("0.00015") == "≈0.0002"  # rounded half-even, and marked approximate
