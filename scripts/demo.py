@@ -172,9 +172,23 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    interrupted = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        global interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         sys.exit(main())
-    except KeyboardInterrupt:
-        console.print("\ninterrupted; everything stopped")
+    except SystemExit:
+        raise
+    except BaseException:
+        # Ctrl-C reaches the peers too, and a peer that stops first fails the step under way: either way
+        # it is the interruption, and main() has already stopped everything it started
+        if not interrupted:
+            raise
+        console.print("\ninterrupted; every process the demo started is stopped")
         sys.exit(130)
