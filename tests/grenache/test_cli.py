@@ -1,0 +1,103 @@
+"""The `grenache` command line against real Grapes it starts itself, and a real RPC server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from grenache.grapes import Grape, free_port
+from otc.launch import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def grenache(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "grenache.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def consecutive_free_ports(n: int, kind: int) -> int:
+    """A port p such that p .. p+n-1 are all free on loopback right now."""
+    for _ in range(100):
+        base = free_port(kind)
+        socks = []
+        try:
+            for port in range(base, base + n):
+                sock = socket.socket(socket.AF_INET, kind)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no run of free ports found")
+
+
+@pytest.fixture(scope="module")
+def cli_grapes() -> Iterator[str]:
+    """`grenache grapes up 2` as a real process; yields the first Grape's URL."""
+    dht, api = consecutive_free_ports(2, socket.SOCK_DGRAM), consecutive_free_ports(2, socket.SOCK_STREAM)
+    cmd = [sys.executable, "-m", "grenache.cli", "grapes", "up", "2"]
+    cmd += ["--dht-port", str(dht), "--api-port", str(api)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("ready"):
+            break
+    urls = [line.split()[2] for line in lines if line.startswith("grape")]
+    try:
+        assert len(urls) == 2, lines
+        yield urls[0]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        ports = [int(u.rsplit(":", 1)[1]) for u in urls]
+        assert not any(Grape(0, p, []).answers() for p in ports), "grapes still answering after Ctrl-C"
+
+
+def test_announce_lookup_put_get(cli_grapes: str) -> None:
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    announced = grenache("announce", name, "4567", "--grape", cli_grapes)
+    assert announced.returncode == 0 and int(announced.stdout) >= 0, announced
+    found = grenache("lookup", name, "--grape", cli_grapes)
+    assert found.stdout.split() == ["127.0.0.1:4567"], found
+    missing = grenache("lookup", f"nothing-{uuid.uuid4().hex}", "--grape", cli_grapes)
+    assert missing.returncode == 1 and "ERR_GRAPE_LOOKUP_EMPTY" in missing.stderr
+    key = grenache("put", "hello world", "--grape", cli_grapes).stdout.strip()
+    assert key == "6d33adc2b6b2c14c3036feefb7fedbca1a880527"  # sha1("11:hello world"), as Node computes
+    item = json.loads(grenache("get", key, "--grape", cli_grapes).stdout)
+    assert item["v"] == "hello world"
+    assert grenache("get", "0" * 40, "--grape", cli_grapes).returncode == 1
+    bad = grenache("announce", name, "99999", "--grape", cli_grapes)
+    assert bad.returncode == 2  # usage error: not a port
+
+
+def test_request_and_map_reach_a_real_server(cli_grapes: str) -> None:
+    key = f"cli-rpc-{uuid.uuid4().hex[:8]}"
+    server = subprocess.Popen(["node", str(ROOT / "tests" / "node" / "server.js"), cli_grapes, key],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("READY")
+        reply = wait_for(lambda: grenache("request", key, '{"x": 1}', "--grape", cli_grapes).stdout, 20)
+        assert json.loads(reply) == {"from": "node", "got": {"x": 1}}
+        mapped = json.loads(grenache("map", key, '{"y": 2}', "--grape", cli_grapes).stdout)
+        assert mapped == [{"from": "node", "got": {"y": 2}}]
+        failed = json.loads(grenache("map", key, '{"fail": true}', "--grape", cli_grapes).stdout)
+        assert failed[0]["error"] == "ERR_NODE_FAIL"
+        assert grenache("request", key, "{not json", "--grape", cli_grapes).returncode == 2
+    finally:
+        server.kill()
+        server.wait()
