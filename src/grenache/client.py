@@ -18,7 +18,7 @@ from typing import Any
 
 from . import wire
 from .errors import GrapeError, RPCError, split_wire_error
-from .http import ConnectFailed, ConnectionPool, exchange, loop_deadline
+from .http import MAX_REPLY, ConnectFailed, ConnectionPool, exchange, loop_deadline
 from .link import Link
 
 ERR_TIMEOUT = "ERR_TIMEOUT"
@@ -201,7 +201,7 @@ class PeerRPCClient:
             raise RPCError(ERR_REQUEST_GENERIC, f"HTTP {status} from {dest}: {text}", dest)
         if compress:
             try:
-                reply = wire.gunzip_bytes(reply, 1 << 30)
+                reply = wire.gunzip_bytes(reply, MAX_REPLY)
             except Exception:
                 raise RPCError(wire.ERR_REPLY_ENCODING, f"reply from {dest} is not gzip", dest) from None
         reply_rid, err, result = wire.parse_reply(reply, result_type)

@@ -17,8 +17,13 @@ class ConnectFailed(Exception):
     """The request never left: safe to try another destination."""
 
 
+MAX_REPLY = 256 * 1024 * 1024  # a peer must not be able to exhaust our memory with one reply
+
+
 class HTTPConnection(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, max_body: int = MAX_REPLY) -> None:
+        self.max_body = max_body
+        self.size = 0
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
@@ -46,8 +51,15 @@ class HTTPConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.body = []
+        self.size = 0
 
     def on_body(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.max_body:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_exception(ConnectionError(f"reply larger than {self.max_body} bytes"))
+            self.close()
+            return
         self.body.append(data)
 
     def on_message_complete(self) -> None:

@@ -56,7 +56,7 @@ class Link:
         # the Grape (Node's http server) closes idle keep-alive sockets after 5 s: reuse ours for 4 s
         self._pool: ConnectionPool | None = None
         self._cache: dict[str, tuple[float, list[str]]] = {}
-        self._inflight: dict[str, asyncio.Future[list[str]]] = {}
+        self._inflight: dict[str, asyncio.Task[list[str]]] = {}
         self._announcers: dict[tuple[str, int], asyncio.Task[None]] = {}
 
     # lifecycle ---------------------------------------------------------------------------------------
@@ -145,23 +145,17 @@ class Link:
             hit = self._cache.get(name)
             if hit is not None and hit[0] > now:
                 return list(hit[1])
-        pending = self._inflight.get(name)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._inflight[name] = pending
-            try:
-                dests = await self._lookup_uncached(name)
-            except BaseException as exc:
-                if not pending.done():
-                    pending.set_exception(exc)
-                    pending.exception()  # mark retrieved: the waiters, if any, re-raise it
-                raise
-            else:
-                pending.set_result(dests)
-            finally:
-                self._inflight.pop(name, None)
-        else:
-            dests = await asyncio.shield(pending)
+        task = self._inflight.get(name)
+        if task is None:
+            # the request runs as its own task, so one caller giving up (its timeout, a cancelled
+            # handler) never cancels it for the others that share it
+            task = asyncio.ensure_future(self._lookup_uncached(name))
+            self._inflight[name] = task
+            task.add_done_callback(
+                lambda t: self._inflight.pop(name, None) if self._inflight.get(name) is t else None
+            )
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, even if unawaited
+        dests = await asyncio.shield(task)
         if not dests:
             raise GrapeError(ERR_GRAPE_LOOKUP_EMPTY, f"no service announced as {name!r}")
         return list(dests)

@@ -156,9 +156,7 @@ class _Connection(asyncio.Protocol):
             fut.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-            self.idle = None
+        self._arm_idle()  # silence is measured from the last byte, mid-request too
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -271,6 +269,9 @@ class _Connection(asyncio.Protocol):
         self.transport.close()
 
     def _arm_idle(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
         if self.transport is not None and self.server.idle_timeout:
             self.idle = asyncio.get_running_loop().call_later(self.server.idle_timeout, self.close)
 

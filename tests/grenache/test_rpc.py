@@ -560,3 +560,16 @@ def test_under_uvloop(grapes: GrapeNetwork) -> None:
                 await server.stop()
 
     assert uvloop.run(main()) == ({"n": 1}, {"n": 2})
+
+
+async def test_a_caller_giving_up_does_not_cancel_a_shared_lookup(grapes: GrapeNetwork) -> None:
+    """Concurrent lookups of one name share a Grape request; one caller's timeout must not cancel it
+    for the others."""
+    async with Link(grapes.urls[0]) as link:
+        name = f"shared-{uuid.uuid4().hex[:8]}"
+        await link.announce(name, 4321)
+        impatient = asyncio.ensure_future(asyncio.wait_for(link.lookup(name, cache=False), 0.0001))
+        patient = asyncio.ensure_future(link.lookup(name, cache=False))
+        with pytest.raises(TimeoutError):
+            await impatient
+        assert await patient == ["127.0.0.1:4321"]
