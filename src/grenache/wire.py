@@ -22,6 +22,7 @@ ERR_REQUEST_TOO_LARGE = "ERR_REQUEST_TOO_LARGE"
 ERR_REQUEST_ENCODING = "ERR_REQUEST_ENCODING_COMPRESSION"
 ERR_REPLY_EMPTY = "ERR_REPLY_EMPTY"
 ERR_REPLY_INVALID = "ERR_REPLY_INVALID"
+ERR_REPLY_UNENCODABLE = "ERR_REPLY_UNENCODABLE"
 ERR_REPLY_ENCODING = "ERR_REPLY_ENCODING_COMPRESSION"
 
 
@@ -105,7 +106,7 @@ def encode_reply(rid: Any, error: str | None, result: Any) -> bytes:
     try:
         return _encoder.encode([rid, error, result])
     except (TypeError, msgspec.EncodeError) as exc:
-        return _encoder.encode([rid, f"ERR_REPLY_ENCODING: result is not JSON-encodable: {exc}", None])
+        return _encoder.encode([rid, f"{ERR_REPLY_UNENCODABLE}: result is not JSON-encodable: {exc}", None])
 
 
 def encode_request(rid: str, key: str, payload: Any) -> bytes:

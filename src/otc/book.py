@@ -212,8 +212,8 @@ class Book:
         """Record a maker's heartbeat; True when our copy of its offers has drifted and needs a sync."""
         if head.maker == self.own_id or (not verified and not is_signed(head)):
             return False
-        if now - head.ts > 2 * self.liveness_ms:
-            return False  # an old heartbeat, replayed or long delayed: not a sign of life
+        if not self._fresh(head, now):
+            return False  # replayed, long delayed, or dated in the future: not a sign of life
         view = self.makers.get(head.maker)
         if view is None:
             view = self.makers[head.maker] = MakerView()
@@ -223,11 +223,19 @@ class Book:
         view.last_seen = now
         if head.head < view.max_seq:
             return False  # we already hold newer updates than this heartbeat describes
-        return head.head > view.max_seq or head.digest != view.digest_hex
+        if head.head == view.max_seq and head.digest == view.digest_hex:
+            # we hold exactly the maker's list as of head.head: as good as a sync, so tombstones
+            # at or below it can go (the synced_head rule now covers them)
+            view.synced_head = max(view.synced_head, head.head)
+            return False
+        return True
+
+    def _fresh(self, head: Head, now: int) -> bool:
+        return -self.liveness_ms <= now - head.ts <= 2 * self.liveness_ms
 
     def on_seen(self, seen: MakerSeen, now: int) -> None:
         """A heartbeat relayed in a snapshot: liveness as the relaying peer saw it."""
-        if seen.head.maker == self.own_id or not is_signed(seen.head):
+        if seen.head.maker == self.own_id or not self._fresh(seen.head, now) or not is_signed(seen.head):
             return
         view = self.makers.get(seen.head.maker)
         if view is None:
@@ -272,9 +280,7 @@ class Book:
                 changed += 1
         view.synced_head = max(view.synced_head, head.head)
         view.max_seq = max(view.max_seq, head.head)
-        if view.head is None or head.ts > view.head.ts:
-            view.head = head  # but not liveness: a relayed head says nothing about the maker now
-        return changed
+        return changed  # liveness is not ours to judge here: the caller knows who answered
 
     def forget_tombstones(self) -> int:
         """Drop tombstones the synced_head rule now covers; returns how many."""

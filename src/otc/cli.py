@@ -62,7 +62,7 @@ def peer(
     from .peer import Peer, PeerConfig
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if len(name) > 32 or not name.isprintable():
+    if not 1 <= len(name) <= 32 or not name.isprintable():
         raise click.BadParameter("a name is 1 to 32 printable characters", param_hint="--name")
 
     async def run() -> None:
@@ -95,7 +95,7 @@ def peer(
         uvloop.run(run())
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         asyncio.run(run())
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # a port in use, a data directory held by another peer
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 

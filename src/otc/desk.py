@@ -134,7 +134,7 @@ class Desk:
             raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no offer {oid} of yours")
         if offer.status in CLOSED:
             raise OTCError(E.ERR_OFFER_CLOSED, f"offer {oid} is already {offer.status}")
-        effects = self._close(offer, OfferEvent.CANCEL, "offer cancelled")
+        effects = self._close(offer, OfferEvent.CANCEL, f"{E.ERR_OFFER_CLOSED}: the offer was cancelled")
         return self.offers[oid], effects
 
     def tick(self, now: int) -> Effects:
@@ -142,10 +142,16 @@ class Desk:
         effects = Effects()
         for trade in list(self.trades.values()):
             if trade.state is MakerState.RESERVED and now >= trade.reserved_until:
-                effects.trades.append(self._release(trade, MakerEvent.DEADLINE, "reservation expired"))
+                effects.trades.append(
+                    self._release(
+                        trade, MakerEvent.DEADLINE, f"{E.ERR_RESERVATION_EXPIRED}: not confirmed in time"
+                    )
+                )
         for offer in list(self.offers.values()):
             if offer.status == OPEN and offer.expires_at is not None and now >= offer.expires_at:
-                effects.extend(self._close(offer, OfferEvent.EXPIRE, "offer expired"))
+                effects.extend(
+                    self._close(offer, OfferEvent.EXPIRE, f"{E.ERR_OFFER_EXPIRED}: the offer expired")
+                )
         return effects
 
     def next_deadline(self) -> int | None:
@@ -254,17 +260,21 @@ class Desk:
                 raise OTCError(E.ERR_BAD_SIGNATURE, "confirmation does not match the trade")
             return self._reply(trade), Effects()
         if trade.state is MakerState.RELEASED:
-            raise OTCError(E.ERR_RESERVATION_EXPIRED, f"trade was released: {trade.reason}")
+            raise _released(trade)
         if not verify(req.taker, req.taker_sig, signing_bytes(trade.terms)):
             raise OTCError(E.ERR_BAD_SIGNATURE, "taker signature does not match the terms")
         effects = Effects()
         offer = self.offers[trade.terms.offer_id]
         if now >= trade.reserved_until:
-            effects.trades.append(self._release(trade, MakerEvent.DEADLINE, "reservation expired"))
+            effects.trades.append(
+                self._release(
+                    trade, MakerEvent.DEADLINE, f"{E.ERR_RESERVATION_EXPIRED}: not confirmed in time"
+                )
+            )
             effects.extend(self.tick(now))
             raise Refusal(E.ERR_RESERVATION_EXPIRED, "confirmation arrived after the deadline", effects)
         if not is_live(offer, now):
-            effects.extend(self._close(offer, OfferEvent.EXPIRE, "offer expired"))
+            effects.extend(self._close(offer, OfferEvent.EXPIRE, f"{E.ERR_OFFER_EXPIRED}: the offer expired"))
             raise Refusal(E.ERR_OFFER_EXPIRED, "offer expired before the confirmation", effects)
         trade.state = maker_next(trade.state, MakerEvent.CONFIRM)
         trade.taker_sig = req.taker_sig
@@ -280,7 +290,7 @@ class Desk:
     # internals ---------------------------------------------------------------------------------------
     def _reply(self, trade: MakerTrade) -> TradeReply:
         if trade.state is MakerState.RELEASED:
-            raise OTCError(E.ERR_RESERVATION_EXPIRED, f"trade was released: {trade.reason}")
+            raise _released(trade)
         return TradeReply(
             status="done" if trade.state is MakerState.DONE else "reserved",
             terms=trade.terms,
@@ -321,6 +331,12 @@ class Desk:
             self._open_count += 1
         self._digests.invalidate()
         self.offers[offer.id] = offer
+
+
+def _released(trade: MakerTrade) -> OTCError:
+    """The refusal a released trade answers with: why it was released (``reason`` is ``ERR_X: why``)."""
+    code, _, why = (trade.reason or f"{E.ERR_RESERVATION_EXPIRED}: released").partition(": ")
+    return OTCError(code, f"trade was released: {why}")
 
 
 class Refusal(OTCError):

@@ -12,9 +12,6 @@ from pathlib import Path
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-PEER_ID_PATTERN = r"^[0-9a-f]{64}$"
-SIG_PATTERN = r"^[0-9a-f]{128}$"
-
 
 class Identity:
     def __init__(self, key: SigningKey) -> None:
@@ -63,7 +60,3 @@ def verify(peer_id: str, signature: str, message: bytes) -> bool:
     except (BadSignatureError, ValueError, TypeError):
         return False
     return True
-
-
-def short(peer_id: str) -> str:
-    return peer_id[:8]

@@ -169,6 +169,7 @@ def start_all(peers: list[PeerProcess], timeout: float = 120.0) -> None:
         p.launch()
     for p in peers:
         p.wait_ready(timeout)
+
     def met(peer: PeerProcess) -> bool:
         return bool(peer.get("/api/health")["peers"] == len(peers) - 1)
 

@@ -50,8 +50,9 @@ class Offer(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class Head(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A maker's signed heartbeat: its latest seq and a digest of its open offers ``{id: seq}``.
-    Receivers use it for liveness and to notice, cheaply, when their copy of the maker's offers drifted."""
+    """A maker's signed heartbeat: its latest seq and a digest committing to its open offers (their
+    full encodings, see offer.digest). Receivers use it for liveness, to notice cheaply when their copy
+    of the maker's offers drifted, and to authenticate a whole list of them with one signature."""
 
     maker: PeerId
     name: Name

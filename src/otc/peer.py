@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import fcntl
 import logging
 import os
 import random
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,14 @@ class Peer:
             self.data_dir = Path(self._tmp.name)
         else:
             self.data_dir = config.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # one process per data directory: two desks on one key and one database would overfill
+        self._lock = open(self.data_dir / "lock", "a+")  # noqa: SIM115 - held for the peer's lifetime
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RuntimeError(f"another peer is running on the data directory {self.data_dir}") from None
         self.identity = Identity.load_or_create(self.data_dir / "identity.key")
         self.peer_id = self.identity.peer_id
         self.name = config.name
@@ -135,10 +144,13 @@ class Peer:
         self._outbox_event = asyncio.Event()
         self._timer_event = asyncio.Event()
         self._syncing: set[str] = set()
+        self._drifting: set[str] = set()  # makers whose last heartbeat showed drift
+        self._market_dests: list[str] = []
         self._driving: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.started = asyncio.Event()
+        self._stopping = False
         self.join_ms = 0.0  # how long loading the book from other peers took at start
         self._verifier = concurrent.futures.ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
 
@@ -160,7 +172,7 @@ class Peer:
         first = [self.server.announce(peer_key(self.peer_id)), self.server.announce(MARKET)]
         await asyncio.gather(*first)
         for loop in (self._heartbeat_loop, self._flush_loop, self._timer_loop, self._reconcile_loop):
-            self._tasks.append(asyncio.create_task(loop(), name=loop.__name__))
+            self._tasks.append(asyncio.create_task(self._forever(loop), name=loop.__name__))
         # re-publish our open offers (after a restart) and load the book from peers already here
         self.publish(self.desk.open_offers())
         started = time.perf_counter()
@@ -170,24 +182,41 @@ class Peer:
         log.info("peer %s (%s) serving RPC on %s", self.name, self.peer_id[:8], self.addr)
 
     async def stop(self) -> None:
+        self._stopping = True  # no new background work from here on
+        await self.server.stop()  # first: no handler may start work on what we are closing
         for task in self._tasks + list(self._background):
             task.cancel()
         for task in self._tasks + list(self._background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self.server.stop()
         await self.client.stop()
         await self.link.stop()
         self.store.close()
         self._verifier.shutdown(wait=False, cancel_futures=True)
+        self._lock.close()
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._stopping:
+            coro.close()
+            return
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop; an unexpected error is logged and the loop started again, because a
+        dead heartbeat or timer loop would silently take this peer out of the market."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting it", loop.__name__)
+                await asyncio.sleep(1.0)
 
     # --- maker: own offers --------------------------------------------------------------------------
     def post_offer(self, **fields: Any) -> Offer:
@@ -217,7 +246,13 @@ class Peer:
         """Persist, then apply to our own book and publish: the order that makes crashes safe."""
         if not effects:
             return
-        self.store.save(seq=self.desk.seq, offers=effects.offers, maker_trades=effects.trades)
+        try:
+            self.store.save(seq=self.desk.seq, offers=effects.offers, maker_trades=effects.trades)
+        except Exception:
+            # the desk already holds a decision the disk does not: answering anyone now could make
+            # maker and taker disagree after a restart. Stop at once; the disk is the truth.
+            log.critical("cannot persist a decision; stopping the peer", exc_info=True)
+            os._exit(70)
         for offer in effects.offers:
             self.book.apply(offer)
             self.events.emit({"type": "offer", "offer": offer})
@@ -242,8 +277,7 @@ class Peer:
             self._outbox_event.clear()
             batch, self._outbox = self._outbox, []
             for start in range(0, len(batch), 2000):
-                with contextlib.suppress(GrenacheError):
-                    await self.client.map(MARKET, Updates(offers=batch[start : start + 2000]))
+                await self._broadcast(Updates(offers=batch[start : start + 2000]))
 
     async def _timer_loop(self) -> None:
         while True:
@@ -256,32 +290,53 @@ class Peer:
             self._commit(self.desk.tick(now_ms()))
 
     async def _heartbeat_loop(self) -> None:
+        # on a fixed schedule: a slow peer or a slow Grape delays one send, never the next heartbeat
         while True:
-            head = self.desk.head(now_ms(), self.addr)
-            with contextlib.suppress(GrenacheError):
-                await self.client.map(MARKET, Heartbeat(head=head), timeout=self.config.rpc_timeout_s)
+            self._spawn(self._send_heartbeat(self.desk.head(now_ms(), self.addr)))
             self.book.forget_tombstones()
             await asyncio.sleep(self.config.heartbeat_s * (0.75 + random.random() / 2))
+
+    async def _send_heartbeat(self, head: Head) -> None:
+        await self._broadcast(Heartbeat(head=head))
+
+    async def _broadcast(self, msg: Updates | Heartbeat) -> None:
+        """``map`` to every market peer; while the Grape cannot answer (restarting, say), fall back to
+        the destinations it gave last, so a Grape outage does not take this peer out of others' books."""
+        try:
+            dests = await self.link.lookup(MARKET)
+            self._market_dests = dests
+        except GrenacheError:
+            dests = self._market_dests
+        if dests:
+            await self.client.map_dests(dests, MARKET, msg)
 
     # --- market RPC: updates, heartbeats, snapshots ---------------------------------------------------
     async def _on_market(self, payload: Any) -> Any:
         msg = _decode(payload, MarketRequest)
         now = now_ms()
         if isinstance(msg, Updates):
+            # updates prove nothing about liveness (anyone can relay a signed update): heads do
             applied = await self._receive_many(msg.offers, now)
             for offer in applied:
-                view = self.book.makers[offer.maker]
-                if offer.seq >= view.max_seq:  # fresh from the maker itself: a sign of life
-                    view.last_seen = max(view.last_seen or 0, now)
                 self.events.emit({"type": "offer", "offer": offer})
             return {"applied": len(applied)}
         if isinstance(msg, Heartbeat):
-            if msg.head.maker not in self.book.makers:
-                self.link.forget(MARKET)  # a newcomer: our cached destinations do not include it yet
+            maker = msg.head.maker
+            known = maker in self.book.makers and self.book.makers[maker].head is not None
+            before = self.book.makers[maker].last_seen if maker in self.book.makers else None
             drifted = self.book.on_head(msg.head, now)
-            # while joining, the book is half loaded and every maker seems to have drifted: wait
-            if drifted and self.started.is_set() and msg.head.maker not in self._syncing:
-                self._spawn(self._sync_maker(msg.head.maker))
+            if not known and maker in self.book.makers and self.book.makers[maker].last_seen != before:
+                self.link.forget(MARKET)  # a newcomer: our cached destinations do not include it yet
+            # Drift is repaired from the second heartbeat in a row that shows it: pushes in flight
+            # often arrive just after a heartbeat that already counts them. While joining, every maker
+            # seems to drift (the book is half loaded): wait until the join is done.
+            if not drifted:
+                self._drifting.discard(maker)
+            elif maker not in self._drifting:
+                self._drifting.add(maker)
+            elif self.started.is_set() and maker not in self._syncing:
+                self._syncing.add(maker)
+                self._spawn(self._sync_maker(maker))
             return {"ok": True}
         return self._snapshot(msg)
 
@@ -297,14 +352,14 @@ class Peer:
         return Snapshot(offers=offers, makers=makers, next=cursor)
 
     async def _sync_maker(self, maker: str) -> None:
-        self._syncing.add(maker)
         try:
             offers = await self.client.request(peer_key(maker), OffersRequest(), result_type=MakerOffers)
             if offers.head.maker != maker:
                 return
             if self.book.sync(offers, now_ms()):
                 self.events.emit({"type": "book"})
-            self.book.on_head(offers.head, now_ms())  # it answered us itself: alive
+            self.book.on_head(offers.head, now_ms())  # it answered us itself (and its head is fresh)
+            self._drifting.discard(maker)
         except (GrenacheError, msgspec.ValidationError) as exc:
             log.debug("sync with %s failed: %s", maker[:8], exc)
         finally:
@@ -426,10 +481,12 @@ class Peer:
             amount = offer.remaining
         trade = self.taker.new_trade(offer, amount, uuid.uuid4().hex, now_ms())
         self._save_taker(trade)
-        trade = await self._drive(trade, self.config.take_deadline_s)
-        if trade.state is TakerState.REQUESTED:
-            trade = self.taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: no answer", now_ms())
-            self._save_taker(trade)
+        # shielded: if our caller goes away (an API client disconnects), the trade still runs to a
+        # definite state instead of being left half-asked
+        task = asyncio.ensure_future(self._take_to_end(trade))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        trade = await asyncio.shield(task)
         if trade.state is TakerState.DONE:
             return receipt(trade)
         if trade.state is TakerState.FAILED:
@@ -440,6 +497,13 @@ class Peer:
             E.ERR_TRADE_PENDING,
             f"the maker did not answer in time; trade {trade.take.trade_id} is retried in the background",
         )
+
+    async def _take_to_end(self, trade: TakerTrade) -> TakerTrade:
+        trade = await self._drive(trade, self.config.take_deadline_s)
+        if trade.state is TakerState.REQUESTED:
+            trade = self.taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: no answer", now_ms())
+            self._save_taker(trade)
+        return trade
 
     async def _drive(self, trade: TakerTrade, deadline_s: float) -> TakerTrade:
         """Send the trade's next request until it is final or the deadline passes (idempotent)."""
@@ -553,9 +617,6 @@ class Peer:
         return [
             t for t in self.taker_trades.values() if t.state in (TakerState.REQUESTED, TakerState.RESERVED)
         ]
-
-    def head(self) -> Head:
-        return self.desk.head(now_ms(), self.addr)
 
     # --- sweep orders (see sweep.py) ------------------------------------------------------------------
     async def sweep(self, side: Any, amount: Any, limit: Any, pair: Any, post: bool = False) -> SweepResult:

@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from .messages import Chat, Offer
-from .trade import MakerState, MakerTrade, TakerTrade
+from .trade import MakerTrade, TakerTrade
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,15 +95,13 @@ class Store:
         value = self.meta("seq")
         return int(value) if value else 0
 
-    def offers(self, *, open_only: bool = False) -> list[Offer]:
-        sql = "SELECT body FROM offers" + (" WHERE status = 'open'" if open_only else "") + " ORDER BY seq"
+    def offers(self) -> list[Offer]:
+        sql = "SELECT body FROM offers ORDER BY seq"
         return [_offer.decode(row[0]) for row in self.db.execute(sql)]
 
-    def maker_trades(self, *, live_only: bool = False) -> list[MakerTrade]:
-        sql = "SELECT body FROM maker_trades"
-        if live_only:
-            sql += f" WHERE state = '{MakerState.RESERVED.value}'"
-        return [_maker.decode(row[0]) for row in self.db.execute(sql + " ORDER BY created_at")]
+    def maker_trades(self) -> list[MakerTrade]:
+        rows = self.db.execute("SELECT body FROM maker_trades ORDER BY created_at")
+        return [_maker.decode(row[0]) for row in rows]
 
     def taker_trades(self) -> list[TakerTrade]:
         return [

@@ -33,7 +33,6 @@ TRANSIENT = frozenset(
         "ERR_GRAPE_UNREACHABLE",
         "ERR_UNKNOWN_SERVICE",
         "ERR_INTERNAL",
-        "ERR_BUSY",
     }
 )
 
@@ -64,7 +63,14 @@ class Taker:
                 ts=now,
             ),
         )
-        return TakerTrade(take=take, maker=offer.maker, state=TakerState.REQUESTED, updated_at=now)
+        return TakerTrade(
+            take=take,
+            maker=offer.maker,
+            side=offer.side,
+            pair=offer.pair,
+            state=TakerState.REQUESTED,
+            updated_at=now,
+        )
 
     def next_request(self, trade: TakerTrade) -> Take | Confirm | None:
         if trade.state is TakerState.REQUESTED:
@@ -85,6 +91,8 @@ class Taker:
             or t.price != take.price
             or t.taker != self.peer_id
             or t.maker != trade.maker
+            or t.side != trade.side
+            or t.pair != trade.pair
         ):
             raise OTCError(E.ERR_INVALID_MESSAGE, "maker answered with terms we did not ask for")
         if not verify(t.maker, reply.maker_sig, signing_bytes(t)):

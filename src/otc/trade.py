@@ -119,7 +119,7 @@ class MakerTrade(msgspec.Struct, kw_only=True):
     state: MakerState
     reserved_until: int
     taker_sig: str | None = None
-    reason: str | None = None  # why it was released
+    reason: str | None = None  # why it was released, as "ERR_X: why" (the code a late confirm gets)
 
 
 class TakerTrade(msgspec.Struct, kw_only=True):
@@ -127,6 +127,8 @@ class TakerTrade(msgspec.Struct, kw_only=True):
 
     take: Take
     maker: str
+    side: str  # of the offer taken, as the taker saw it: checked against the terms before signing
+    pair: str
     state: TakerState
     terms: Terms | None = None
     maker_sig: str | None = None

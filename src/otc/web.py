@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote
 import httptools
 
 log = logging.getLogger("otc.web")
+MAX_STREAM_BACKLOG = 1024 * 1024  # bytes of events a client may leave unread before we hang up
 
 REASONS = {
     200: "OK", 201: "Created", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
@@ -145,6 +146,9 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # not a subclass of HttpParserError
+            self.queue.append((HTTPError(400, "protocol upgrades are not supported"), False))
+            self._kick()
         except httptools.HttpParserError as exc:
             self.queue.append((HTTPError(400, f"malformed HTTP: {exc}"), False))
             self._kick()
@@ -232,10 +236,14 @@ class _Connection(asyncio.Protocol):
         async def send(data: bytes) -> None:
             if self.transport is None:
                 raise ConnectionResetError("client went away")
+            if self.transport.get_write_buffer_size() > MAX_STREAM_BACKLOG:
+                raise ConnectionResetError("client does not read its stream")  # a stalled watcher
             self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
 
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
             await stream.run(send)
+        if self.transport is not None:
+            self.transport.write(b"0\r\n\r\n")
         self.close()
 
 

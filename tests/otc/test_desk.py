@@ -16,7 +16,7 @@ from otc.identity import Identity
 from otc.messages import Confirm, Offer, Take
 from otc.money import D
 from otc.offer import content_hash, digest, offer_id
-from otc.signing import is_signed, receipt_is_valid, receipt_of, sign
+from otc.signing import is_signed, receipt_is_valid, receipt_of, sign, signing_bytes
 from otc.taker import Taker, receipt
 from otc.trade import MakerState, MakerTrade, TakerState, TakerTrade
 
@@ -421,7 +421,10 @@ def test_tick_releases_an_expired_reservation(desk: Desk, alice: Taker, bob: Tak
     effects = desk.tick(T0 + RESERVE)
     assert [t.terms.id for t in effects.trades] == [tid(1)] and not effects.offers
     released = desk.trades[tid(1)]
-    assert released.state is MakerState.RELEASED and released.reason == "reservation expired"
+    assert (
+        released.state is MakerState.RELEASED
+        and released.reason == "ERR_RESERVATION_EXPIRED: not confirmed in time"
+    )
     assert desk.reserved == {} and desk.next_deadline() is None
     conf = alice.next_request(trade)
     refused(E.ERR_RESERVATION_EXPIRED, desk.confirm, conf, T0 + RESERVE + 1)
@@ -462,10 +465,11 @@ def test_cancel_releases_reservations_and_a_later_confirm_is_refused(desk: Desk,
     cancelled, effects = desk.cancel(offer.id, T0 + 1)
     assert [t.terms.id for t in effects.trades] == [tid(1)] and effects.offers == [cancelled]
     assert (
-        desk.trades[tid(1)].state is MakerState.RELEASED and desk.trades[tid(1)].reason == "offer cancelled"
+        desk.trades[tid(1)].state is MakerState.RELEASED
+        and desk.trades[tid(1)].reason == "ERR_OFFER_CLOSED: the offer was cancelled"
     )
     assert desk.reserved == {}
-    refused(E.ERR_RESERVATION_EXPIRED, desk.confirm, alice.next_request(trade), T0 + 2)
+    refused(E.ERR_OFFER_CLOSED, desk.confirm, alice.next_request(trade), T0 + 2)
     assert desk.offers[offer.id].status == "cancelled" and desk.offers[offer.id].remaining == "2"
 
 
@@ -482,7 +486,7 @@ def test_offer_expiry_via_tick(desk: Desk, alice: Taker) -> None:
     assert is_signed(expired)
     assert desk.trades[tid(1)].state is MakerState.RELEASED
     assert desk.open_offers() == [keep]
-    refused(E.ERR_RESERVATION_EXPIRED, desk.confirm, alice.next_request(trade), T0 + 5_001)
+    refused(E.ERR_OFFER_EXPIRED, desk.confirm, alice.next_request(trade), T0 + 5_001)
     refused(E.ERR_OFFER_CLOSED, desk.take, alice.new_trade(offer, "1", tid(2), T0).take, T0 + 5_001)
     assert not desk.tick(T0 + 100_000)  # nothing happens twice
 
@@ -582,6 +586,11 @@ def test_taker_refuses_answers_it_did_not_ask_for(desk: Desk, alice: Taker) -> N
         msgspec.structs.replace(reply, maker_sig=BOB.sign(b"x")),
         T0,
     )
+    # a maker that signs terms with the side or pair changed gets no countersignature either
+    for change in ({"side": "buy"}, {"pair": "BTC/EUR"}):
+        flipped = msgspec.structs.replace(reply.terms, **change)
+        resigned = msgspec.structs.replace(reply, terms=flipped, maker_sig=MAKER.sign(signing_bytes(flipped)))
+        refused(E.ERR_INVALID_MESSAGE, alice.on_reply, trade, resigned, T0)
     bogus_done = msgspec.structs.replace(reply, status="done", taker_sig=BOB.sign(b"x"))
     refused(E.ERR_BAD_SIGNATURE, alice.on_reply, trade, bogus_done, T0)
     assert alice.on_refused(trade, "ERR_TIMEOUT", "lost", T0) is trade  # transient: nothing changes

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -10,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from grenache.grapes import GrapeNetwork
 
 from ..harness import APIError, PeerProcess, book_state, wait_for
 
@@ -202,3 +206,15 @@ def test_trade_refusals_say_why(spawn: Spawn) -> None:
         assert err.value.body["message"]
     assert visible(bob, offer["id"])["remaining"] == "2"  # nothing changed
     assert alice.get("/api/trades") == [] and bob.get("/api/trades") == []
+
+
+def test_one_data_directory_serves_one_peer(spawn: Spawn, tmp_path: Path, grapes: GrapeNetwork) -> None:
+    data = tmp_path / "shared-data"
+    spawn("alice", data_dir=data)
+    second = subprocess.run(
+        [sys.executable, "-m", "otc.cli", "peer", "--grape", grapes.urls[0], "--api-port", "0",
+         "--data-dir", str(data), "--name", "impostor"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert "another peer is running on the data directory" in second.stderr
