@@ -56,6 +56,9 @@ class Desk:
         self.max_open_offers = max_open_offers
         self.offers: dict[str, Offer] = {}
         self.trades: dict[str, MakerTrade] = {}
+        # what timers act on, so a tick costs what is pending, not the whole history
+        self._live: dict[str, MakerTrade] = {}  # reservations awaiting a confirm, by trade id
+        self._expiring: dict[str, Offer] = {}  # open offers with an expiry, by offer id
         self.reserved: dict[str, Decimal] = {}  # offer id -> amount held by live reservations
         self._digests = DigestCache()  # of the open offers, as heads announce it
         self._open_count = 0
@@ -67,6 +70,7 @@ class Desk:
         for trade in trades:
             self.trades[trade.terms.id] = trade
             if trade.state is MakerState.RESERVED:
+                self._live[trade.terms.id] = trade
                 oid = trade.terms.offer_id
                 self.reserved[oid] = self.reserved.get(oid, Decimal(0)) + D(trade.terms.amount)
         self.seq = max([self.seq, seq, *(o.seq for o in offers)])  # never goes back
@@ -140,23 +144,23 @@ class Desk:
     def tick(self, now: int) -> Effects:
         """Release reservations past their deadline and close offers past their expiry."""
         effects = Effects()
-        for trade in list(self.trades.values()):
-            if trade.state is MakerState.RESERVED and now >= trade.reserved_until:
+        for trade in list(self._live.values()):
+            if now >= trade.reserved_until:
                 effects.trades.append(
                     self._release(
                         trade, MakerEvent.DEADLINE, f"{E.ERR_RESERVATION_EXPIRED}: not confirmed in time"
                     )
                 )
-        for offer in list(self.offers.values()):
-            if offer.status == OPEN and offer.expires_at is not None and now >= offer.expires_at:
+        for offer in list(self._expiring.values()):
+            if offer.expires_at is not None and now >= offer.expires_at:
                 effects.extend(
                     self._close(offer, OfferEvent.EXPIRE, f"{E.ERR_OFFER_EXPIRED}: the offer expired")
                 )
         return effects
 
     def next_deadline(self) -> int | None:
-        times = [t.reserved_until for t in self.trades.values() if t.state is MakerState.RESERVED]
-        times += [o.expires_at for o in self.offers.values() if o.status == OPEN and o.expires_at]
+        times = [t.reserved_until for t in self._live.values()]
+        times += [o.expires_at for o in self._expiring.values() if o.expires_at is not None]
         return min(times, default=None)
 
     def digest(self) -> str:
@@ -248,6 +252,7 @@ class Desk:
             reserved_until=now + self.reserve_ms,
         )
         self.trades[req.trade_id] = trade
+        self._live[req.trade_id] = trade
         self.reserved[offer.id] = CONTEXT.add(self.reserved.get(offer.id, Decimal(0)), amount)
         return self._reply(trade), Effects(trades=[trade])
 
@@ -277,6 +282,7 @@ class Desk:
             effects.extend(self._close(offer, OfferEvent.EXPIRE, f"{E.ERR_OFFER_EXPIRED}: the offer expired"))
             raise Refusal(E.ERR_OFFER_EXPIRED, "offer expired before the confirmation", effects)
         trade.state = maker_next(trade.state, MakerEvent.CONFIRM)
+        self._live.pop(trade.terms.id, None)
         trade.taker_sig = req.taker_sig
         amount = D(trade.terms.amount)
         self._unreserve(offer.id, amount)
@@ -301,8 +307,8 @@ class Desk:
 
     def _close(self, offer: Offer, event: OfferEvent, reason: str) -> Effects:
         effects = Effects()
-        for trade in self.trades.values():
-            if trade.state is MakerState.RESERVED and trade.terms.offer_id == offer.id:
+        for trade in list(self._live.values()):
+            if trade.terms.offer_id == offer.id:
                 effects.trades.append(self._release(trade, MakerEvent.OFFER_CLOSED, reason))
         self.seq += 1
         closed = sign(self.identity, close(offer, event, self.seq))
@@ -313,6 +319,7 @@ class Desk:
     def _release(self, trade: MakerTrade, event: MakerEvent, reason: str) -> MakerTrade:
         trade.state = maker_next(trade.state, event)
         trade.reason = reason
+        self._live.pop(trade.terms.id, None)
         self._unreserve(trade.terms.offer_id, D(trade.terms.amount))
         return trade
 
@@ -331,6 +338,10 @@ class Desk:
             self._open_count += 1
         self._digests.invalidate()
         self.offers[offer.id] = offer
+        if offer.status == OPEN and offer.expires_at is not None:
+            self._expiring[offer.id] = offer
+        else:
+            self._expiring.pop(offer.id, None)
 
 
 def _released(trade: MakerTrade) -> OTCError:

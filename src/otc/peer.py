@@ -291,9 +291,13 @@ class Peer:
 
     async def _heartbeat_loop(self) -> None:
         # on a fixed schedule: a slow peer or a slow Grape delays one send, never the next heartbeat
+        beats = 0
         while True:
             self._spawn(self._send_heartbeat(self.desk.head(now_ms(), self.addr)))
             self.book.forget_tombstones()
+            beats += 1
+            if beats % 30 == 0:
+                self.desk.forget_closed()  # the store keeps them all; memory keeps the recent ones
             await asyncio.sleep(self.config.heartbeat_s * (0.75 + random.random() / 2))
 
     async def _send_heartbeat(self, head: Head) -> None:

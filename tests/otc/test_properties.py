@@ -162,6 +162,11 @@ class TradeSim:
             assert (offer.status == "filled") == (remaining == 0)
             if offer.status != "open":
                 assert held == 0, "a closed offer keeps no reservations"
+        # the timer's indexes are exactly the pending reservations and the open offers that expire
+        assert set(desk._live) == {tid for tid, t in desk.trades.items() if t.state is MakerState.RESERVED}
+        assert set(desk._expiring) == {
+            oid for oid, o in desk.offers.items() if o.status == "open" and o.expires_at is not None
+        }
         for tid, (_, trade) in self.trades.items():
             if trade.state is TakerState.DONE:
                 mt = desk.trades.get(tid)
