@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -62,6 +62,7 @@ from .trade import MakerState, TakerState, TakerTrade
 
 log = logging.getLogger("otc.peer")
 
+T = TypeVar("T")
 MARKET = "otc:market"
 VERIFY_THREADS = max(2, os.cpu_count() or 2)
 
@@ -148,7 +149,7 @@ class Peer:
         self._market_dests: list[str] = []
         self._driving: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self.started = asyncio.Event()
         self._stopping = False
         self.join_ms = 0.0  # how long loading the book from other peers took at start
@@ -202,9 +203,13 @@ class Peer:
         if self._stopping:
             coro.close()
             return
-        task = asyncio.ensure_future(coro)
+        self._track(asyncio.ensure_future(coro))
+
+    def _track(self, task: asyncio.Future[T]) -> asyncio.Future[T]:
+        """Keep a background task referenced until done, and cancelled by stop()."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a background loop; an unexpected error is logged and the loop started again, because a
@@ -237,8 +242,9 @@ class Peer:
             return matches[0]
         if len(matches) > 1:
             raise OTCError(E.ERR_AMBIGUOUS_ID, f"id prefix {oid!r} matches {len(matches)} of your offers")
-        others = [self.book.get(oid)] if self.book.get(oid) else self.book.find(oid) if len(oid) >= 4 else []
-        if any(o is not None and o.maker != self.peer_id for o in others):
+        held = self.book.get(oid)
+        others = [held] if held is not None else self.book.find(oid) if len(oid) >= 4 else []
+        if any(o.maker != self.peer_id for o in others):
             raise OTCError(E.ERR_NOT_MAKER, "only its maker can cancel an offer")
         raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no offer {oid} of yours")
 
@@ -326,11 +332,11 @@ class Peer:
             return {"applied": len(applied)}
         if isinstance(msg, Heartbeat):
             maker = msg.head.maker
-            known = maker in self.book.makers and self.book.makers[maker].head is not None
-            before = self.book.makers[maker].last_seen if maker in self.book.makers else None
+            view = self.book.makers.get(maker)
+            newcomer = view is None or view.head is None
             drifted = self.book.on_head(msg.head, now)
-            if not known and maker in self.book.makers and self.book.makers[maker].last_seen != before:
-                self.link.forget(MARKET)  # a newcomer: our cached destinations do not include it yet
+            if newcomer and self.book.maker_alive(maker, now):
+                self.link.forget(MARKET)  # our cached destinations do not include it yet
             # Drift is repaired from the second heartbeat in a row that shows it: pushes in flight
             # often arrive just after a heartbeat that already counts them. While joining, every maker
             # seems to drift (the book is half loaded): wait until the join is done.
@@ -487,10 +493,7 @@ class Peer:
         self._save_taker(trade)
         # shielded: if our caller goes away (an API client disconnects), the trade still runs to a
         # definite state instead of being left half-asked
-        task = asyncio.ensure_future(self._take_to_end(trade))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        trade = await asyncio.shield(task)
+        trade = await asyncio.shield(self._track(asyncio.ensure_future(self._take_to_end(trade))))
         if trade.state is TakerState.DONE:
             return receipt(trade)
         if trade.state is TakerState.FAILED:

@@ -6,8 +6,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from .errors import OTCError
 from .identity import Identity, verify
 from .messages import Chat, Head, Offer, Receipt, Take, Terms
+from .offer import check_consistent
 
 _encoder = msgspec.json.Encoder()
 T = TypeVar("T", bound=msgspec.Struct)
@@ -48,9 +50,6 @@ def is_signed(msg: Offer | Head | Take | Chat) -> bool:
 
 def offer_is_valid(offer: Offer) -> bool:
     """Consistent and signed by its maker: what a book requires of an update from the network."""
-    from .errors import OTCError
-    from .offer import check_consistent  # a late import: offer.py sits above signing.py
-
     try:
         check_consistent(offer)
     except OTCError:
