@@ -151,9 +151,13 @@ def check(run: Run, settle_timeout: float) -> dict[str, Any]:
     t0 = time.monotonic()
     wait_for(lambda: all(p.get("/api/health")["pending_trades"] == 0 for p in peers), settle_timeout, 0.2,
              "pending trades to resolve")  # fmt: skip
-    wait_for(
-        lambda: len({tuple(book_state(p)) for p in peers}) == 1, settle_timeout, 0.1, "books to converge"
-    )
+    try:
+        wait_for(
+            lambda: len({tuple(book_state(p)) for p in peers}) == 1, settle_timeout, 0.1, "books to converge"
+        )
+    except AssertionError:
+        explain_divergence(peers)
+        raise
     converge_s = time.monotonic() - t0
 
     held: dict[str, dict[str, dict[str, Any]]] = {p.peer_id: {r["id"]: r for r in p.get("/api/trades")}
@@ -192,6 +196,24 @@ def check(run: Run, settle_timeout: float) -> dict[str, Any]:
         "resurrected offers": resurrected,
         "convergence (s)": round(converge_s, 2),
     }
+
+
+def explain_divergence(peers: list[PeerProcess]) -> None:
+    """What differs between books, and each peer's replication view of each maker: the evidence needed
+    to tell a lost update from a liveness problem."""
+    names = {p.peer_id: p.name for p in peers}
+    states = {p.name: {o[0]: o[1:] for o in book_state(p)} for p in peers}
+    print("\nbooks did not converge; offers not held identically everywhere:")
+    for oid in sorted({oid for s in states.values() for oid in s}):
+        copies = {name: s.get(oid) for name, s in states.items()}
+        if len(set(copies.values())) > 1:
+            print(f"  {oid[:16]}  " + "  ".join(f"{n}={c}" for n, c in copies.items()))
+    for p in peers:
+        mine = p.get("/api/health")
+        print(f"  {p.name} ({p.peer_id[:8]}): {mine['offers']} open offers of its own")
+        for v in p.get("/api/peers"):
+            print(f"    sees {names.get(v['id'], v['id'][:8])}: head_seq {v['head_seq']} held_seq "
+                  f"{v['held_seq']} offers {v['offers']} in_sync {v['in_sync']}")  # fmt: skip
 
 
 def inject(run: Run, end: float, faults_every: float) -> None:

@@ -103,6 +103,11 @@ class PeerOut(msgspec.Struct):
     name: str
     address: str
     last_seen: int
+    # replication state of this maker's offers in our book: what an operator needs to see drift
+    head_seq: int  # the maker's latest seq, as its last heartbeat announced it
+    held_seq: int  # the newest of its updates we hold
+    offers: int  # its open offers in our book
+    in_sync: bool  # our copy matches the digest of its last heartbeat
 
 
 class HealthOut(msgspec.Struct):
@@ -350,9 +355,25 @@ class API:
         return json_response([receipt_out(r, role) for role, r in self.peer.receipts()])
 
     async def peers(self, request: Request) -> Response:
-        return json_response(
-            [PeerOut(p.peer_id, p.name, p.addr, p.last_seen) for p in self.peer.book.peers(now_ms())]
-        )
+        book = self.peer.book
+        out = []
+        for p in book.peers(now_ms()):
+            view = book.makers[p.peer_id]
+            assert view.head is not None
+            in_sync = view.head.head == view.max_seq and view.head.digest == view.digest_hex
+            out.append(
+                PeerOut(
+                    id=p.peer_id,
+                    name=p.name,
+                    address=p.addr,
+                    last_seen=p.last_seen,
+                    head_seq=view.head.head,
+                    held_seq=view.max_seq,
+                    offers=len(view.offers),
+                    in_sync=in_sync,
+                )
+            )
+        return json_response(out)
 
     async def post_message(self, request: Request) -> Response:
         body: MessageIn = await read_body(request, MessageIn)

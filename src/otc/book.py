@@ -7,6 +7,8 @@ the maker's next seq. A peer therefore keeps, per offer, the copy with the highe
 
 - anything not signed by the offer's maker, or internally inconsistent;
 - an update whose seq is not above the copy held (stale, replayed or duplicated);
+- any update of its own offers from the network: the desk writes those (``apply``), and a stale copy
+  relayed back after a restart would otherwise resurrect an offer only we could ever repair;
 - any update of an offer it holds a tombstone for: closed offers never come back;
 - an update that changes an offer's terms or makes ``remaining`` grow (a maker contradicting itself);
 - an update of an unknown offer with ``seq <= synced_head``, the seq at which we last received the
@@ -148,6 +150,8 @@ class Book:
     # --- writing ------------------------------------------------------------------------------------
     def is_news(self, offer: Offer) -> bool:
         """Whether an update could change anything: cheap, so signatures are checked only for news."""
+        if offer.maker == self.own_id:
+            return False  # our desk is the authority on our own offers
         view = self.makers.get(offer.maker)
         if view is None:
             return True
@@ -253,7 +257,7 @@ class Book:
         offers' full encodings) or nothing is applied: whoever relays a genuine head can neither drop,
         add nor alter offers behind it. One signature check then authenticates the whole list."""
         head = reply.head
-        if not is_signed(head):
+        if head.maker == self.own_id or not is_signed(head):
             return 0
         listed = {o.id: o for o in reply.offers}
         if (

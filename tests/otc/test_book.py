@@ -309,6 +309,20 @@ def test_own_offers_are_always_visible(desk: Desk) -> None:
     assert not book.on_head(desk.head(T0, "a"), T0)  # our own heartbeat is not news
 
 
+def test_the_network_never_writes_our_own_offers(desk: Desk) -> None:
+    """After a restart, peers relay back copies of our offers that our desk has since closed: only the
+    desk may write them, or a cancelled offer would reappear in our own book for good."""
+    book = Book(MAKER.peer_id, liveness_ms=LIVENESS)
+    stale = post(desk)
+    head = desk.head(T0, "a")
+    cancelled = desk.cancel(stale.id, T0)[0]
+    assert book.receive(stale, T0) is Applied.STALE
+    assert book.sync(MakerOffers(head=head, offers=[stale]), T0) == 0
+    assert visible(book, T0) == []
+    book.apply(cancelled)
+    assert book.receive(stale, T0) is Applied.STALE and visible(book, T0) == []
+
+
 # --- digest drift and sync -----------------------------------------------------------------------------
 def test_on_head_reports_drift(book: Book, desk: Desk) -> None:
     a = post(desk)

@@ -55,6 +55,14 @@ def test_offer_take_and_book_update_across_three_peers(spawn: Spawn) -> None:
     for p in (alice, bob, carol):
         wait_for(lambda p=p: (visible(p, offer["id"]) or {}).get("remaining") == "69.5", what="new remaining")
 
+    # /api/peers shows each peer's replication state of alice: her seq 2 (create, fill), one offer
+    def alice_at(p: PeerProcess) -> dict[str, Any] | None:
+        return next((v for v in p.get("/api/peers") if v["id"] == alice.peer_id), None)
+
+    for p in (bob, carol):
+        view = wait_for(lambda p=p: (v := alice_at(p)) and v["head_seq"] == 2 and v, what="a heartbeat")
+        assert (view["held_seq"], view["offers"], view["in_sync"]) == (2, 1, True)
+
 
 def test_racing_takers_never_overfill(spawn: Spawn) -> None:
     maker, t1, t2, t3 = spawn("maker"), spawn("t1"), spawn("t2"), spawn("t3")
@@ -170,6 +178,28 @@ def test_restart_from_data_dir_keeps_offers_and_trades(spawn: Spawn, tmp_path: P
     assert back["remaining"] == "3"
     assert visible(bob, gone["id"]) is None and visible(alice2, gone["id"]) is None
     assert bob.take(keep["id"], "3")["status"] == "done"
+
+
+def test_a_restarted_maker_ignores_stale_copies_of_its_own_offers(spawn: Spawn, tmp_path: Path) -> None:
+    """Bob misses alice's cancel (paused), alice restarts and loads the book from bob: bob's stale open
+    copy must not resurrect the offer in alice's own book (found by the chaos run)."""
+    data = tmp_path / "alice-data"
+    alice, bob = spawn("alice", data_dir=data), spawn("bob")
+    offer = alice.offer("sell", "1", "8000")
+    wait_for(lambda: visible(bob, offer["id"]), what="offer at bob")
+    bob.signal(signal.SIGSTOP)
+    try:
+        alice.delete(f"/api/offers/{offer['id']}")
+        alice.kill()
+    finally:
+        bob.signal(signal.SIGCONT)
+
+    alice2 = spawn("alice", data_dir=data)  # answers only once its join from bob is done
+    assert visible(alice2, offer["id"]) is None
+    # and after bob has repaired its copy from alice's heartbeats, neither side shows it
+    wait_for(lambda: any(p["name"] == "alice" and p["in_sync"] for p in bob.get("/api/peers")), timeout=15,
+             what="bob in sync with alice")  # fmt: skip
+    assert visible(bob, offer["id"]) is None and visible(alice2, offer["id"]) is None
 
 
 def test_expired_offers_disappear_everywhere(spawn: Spawn) -> None:
