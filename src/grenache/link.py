@@ -34,7 +34,9 @@ class Link:
 
     ``lookup_cache_ttl`` bounds how long a non-empty lookup is reused; ``announce_interval`` is the mean
     re-announce period of :meth:`start_announcing` (each wait is drawn from 0.5–1.5 × interval, well
-    inside the 80–160 s a Grape keeps a record with ``--dpa 120000``).
+    inside the 80–160 s a Grape keeps a record with ``--dpa 120000``). A lookup of a name this Link
+    announces that does not list its port (a restarted Grape forgets every record) brings the next
+    announce forward, at most once per ``reannounce_gap`` seconds.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class Link:
         request_timeout: float = 2.5,
         lookup_cache_ttl: float = 2.0,
         announce_interval: float = 30.0,
+        reannounce_gap: float = 5.0,
     ) -> None:
         self.grape = grape.rstrip("/")  # a trailing slash breaks the Grape's dispatch
         url = urlsplit(self.grape)
@@ -53,11 +56,13 @@ class Link:
         self.request_timeout = request_timeout
         self.lookup_cache_ttl = lookup_cache_ttl
         self.announce_interval = announce_interval
+        self.reannounce_gap = reannounce_gap
         # the Grape (Node's http server) closes idle keep-alive sockets after 5 s: reuse ours for 4 s
         self._pool: ConnectionPool | None = None
         self._cache: dict[str, tuple[float, list[str]]] = {}
         self._inflight: dict[str, asyncio.Task[list[str]]] = {}
         self._announcers: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._missing: dict[tuple[str, int], asyncio.Event] = {}  # set when a lookup does not list us
 
     # lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> Self:
@@ -72,6 +77,7 @@ class Link:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._announcers.clear()
+        self._missing.clear()
         self._cache.clear()
         if self._pool is not None:
             self._pool.close()
@@ -170,6 +176,9 @@ class Link:
             self._cache[name] = (time.monotonic() + self.lookup_cache_ttl, result)
         else:
             self._cache.pop(name, None)
+        for (announced, port), missing in self._missing.items():
+            if announced == name and not any(d.endswith(f":{port}") for d in result):
+                missing.set()
         return result
 
     def forget(self, name: str, dest: str | None = None) -> None:
@@ -221,22 +230,31 @@ class Link:
         old = self._announcers.pop(key, None)
         if old is not None:
             old.cancel()
+        missing = self._missing[key] = asyncio.Event()
         self._announcers[key] = asyncio.create_task(
-            self._announce_loop(name, port, interval or self.announce_interval, first),
+            self._announce_loop(name, port, interval or self.announce_interval, first, missing),
             name=f"announce {name}:{port}",
         )
         return first
 
     def stop_announcing(self, name: str, port: int) -> None:
         task = self._announcers.pop((name, port), None)
+        self._missing.pop((name, port), None)
         if task is not None:
             task.cancel()
 
     async def _announce_loop(
-        self, name: str, port: int, interval: float, first: asyncio.Future[int | GrapeError]
+        self,
+        name: str,
+        port: int,
+        interval: float,
+        first: asyncio.Future[int | GrapeError],
+        missing: asyncio.Event,
     ) -> None:
         failures = 0
         while True:
+            missing.clear()
+            announced = time.monotonic()
             outcome: int | GrapeError
             try:
                 outcome = await self.announce(name, port)
@@ -251,4 +269,7 @@ class Link:
                 first.set_result(outcome)
             # retry failures sooner, but never hammer a Grape that is down
             base = interval if failures == 0 else min(interval, 1.0 * 2 ** min(failures, 5))
-            await asyncio.sleep(base * (0.5 + random.random()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(base * (0.5 + random.random())):
+                    await missing.wait()  # a lookup did not list us: the Grape lost the record
+                    await asyncio.sleep(max(0.0, announced + self.reannounce_gap - time.monotonic()))

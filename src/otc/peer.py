@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from grenache import GrenacheError, Link, PeerRPCClient, PeerRPCServer, RPCError
+from grenache.client import ERR_REQUEST_GENERIC, ERR_TIMEOUT
+from grenache.server import ERR_UNKNOWN_SERVICE
 
 from . import errors as E
 from .book import Applied, Book
@@ -147,6 +149,9 @@ class Peer:
         self._syncing: set[str] = set()
         self._drifting: set[str] = set()  # makers whose last heartbeat showed drift
         self._market_dests: list[str] = []
+        # addresses the DHT has listed for the market, and when it last did: a maker's signed heartbeat
+        # address is used directly only if the Grape vouched for it (no aiming the market at a stranger)
+        self._vouched: dict[str, float] = {}
         self._driving: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[Any]] = set()
@@ -301,6 +306,7 @@ class Peer:
         while True:
             self._spawn(self._send_heartbeat(self.desk.head(now_ms(), self.addr)))
             self.book.forget_tombstones()
+            self._forget_vouched()
             beats += 1
             if beats % 30 == 0:
                 self.desk.forget_closed()  # the store keeps them all; memory keeps the recent ones
@@ -310,15 +316,50 @@ class Peer:
         await self._broadcast(Heartbeat(head=head))
 
     async def _broadcast(self, msg: Updates | Heartbeat) -> None:
-        """``map`` to every market peer; while the Grape cannot answer (restarting, say), fall back to
-        the destinations it gave last, so a Grape outage does not take this peer out of others' books."""
+        """``map`` to every market peer: those the Grape lists, and the live makers whose heartbeats we
+        hear. A restarted Grape forgets announcements until they are repeated, and then lists only part
+        of the market, or nothing (then we fall back to what it listed last): without the heartbeat
+        addresses, peers it forgot would drop out of others' books."""
         try:
-            dests = await self.link.lookup(MARKET)
-            self._market_dests = dests
+            listed = await self.link.lookup(MARKET)
+            self._market_dests = listed
+            seen = time.monotonic()
+            for dest in listed:
+                self._vouched[dest] = seen
         except GrenacheError:
-            dests = self._market_dests
+            listed = self._market_dests
+        dests = set(listed)
+        dests.update(p.addr for p in self.book.peers(now_ms()) if p.addr in self._vouched)
+        dests.discard(self.addr)
         if dests:
-            await self.client.map_dests(dests, MARKET, msg)
+            await self.client.map_dests(sorted(dests), MARKET, msg)
+
+    def _forget_vouched(self, older_than_s: float = 600.0) -> None:
+        cutoff = time.monotonic() - older_than_s
+        for dest in [d for d, t in self._vouched.items() if t < cutoff]:
+            del self._vouched[dest]
+
+    async def _ask(self, peer_id: str, msg: Any, *, timeout: float, result_type: Any = None) -> Any:
+        """A request to one peer's own service (``otc:peer:<id>``): first straight to the address its
+        signed heartbeat gives, when the Grape has listed it (no lookup, works while a Grape has
+        forgotten the name, and a squatter on the name cannot intercept it); then through the DHT, if
+        that address is gone (the peer restarted on another port) or we have none."""
+        deadline = time.monotonic() + timeout
+        view = self.book.makers.get(peer_id)
+        addr = view.head.addr if view is not None and view.head is not None else None
+        if addr is not None and addr in self._vouched:
+            try:
+                return await self.client.request_dest(
+                    addr, peer_key(peer_id), msg, timeout=timeout, result_type=result_type
+                )
+            except RPCError as exc:
+                # every request to a peer is idempotent, so sending it again elsewhere is safe
+                if exc.code not in (ERR_REQUEST_GENERIC, ERR_UNKNOWN_SERVICE):
+                    raise
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RPCError(ERR_TIMEOUT, f"{peer_id[:12]} did not answer in time")
+        return await self.client.request(peer_key(peer_id), msg, timeout=left, result_type=result_type)
 
     # --- market RPC: updates, heartbeats, snapshots ---------------------------------------------------
     async def _on_market(self, payload: Any) -> Any:
@@ -363,7 +404,9 @@ class Peer:
 
     async def _sync_maker(self, maker: str) -> None:
         try:
-            offers = await self.client.request(peer_key(maker), OffersRequest(), result_type=MakerOffers)
+            offers = await self._ask(
+                maker, OffersRequest(), timeout=self.config.rpc_timeout_s, result_type=MakerOffers
+            )
             if offers.head.maker != maker:
                 return
             if self.book.sync(offers, now_ms()):
@@ -524,8 +567,8 @@ class Peer:
                 if remaining <= 0:
                     break
                 try:
-                    reply = await self.client.request(
-                        peer_key(trade.maker),
+                    reply = await self._ask(
+                        trade.maker,
                         req,
                         timeout=min(self.config.rpc_timeout_s, remaining),
                         result_type=TradeReply,
@@ -601,7 +644,7 @@ class Peer:
             ),
         )
         try:
-            await self.client.request(peer_key(peer_id), msg)
+            await self._ask(peer_id, msg, timeout=self.config.rpc_timeout_s)
         except GrenacheError as exc:
             code = E.ERR_PEER_NOT_FOUND if "LOOKUP_EMPTY" in exc.code else E.ERR_MAKER_UNREACHABLE
             raise OTCError(code, f"could not deliver to {peer_id[:12]}: {exc}") from None

@@ -534,6 +534,33 @@ async def test_service_vanishes_after_it_stops_announcing(fast_expiry_grapes: Gr
         assert time.monotonic() - started < 30
 
 
+async def test_restarted_grapes_get_our_announcement_back_at_the_next_lookup() -> None:
+    """Restarted Grapes have forgotten every record. The periodic re-announce (here every 5–15 min)
+    would bring ours back much later; a lookup that does not list us brings it forward."""
+    key = unique("comeback")
+    with GrapeNetwork(2) as net:
+        async with Link(net.urls[0], announce_interval=600, reannounce_gap=0.2) as link:
+            server = PeerRPCServer(link)
+
+            @server.handle(key)
+            async def ping(payload: Any) -> Any:
+                return "pong"
+
+            await server.listen(0)
+            assert isinstance(await server.announce(key), int)  # not "No nodes": no quick retries
+            me = f"127.0.0.1:{server.port}"
+            try:
+                assert await wait_dests(link, key, 1) == [me]
+                for i in (0, 1):
+                    await asyncio.to_thread(net.restart, i)
+                with pytest.raises(GrapeError) as info:  # forgotten; and this lookup notices it
+                    await link.lookup(key, cache=False)
+                assert info.value.code == "ERR_GRAPE_LOOKUP_EMPTY"
+                assert await wait_dests(link, key, 1, deadline=20) == [me]
+            finally:
+                await server.stop()
+
+
 def test_under_uvloop(grapes: GrapeNetwork) -> None:
     """uvloop's transports are not asyncio.Transport subclasses; server and client must not care."""
     uvloop = pytest.importorskip("uvloop")

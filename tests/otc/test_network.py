@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -15,7 +16,7 @@ import pytest
 
 from grenache.grapes import GrapeNetwork
 
-from ..harness import APIError, PeerProcess, book_state, wait_for
+from ..harness import APIError, PeerProcess, book_state, start_all, wait_for
 
 Spawn = Callable[..., PeerProcess]
 
@@ -200,6 +201,48 @@ def test_a_restarted_maker_ignores_stale_copies_of_its_own_offers(spawn: Spawn, 
     wait_for(lambda: any(p["name"] == "alice" and p["in_sync"] for p in bob.get("/api/peers")), timeout=15,
              what="bob in sync with alice")  # fmt: skip
     assert visible(bob, offer["id"]) is None and visible(alice2, offer["id"]) is None
+
+
+def test_trading_goes_on_while_the_grapes_are_down(tmp_path: Path) -> None:
+    """With every Grape down, peers still reach each other at the addresses their signed heartbeats
+    give (once a Grape had listed them); restarted Grapes get every announcement back quickly enough
+    for a newcomer to join."""
+    with GrapeNetwork(2, log_dir=tmp_path) as net:
+        peers = [
+            PeerProcess(net.urls[i % 2], name, log_dir=tmp_path)
+            for i, name in enumerate(["alice", "bob", "carol"])
+        ]
+        alice, bob, carol = peers
+        try:
+            start_all(peers)
+            offer = alice.offer("sell", "10", "8000")
+            for p in (bob, carol):
+                wait_for(lambda p=p: visible(p, offer["id"]), what=f"{p.name} to see the offer")
+
+            for grape in net.grapes:
+                grape.stop()
+            down_ms = time.time_ns() // 1_000_000
+
+            def heard_alice_since(ms: int) -> bool:
+                return any(v["id"] == alice.peer_id and v["last_seen"] > ms for v in bob.get("/api/peers"))
+
+            # a heartbeat of alice's sent well after the Grapes went down reached bob, and bob's
+            # cached lookups (2 s) have lapsed by then: whatever works now works without a Grape
+            wait_for(lambda: heard_alice_since(down_ms + 2500), timeout=15, what="alice heard with no Grape")
+            assert bob.take(offer["id"], "4")["status"] == "done"
+            wait_for(
+                lambda: (visible(carol, offer["id"]) or {}).get("remaining") == "6", what="fill at carol"
+            )
+
+            for i in range(len(net.grapes)):
+                net.restart(i)
+            dave = PeerProcess(net.urls[0], "dave", log_dir=tmp_path)
+            peers.append(dave)
+            dave.start()
+            wait_for(lambda: converged(peers) and book_state(dave), timeout=30, what="dave to hold the book")
+        finally:
+            for p in peers:
+                p.stop()
 
 
 def test_expired_offers_disappear_everywhere(spawn: Spawn) -> None:
