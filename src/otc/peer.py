@@ -439,33 +439,48 @@ class Peer:
         return [flag for part in results for flag in part]
 
     async def _join(self) -> None:
-        """Late join: page through the books of a few peers, merged by seq, signatures checked."""
+        """Late join: page through the books of a few peers at once, merged by seq, signatures checked.
+        Done when one source has been loaded in full; the others merge in as they arrive, so a paused
+        or slow peer among the sources does not hold the join up."""
         try:
             dests = await self.link.lookup(MARKET, cache=False)
         except GrenacheError:
             return
-        dests = [d for d in dests if not d.endswith(f":{self.rpc_port}")]
+        dests = [d for d in dests if d != self.addr]
         random.shuffle(dests)
+        pending = {
+            self._track(asyncio.ensure_future(self._load_snapshot(d)))
+            for d in dests[: self.config.snapshot_sources]
+        }
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if any(task.result() for task in done):
+                return
+
+    async def _load_snapshot(self, dest: str) -> bool:
+        """Page through one peer's book and load it; True if it was read to the end."""
         now = now_ms()
-        for dest in dests[: self.config.snapshot_sources]:
-            offers: list[Offer] = []
-            heads: dict[str, Head] = {}
-            after = ""
-            try:
-                while True:
-                    snap = await self.client.request_dest(
-                        dest, MARKET, SnapshotRequest(after=after), timeout=30, result_type=Snapshot
-                    )
-                    for seen in snap.makers:
-                        self.book.on_seen(seen, now)
-                        heads[seen.head.maker] = seen.head
-                    offers.extend(snap.offers)
-                    if snap.next is None or snap.next <= after:
-                        break
-                    after = snap.next
-            except (GrenacheError, msgspec.ValidationError) as exc:
-                log.info("snapshot from %s failed: %s", dest, exc)
-            await self._load(offers, heads, now)
+        offers: list[Offer] = []
+        heads: dict[str, Head] = {}
+        after = ""
+        complete = False
+        try:
+            while True:
+                snap = await self.client.request_dest(
+                    dest, MARKET, SnapshotRequest(after=after), timeout=30, result_type=Snapshot
+                )
+                for seen in snap.makers:
+                    self.book.on_seen(seen, now)
+                    heads[seen.head.maker] = seen.head
+                offers.extend(snap.offers)
+                if snap.next is None or snap.next <= after:
+                    complete = True
+                    break
+                after = snap.next
+        except (GrenacheError, msgspec.ValidationError) as exc:
+            log.info("snapshot from %s failed: %s", dest, exc)
+        await self._load(offers, heads, now)
+        return complete
 
     async def _load(self, offers: list[Offer], heads: dict[str, Head], now: int) -> None:
         """Load a relayed snapshot. Each maker's offers that match its signed head are authenticated by

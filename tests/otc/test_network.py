@@ -140,6 +140,21 @@ def test_late_joiner_loads_the_book(spawn: Spawn) -> None:
     assert [o["price"] for o in book["bids"]] == [str(7019 - i) for i in range(20)]  # highest first
 
 
+def test_a_paused_peer_does_not_hold_up_a_late_join(spawn: Spawn) -> None:
+    """The joiner asks two peers for their books at once and is done with the first complete one, so a
+    paused source costs nothing (it used to cost the 30 s snapshot timeout)."""
+    alice, bob = spawn("alice"), spawn("bob")
+    offer = alice.offer("sell", "1", "8000")
+    wait_for(lambda: visible(bob, offer["id"]), what="offer at bob")
+    bob.signal(signal.SIGSTOP)
+    try:
+        carol = spawn("carol")  # its snapshot sources are alice and the paused bob
+        assert carol.get("/api/health")["join_ms"] < 15_000
+        assert visible(carol, offer["id"])
+    finally:
+        bob.signal(signal.SIGCONT)
+
+
 def test_dead_maker_offers_disappear_within_15_s(spawn: Spawn) -> None:
     alice, bob = spawn("alice"), spawn("bob")
     offer = alice.offer("sell", "1", "8000")
