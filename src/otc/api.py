@@ -337,9 +337,10 @@ class API:
 
     async def my_offers(self, request: Request) -> Response:
         me = self.peer.peer_id
-        offers = sorted(self.peer.desk.offers.values(), key=lambda o: o.seq)
-        if request.query.get("all") not in ("1", "true"):
-            offers = [o for o in offers if o.status == "open"]
+        if request.query.get("all") in ("1", "true"):
+            offers = self.peer.store.offers()  # the whole history: the desk keeps only the recent part
+        else:
+            offers = sorted(self.peer.desk.open_offers(), key=lambda o: o.seq)
         return json_response([offer_out(o, me) for o in offers])
 
     async def cancel_offer(self, request: Request) -> Response:

@@ -187,12 +187,33 @@ class Desk:
             ),
         )
 
+    # memory ------------------------------------------------------------------------------------------
+    # The desk holds open offers, live reservations and recent history; the store holds everything.
+    # Whoever forgets must recall: before the desk judges a take or confirm about a trade or offer it
+    # no longer holds, the caller hands it the stored record (``recall``), so a retried request is
+    # answered as the first one was, however old. An unknown trade id must mean a new trade.
+
     def forget_closed(self, keep: int = 1000) -> None:
         """Bound memory: keep only the most recent ``keep`` closed offers (the store has them all)."""
         closed = [o for o in self.offers.values() if o.status in CLOSED]
         if len(closed) > keep:
             for offer in sorted(closed, key=lambda o: o.seq)[: len(closed) - keep]:
                 del self.offers[offer.id]
+
+    def forget_settled(self, keep: int = 10_000) -> None:
+        """Bound memory: keep only the most recent ``keep`` done or released trades."""
+        settled = [t for t in self.trades.values() if t.state is not MakerState.RESERVED]
+        if len(settled) > keep:
+            for trade in sorted(settled, key=lambda t: t.terms.created_at)[: len(settled) - keep]:
+                del self.trades[trade.terms.id]
+
+    def recall(self, *, offer: Offer | None = None, trade: MakerTrade | None = None) -> None:
+        """Take back a forgotten closed offer or settled trade from the store. Never overrides what the
+        desk holds: its memory is newer than any record it was given."""
+        if offer is not None and offer.id not in self.offers and offer.status in CLOSED:
+            self.offers[offer.id] = offer
+        if trade is not None and trade.terms.id not in self.trades and trade.state is not MakerState.RESERVED:
+            self.trades[trade.terms.id] = trade
 
     # trades ------------------------------------------------------------------------------------------
     def take(self, req: Take, now: int) -> tuple[TradeReply, Effects]:

@@ -67,6 +67,7 @@ log = logging.getLogger("otc.peer")
 T = TypeVar("T")
 MARKET = "otc:market"
 VERIFY_THREADS = max(2, os.cpu_count() or 2)
+KEEP_SETTLED = 10_000  # settled trades a maker keeps in memory; older ones are recalled from the store
 
 
 def peer_key(peer_id: str) -> str:
@@ -127,8 +128,9 @@ class Peer:
         self.name = config.name
         self.store = Store(self.data_dir / "peer.sqlite")
         self.desk = Desk(self.identity, self.name, reserve_ms=config.reserve_ms)
-        self.desk.load(self.store.offers(), self.store.maker_trades(), self.store.seq())
-        self.desk.forget_closed()
+        self.desk.load(
+            self.store.open_offers(), self.store.maker_trades_to_load(KEEP_SETTLED), self.store.seq()
+        )
         self.taker = Taker(self.identity, self.name)
         self.taker_trades: dict[str, TakerTrade] = {}
         for trade in self.store.taker_trades():
@@ -308,8 +310,9 @@ class Peer:
             self.book.forget_tombstones()
             self._forget_vouched()
             beats += 1
-            if beats % 30 == 0:
-                self.desk.forget_closed()  # the store keeps them all; memory keeps the recent ones
+            if beats % 30 == 0:  # the store keeps all history; memory keeps the recent part
+                self.desk.forget_closed()
+                self.desk.forget_settled(KEEP_SETTLED)
             await asyncio.sleep(self.config.heartbeat_s * (0.75 + random.random() / 2))
 
     async def _send_heartbeat(self, head: Head) -> None:
@@ -440,22 +443,30 @@ class Peer:
 
     async def _join(self) -> None:
         """Late join: page through the books of a few peers at once, merged by seq, signatures checked.
-        Done when one source has been loaded in full; the others merge in as they arrive, so a paused
-        or slow peer among the sources does not hold the join up."""
+        Done when one source has been read in full; the others merge in as they arrive, so a paused or
+        slow source does not hold the join up, and a failed one is replaced by the next peer listed
+        (the Grape lists stopped peers for a while)."""
         try:
             dests = await self.link.lookup(MARKET, cache=False)
         except GrenacheError:
             return
-        dests = [d for d in dests if d != self.addr]
-        random.shuffle(dests)
-        pending = {
-            self._track(asyncio.ensure_future(self._load_snapshot(d)))
-            for d in dests[: self.config.snapshot_sources]
-        }
+        candidates = iter(random.sample(dests, len(dests)))
+        pending: set[asyncio.Future[bool]] = set()
+
+        def ask_next() -> None:
+            for dest in candidates:
+                if dest != self.addr:
+                    pending.add(self._track(asyncio.ensure_future(self._load_snapshot(dest))))
+                    return
+
+        for _ in range(self.config.snapshot_sources):
+            ask_next()
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if any(task.result() for task in done):
-                return
+            for task in done:
+                if task.result():
+                    return
+                ask_next()
 
     async def _load_snapshot(self, dest: str) -> bool:
         """Page through one peer's book and load it; True if it was read to the end."""
@@ -504,10 +515,12 @@ class Peer:
         now = now_ms()
         try:
             if isinstance(msg, Take):
+                self._recall(msg.trade_id, msg.offer_id)
                 reply, effects = self.desk.take(msg, now)
                 self._commit(effects)
                 return reply
             if isinstance(msg, Confirm):
+                self._recall(msg.trade_id)
                 try:
                     reply, effects = self.desk.confirm(msg, now)
                 except Refusal as refusal:
@@ -520,6 +533,13 @@ class Peer:
             return self._receive_chat(msg)
         except OTCError as exc:
             raise RPCError(exc.code, exc.message) from None
+
+    def _recall(self, trade_id: str, offer_id: str | None = None) -> None:
+        """Hand the desk the stored records it has forgotten (see ``Desk.recall``): a primary-key read."""
+        if trade_id not in self.desk.trades:
+            self.desk.recall(trade=self.store.maker_trade(trade_id))
+        if offer_id is not None and offer_id not in self.desk.offers:
+            self.desk.recall(offer=self.store.offer(offer_id))
 
     def _receive_chat(self, msg: Chat) -> dict[str, Any]:
         if msg.to != self.peer_id:

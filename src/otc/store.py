@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS maker_trades (id TEXT PRIMARY KEY, state TEXT NOT NUL
                                          created_at INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS taker_trades (id TEXT PRIMARY KEY, state TEXT NOT NULL,
                                          updated_at INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS offers_by_status ON offers (status, seq);
+CREATE INDEX IF NOT EXISTS maker_trades_by_state ON maker_trades (state, created_at);
 CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, direction TEXT NOT NULL, ts INTEGER NOT NULL,
                                      body BLOB NOT NULL);
 """
@@ -99,9 +101,31 @@ class Store:
         sql = "SELECT body FROM offers ORDER BY seq"
         return [_offer.decode(row[0]) for row in self.db.execute(sql)]
 
+    def open_offers(self) -> list[Offer]:
+        sql = "SELECT body FROM offers WHERE status = 'open' ORDER BY seq"
+        return [_offer.decode(row[0]) for row in self.db.execute(sql)]
+
     def maker_trades(self) -> list[MakerTrade]:
         rows = self.db.execute("SELECT body FROM maker_trades ORDER BY created_at")
         return [_maker.decode(row[0]) for row in rows]
+
+    def maker_trades_to_load(self, recent: int) -> list[MakerTrade]:
+        """What a restarting desk needs in memory: every live reservation, and the latest ``recent``
+        settled trades (the rest are recalled one by one if ever asked about)."""
+        live = self.db.execute("SELECT body FROM maker_trades WHERE state = 'reserved'").fetchall()
+        settled = self.db.execute(
+            "SELECT body FROM maker_trades WHERE state != 'reserved' ORDER BY created_at DESC LIMIT ?",
+            (recent,),
+        ).fetchall()
+        return [_maker.decode(row[0]) for row in live + settled[::-1]]
+
+    def maker_trade(self, trade_id: str) -> MakerTrade | None:
+        row = self.db.execute("SELECT body FROM maker_trades WHERE id = ?", (trade_id,)).fetchone()
+        return None if row is None else _maker.decode(row[0])
+
+    def offer(self, offer_id: str) -> Offer | None:
+        row = self.db.execute("SELECT body FROM offers WHERE id = ?", (offer_id,)).fetchone()
+        return None if row is None else _offer.decode(row[0])
 
     def taker_trades(self) -> list[TakerTrade]:
         return [

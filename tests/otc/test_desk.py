@@ -382,6 +382,40 @@ def test_same_take_twice_is_answered_the_same_and_reserves_once(desk: Desk, alic
     assert alice.on_reply(trade, done, T0).state is TakerState.DONE
 
 
+def test_forgotten_history_recalled_answers_retries_as_before(desk: Desk, alice: Taker, bob: Taker) -> None:
+    """The desk keeps recent history; the store keeps it all. A retry about a forgotten trade or closed
+    offer, once its record is recalled, gets the answer the first request got and changes nothing."""
+    offer = post(desk, amount="2")
+    closed = post(desk, amount="1")
+    reserved = reserve(desk, alice, offer, "0.5", 1)
+    conf = alice.next_request(reserved)
+    assert isinstance(conf, Confirm)
+    done = confirm(desk, alice, reserved)
+    live = reserve(desk, bob, offer, "0.5", 2, T0 + 1)
+    desk.cancel(closed.id, T0)
+    stored_trade = msgspec.json.decode(msgspec.json.encode(desk.trades[tid(1)]), type=MakerTrade)
+    stored_offer = desk.offers[closed.id]
+    before = desk.take(done.take, T0 + 5)[0]
+
+    desk.forget_settled(keep=0)
+    desk.forget_closed(keep=0)
+    assert set(desk.trades) == {tid(2)}, "live reservations are never forgotten"
+    assert closed.id not in desk.offers and offer.id in desk.offers
+
+    desk.recall(trade=stored_trade, offer=stored_offer)
+    state = snapshot(desk)
+    again, effects = desk.take(done.take, T0 + 10)
+    assert again == before and not effects
+    assert desk.confirm(conf, T0 + 10) == (before, effects)
+    late = bob.new_trade(closed, "1", tid(3), T0)
+    refused(E.ERR_OFFER_CLOSED, desk.take, bob.next_request(late), T0 + 10)
+    assert snapshot(desk) == state
+    # a recalled record never overrides what the desk holds, and live ones are never taken back
+    desk.recall(trade=msgspec.json.decode(msgspec.json.encode(desk.trades[tid(2)]), type=MakerTrade))
+    assert desk.trades[tid(2)].state is MakerState.RESERVED and live.state is TakerState.RESERVED
+    assert snapshot(desk) == state
+
+
 def test_same_confirm_twice_gives_the_same_receipt_and_fills_once(desk: Desk, alice: Taker) -> None:
     offer = post(desk, amount="1")
     trade = reserve(desk, alice, offer, "0.6", 1)

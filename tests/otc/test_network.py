@@ -193,6 +193,9 @@ def test_restart_from_data_dir_keeps_offers_and_trades(spawn: Spawn, tmp_path: P
     back = wait_for(lambda: visible(bob, keep["id"]), timeout=15, what="open offer republished")
     assert back["remaining"] == "3"
     assert visible(bob, gone["id"]) is None and visible(alice2, gone["id"]) is None
+    history = {o["id"]: o["status"] for o in alice2.get("/api/offers?all=1")}
+    assert history == {keep["id"]: "open", gone["id"]: "cancelled"}
+    assert [o["id"] for o in alice2.get("/api/offers")] == [keep["id"]]
     assert bob.take(keep["id"], "3")["status"] == "done"
 
 

@@ -49,7 +49,13 @@ WEIGHTS = {
     "give_up": 8,
     "cancel": 3,
     "restart": 3,
+    "forget": 10,
 }
+
+
+def copy(trade: MakerTrade) -> MakerTrade:
+    """A stored record, read back: a new object, as the store hands out."""
+    return msgspec.json.decode(msgspec.json.encode(trade), type=MakerTrade)
 
 
 def choose(data: st.DataObject, weights: dict[str, int]) -> str:
@@ -83,28 +89,47 @@ class TradeSim:
     net: list[Msg] = field(default_factory=list)
     started: int = 0
     stored: dict[str, Offer] = field(default_factory=dict)  # every offer's latest state, as persisted
+    stored_trades: dict[str, MakerTrade] = field(default_factory=dict)  # every maker trade, as persisted
 
-    def restart(self, keep_closed: int) -> None:
-        """The maker process restarts: a new desk loads what was persisted, then forgets old closed offers."""
+    def restart(self, keep_settled: int) -> None:
+        """The maker process restarts: a new desk loads what the peer loads (open offers, live
+        reservations, the latest settled trades); the rest is recalled when asked about."""
         self.persist()
-        trades = [
-            msgspec.json.decode(msgspec.json.encode(t), type=MakerTrade) for t in self.desk.trades.values()
-        ]
+        live = [t for t in self.stored_trades.values() if t.state is MakerState.RESERVED]
+        settled = sorted(
+            (t for t in self.stored_trades.values() if t.state is not MakerState.RESERVED),
+            key=lambda t: t.terms.created_at,
+        )
+        trades = [copy(t) for t in live + settled[len(settled) - keep_settled :]]
         desk = Desk(MAKER, "maker", reserve_ms=RESERVE)
-        desk.load(list(self.stored.values()), trades, self.desk.seq)
-        desk.forget_closed(keep_closed)
+        desk.load([o for o in self.stored.values() if o.status == "open"], trades, self.desk.seq)
         assert desk.seq == self.desk.seq
         assert desk.head(self.now, "a") == self.desk.head(self.now, "a")
         self.desk = desk
+
+    def forget(self, keep: int) -> None:
+        """The desk trims its memory (the peer does so every 30 heartbeats, after persisting)."""
+        self.persist()
+        self.desk.forget_closed(keep)
+        self.desk.forget_settled(keep)
 
     def persist(self) -> None:
         for offer in self.desk.offers.values():
             old = self.stored.get(offer.id)
             assert old is None or old.seq <= offer.seq
             self.stored[offer.id] = offer
+        for tid, trade in self.desk.trades.items():
+            old_trade = self.stored_trades.get(tid)
+            assert old_trade is None or old_trade.state is MakerState.RESERVED or old_trade == trade
+            self.stored_trades[tid] = copy(trade)
 
     # the maker's RPC handler
     def serve(self, msg: Msg) -> Msg:
+        # as peer._recall: the stored record of a forgotten trade or offer goes back to the desk first
+        if msg.trade_id not in self.desk.trades and msg.trade_id in self.stored_trades:
+            self.desk.recall(trade=copy(self.stored_trades[msg.trade_id]))
+        if isinstance(msg.request, Take) and msg.request.offer_id not in self.desk.offers:
+            self.desk.recall(offer=self.stored.get(msg.request.offer_id))
         try:
             if isinstance(msg.request, Take):
                 reply, _ = self.desk.take(msg.request, self.now)
@@ -151,7 +176,7 @@ class TradeSim:
         desk = self.desk
         self.persist()
         for offer in self.stored.values():
-            mine = [t for t in desk.trades.values() if t.terms.offer_id == offer.id]
+            mine = [t for t in self.stored_trades.values() if t.terms.offer_id == offer.id]
             done = sum((D(t.terms.amount) for t in mine if t.state is MakerState.DONE), Decimal(0))
             held = sum((D(t.terms.amount) for t in mine if t.state is MakerState.RESERVED), Decimal(0))
             remaining = D(offer.remaining)
@@ -169,12 +194,12 @@ class TradeSim:
         }
         for tid, (_, trade) in self.trades.items():
             if trade.state is TakerState.DONE:
-                mt = desk.trades.get(tid)
+                mt = self.stored_trades.get(tid)
                 assert mt is not None and mt.state is MakerState.DONE, "taker done, maker not"
                 assert mt.taker_sig is not None
                 assert receipt(trade) == receipt_of(mt.terms, mt.maker_sig, mt.taker_sig)
             if trade.state is TakerState.REQUESTED:
-                assert tid not in desk.trades or desk.trades[tid].state is not MakerState.DONE
+                assert tid not in self.stored_trades or self.stored_trades[tid].state is not MakerState.DONE
 
 
 @settings(max_examples=300, deadline=None)
@@ -208,6 +233,7 @@ def test_maker_and_takers_agree_despite_loss_duplication_and_reordering(data: st
             "give_up": any(t.state is TakerState.REQUESTED for _, t in sim.trades.values()),
             "cancel": bool(sim.desk.open_offers()),
             "restart": True,
+            "forget": True,
         }
         action = choose(data, {a: w for a, w in WEIGHTS.items() if possible[a]})
         if action == "start":
@@ -243,7 +269,9 @@ def test_maker_and_takers_agree_despite_loss_duplication_and_reordering(data: st
         elif action == "cancel":
             sim.desk.cancel(data.draw(st.sampled_from(sorted(o.id for o in sim.desk.open_offers()))), sim.now)
         elif action == "restart":
-            sim.restart(keep_closed=data.draw(st.integers(0, 2)))
+            sim.restart(keep_settled=data.draw(st.integers(0, 2)))
+        elif action == "forget":
+            sim.forget(keep=data.draw(st.integers(0, 1)))
         elif action == "tick":
             sim.now += data.draw(st.integers(0, 400))
             sim.desk.tick(sim.now)
@@ -272,17 +300,18 @@ def test_maker_and_takers_agree_despite_loss_duplication_and_reordering(data: st
     desk.tick(sim.now + 10 * RESERVE)
     sim.check()
 
-    assert all(t.state is not MakerState.RESERVED for t in desk.trades.values())
-    maker_done = {tid for tid, t in desk.trades.items() if t.state is MakerState.DONE}
+    maker_trades = sim.stored_trades  # the desk may have forgotten some: the store has them all
+    assert all(t.state is not MakerState.RESERVED for t in maker_trades.values())
+    maker_done = {tid for tid, t in maker_trades.items() if t.state is MakerState.DONE}
     taker_done = {tid for tid, (_, t) in sim.trades.items() if t.state is TakerState.DONE}
     assert maker_done == taker_done
-    released = sum(t.state is MakerState.RELEASED for t in desk.trades.values())
+    released = sum(t.state is MakerState.RELEASED for t in maker_trades.values())
     event(f"done trades: {min(len(maker_done), 3)}{'+' if len(maker_done) >= 3 else ''}")
     event(f"released reservations: {min(released, 2)}{'+' if released >= 2 else ''}")
     for tid in taker_done:
         assert receipt_is_valid(receipt(sim.trades[tid][1]))
     for tid, (idx, trade) in sim.trades.items():
-        mt = desk.trades.get(tid)
+        mt = maker_trades.get(tid)
         assert mt is None or mt.terms.taker == sim.takers[idx].peer_id
         if trade.state is TakerState.FAILED:
             assert mt is None or mt.state is MakerState.RELEASED

@@ -1,0 +1,52 @@
+"""The SQLite store, on a real file: what a restarting desk loads, and what it can recall later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from otc.desk import Desk
+from otc.identity import Identity
+from otc.store import Store
+from otc.taker import Taker
+from otc.trade import MakerState
+
+MAKER = Identity.from_seed(bytes([1]) * 32)
+TAKER = Taker(Identity.from_seed(bytes([2]) * 32), "taker")
+T0 = 1_700_000_000_000
+
+
+def test_a_restart_loads_open_offers_live_reservations_and_recent_history(tmp_path: Path) -> None:
+    store = Store(tmp_path / "peer.sqlite")
+    desk = Desk(MAKER, "maker", reserve_ms=1_000)
+    offer, effects = desk.create(side="sell", amount="10", price="100", pair="BTC/USD", now=T0)
+    store.save(seq=desk.seq, offers=effects.offers)
+    for n in range(5):  # trades 0..3 done in turn, trade 4 left reserved
+        trade = TAKER.new_trade(desk.offers[offer.id], "1", f"{n:032x}", T0 + n)
+        reply, effects = desk.take(trade.take, T0 + n)
+        store.save(maker_trades=effects.trades)
+        if n < 4:
+            confirm = TAKER.next_request(TAKER.on_reply(trade, reply, T0 + n))
+            _, effects = desk.confirm(confirm, T0 + n)  # type: ignore[arg-type]
+            store.save(seq=desk.seq, offers=effects.offers, maker_trades=effects.trades)
+    gone, effects = desk.create(side="buy", amount="1", price="90", pair="BTC/USD", now=T0)
+    store.save(seq=desk.seq, offers=effects.offers)
+    _, effects = desk.cancel(gone.id, T0)
+    store.save(seq=desk.seq, offers=effects.offers)
+    store.close()
+
+    store = Store(tmp_path / "peer.sqlite")  # the restart
+    assert [o.id for o in store.open_offers()] == [offer.id]
+    assert store.open_offers()[0].remaining == "6"
+    assert {o.id for o in store.offers()} == {offer.id, gone.id}
+    loaded = store.maker_trades_to_load(recent=2)
+    assert [(t.terms.id[-1], t.state) for t in loaded] == [
+        ("4", MakerState.RESERVED),
+        ("2", MakerState.DONE),
+        ("3", MakerState.DONE),
+    ]
+    old = store.maker_trade(f"{0:032x}")
+    assert old is not None and old == desk.trades[f"{0:032x}"]
+    assert store.maker_trade(f"{9:032x}") is None
+    assert store.offer(gone.id) == desk.offers[gone.id] and store.offer("0" * 32) is None
+    assert store.seq() == desk.seq
+    store.close()
