@@ -108,6 +108,7 @@ class PeerOut(msgspec.Struct):
     held_seq: int  # the newest of its updates we hold
     offers: int  # its open offers in our book
     in_sync: bool  # our copy matches the digest of its last heartbeat
+    listed: bool  # a Grape has listed its address: we reach it directly, even while Grapes are down
 
 
 class HealthOut(msgspec.Struct):
@@ -372,6 +373,7 @@ class API:
                     held_seq=view.max_seq,
                     offers=len(view.offers),
                     in_sync=in_sync,
+                    listed=self.peer.is_listed(p.addr),
                 )
             )
         return json_response(out)

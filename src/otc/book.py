@@ -22,7 +22,9 @@ at the same or a newer seq, asks the maker for its list (``sync``), which both a
 closes what is gone. The signed head authenticates the whole list, whoever relays it.
 
 Liveness: offers of a maker not heard from for ``liveness_ms`` are hidden (not deleted: a paused maker
-that comes back needs nothing re-sent); offers past ``expires_at`` are hidden by everyone's own clock.
+that comes back needs nothing re-sent); offers past ``expires_at`` are hidden by everyone's own clock. A
+maker that comes back (or is heard for the first time) with a head our copy does not match stays hidden
+until a sync has repaired the copy, so offers it closed meanwhile never show again, even briefly.
 """
 
 from __future__ import annotations
@@ -223,15 +225,21 @@ class Book:
             view = self.makers[head.maker] = MakerView()
         if view.head is not None and head.ts <= view.head.ts:
             return False  # replayed or reordered heartbeat: proves nothing about liveness
+        returning = not self.maker_alive(head.maker, now)
         view.head = head
-        view.last_seen = now
         if head.head < view.max_seq:
+            view.last_seen = now
             return False  # we already hold newer updates than this heartbeat describes
         if head.head == view.max_seq and head.digest == view.digest_hex:
             # we hold exactly the maker's list as of head.head: as good as a sync, so tombstones
             # at or below it can go (the synced_head rule now covers them)
             view.synced_head = max(view.synced_head, head.head)
+            view.last_seen = now
             return False
+        if not returning:
+            view.last_seen = now  # drift of a live maker: usually pushes still in flight
+        # a maker heard from again (or for the first time) whose offers we hold differently from what it
+        # announces stays hidden until a sync: its stale offers must not reappear meanwhile
         return True
 
     def _fresh(self, head: Head, now: int) -> bool:

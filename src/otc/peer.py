@@ -323,19 +323,27 @@ class Peer:
         hear. A restarted Grape forgets announcements until they are repeated, and then lists only part
         of the market, or nothing (then we fall back to what it listed last): without the heartbeat
         addresses, peers it forgot would drop out of others' books."""
-        try:
-            listed = await self.link.lookup(MARKET)
-            self._market_dests = listed
-            seen = time.monotonic()
-            for dest in listed:
-                self._vouched[dest] = seen
-        except GrenacheError:
-            listed = self._market_dests
-        dests = set(listed)
+        dests = set(await self._market_destinations())
         dests.update(p.addr for p in self.book.peers(now_ms()) if p.addr in self._vouched)
         dests.discard(self.addr)
         if dests:
             await self.client.map_dests(sorted(dests), MARKET, msg)
+
+    async def _market_destinations(self) -> list[str]:
+        """What the Grape lists for the market (the last list while it cannot answer)."""
+        try:
+            listed = await self.link.lookup(MARKET)
+        except GrenacheError:
+            return self._market_dests
+        self._market_dests = listed
+        seen = time.monotonic()
+        for dest in listed:
+            self._vouched[dest] = seen
+        return listed
+
+    def is_listed(self, addr: str) -> bool:
+        """Whether a Grape has listed this address for the market (recently enough to use it directly)."""
+        return addr in self._vouched
 
     def _forget_vouched(self, older_than_s: float = 600.0) -> None:
         cutoff = time.monotonic() - older_than_s
@@ -378,15 +386,21 @@ class Peer:
             maker = msg.head.maker
             view = self.book.makers.get(maker)
             newcomer = view is None or view.head is None
+            returning = not self.book.maker_alive(maker, now)
             drifted = self.book.on_head(msg.head, now)
-            if newcomer and self.book.maker_alive(maker, now):
-                self.link.forget(MARKET)  # our cached destinations do not include it yet
-            # Drift is repaired from the second heartbeat in a row that shows it: pushes in flight
-            # often arrive just after a heartbeat that already counts them. While joining, every maker
+            accepted = (held := self.book.makers.get(maker)) is not None and held.head is msg.head
+            if newcomer and accepted:
+                # a fresh signed head: our cached destinations lack this peer; ask the Grape now, so
+                # its address is vouched for before anything needs it
+                self.link.forget(MARKET)
+                self._spawn(self._market_destinations())
+            # A live maker's drift is repaired from the second heartbeat in a row that shows it: pushes
+            # in flight often arrive just after a heartbeat that already counts them. A maker coming
+            # back (hidden until its copy is repaired) is synced at once. While joining, every maker
             # seems to drift (the book is half loaded): wait until the join is done.
             if not drifted:
                 self._drifting.discard(maker)
-            elif maker not in self._drifting:
+            elif maker not in self._drifting and not returning:
                 self._drifting.add(maker)
             elif self.started.is_set() and maker not in self._syncing:
                 self._syncing.add(maker)

@@ -323,6 +323,29 @@ def test_the_network_never_writes_our_own_offers(desk: Desk) -> None:
     assert book.receive(stale, T0) is Applied.STALE and visible(book, T0) == []
 
 
+def test_a_returning_maker_with_a_stale_copy_stays_hidden_until_synced(book: Book, desk: Desk) -> None:
+    """Offers the maker closed while it was silent must not show again, not even until the next sync."""
+    a, b = post(desk), post(desk)
+    book.receive(a, T0)
+    book.receive(b, T0)
+    assert not heartbeat(book, desk, T0)
+    later = T0 + LIVENESS + 1
+    assert visible(book, later) == []  # silent: hidden
+    cancel(desk, a)  # missed
+    assert heartbeat(book, desk, later)  # back, and drifted
+    assert visible(book, later) == [], "the cancelled offer must not flash back"
+    head = desk.head(later, "addr")
+    book.sync(MakerOffers(head=head, offers=desk.open_offers()), later)
+    assert not book.on_head(desk.head(later + 1, "addr"), later + 1)
+    assert visible(book, later + 1) == [b.id]
+    # a live maker's drift (pushes in flight) hides nothing
+    c = post(desk)
+    assert heartbeat(book, desk, later + 2)
+    assert visible(book, later + 2) == [b.id]
+    book.receive(c, later + 2)
+    assert sorted(visible(book, later + 2)) == sorted([b.id, c.id])
+
+
 # --- digest drift and sync -----------------------------------------------------------------------------
 def test_on_head_reports_drift(book: Book, desk: Desk) -> None:
     a = post(desk)
@@ -369,9 +392,10 @@ def test_sync_repairs_missed_creates_and_cancels(book: Book, desk: Desk) -> None
     assert changed == 3  # c added, b updated, a closed
     assert held(book) == {o.id: o.seq for o in desk.open_offers()} == {b.id: 5, c.id: 4}
     assert book.get(b.id) == b_filled and book.get(c.id) == c and book.get(a.id) is None
-    assert sorted(visible(book, T0 + 1)) == sorted([b.id, c.id])
     assert book.makers[MAKER.peer_id].digest_hex == head.digest
-    assert not heartbeat(book, desk, T0 + 2)
+    assert visible(book, T0 + 1) == []  # first heard with a head we did not match: hidden until it speaks
+    assert not heartbeat(book, desk, T0 + 2)  # (the peer feeds the head of the sync reply here)
+    assert sorted(visible(book, T0 + 2)) == sorted([b.id, c.id])
     # late copies of what was missed change nothing
     for old in (a, a_cancelled, e, e_cancelled, b):
         assert book.receive(old, T0 + 2) is Applied.STALE, old

@@ -62,7 +62,7 @@ def test_offer_take_and_book_update_across_three_peers(spawn: Spawn) -> None:
 
     for p in (bob, carol):
         view = wait_for(lambda p=p: (v := alice_at(p)) and v["head_seq"] == 2 and v, what="a heartbeat")
-        assert (view["held_seq"], view["offers"], view["in_sync"]) == (2, 1, True)
+        assert (view["held_seq"], view["offers"], view["in_sync"], view["listed"]) == (2, 1, True, True)
 
 
 def test_racing_takers_never_overfill(spawn: Spawn) -> None:
@@ -237,6 +237,8 @@ def test_trading_goes_on_while_the_grapes_are_down(tmp_path: Path) -> None:
             for p in (bob, carol):
                 wait_for(lambda p=p: visible(p, offer["id"]), what=f"{p.name} to see the offer")
 
+            for p in peers:  # each has had the others' addresses confirmed by a Grape
+                wait_for(lambda p=p: sum(v["listed"] for v in p.get("/api/peers")) == 2, what="listed peers")
             for grape in net.grapes:
                 grape.stop()
             down_ms = time.time_ns() // 1_000_000
