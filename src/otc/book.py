@@ -58,6 +58,7 @@ class MakerView:
     synced_head: int = 0
     head: Head | None = None
     last_seen: int | None = None  # local clock, ms
+    since: int | None = None  # when we first heard of this maker (local clock, ms): for forgetting
 
     digests: DigestCache = field(default_factory=DigestCache)
 
@@ -168,7 +169,11 @@ class Book:
             return Applied.STALE
         if not verified and not offer_is_valid(offer):
             return Applied.INVALID
-        return self.apply(offer)
+        applied = self.apply(offer)
+        view = self.makers[offer.maker]
+        if view.since is None:
+            view.since = now
+        return applied
 
     def apply(self, offer: Offer) -> Applied:
         """Apply an update already known to be authentic and consistent."""
@@ -222,7 +227,7 @@ class Book:
             return False  # replayed, long delayed, or dated in the future: not a sign of life
         view = self.makers.get(head.maker)
         if view is None:
-            view = self.makers[head.maker] = MakerView()
+            view = self.makers[head.maker] = MakerView(since=now)
         if view.head is not None and head.ts <= view.head.ts:
             return False  # replayed or reordered heartbeat: proves nothing about liveness
         returning = not self.maker_alive(head.maker, now)
@@ -251,7 +256,7 @@ class Book:
             return
         view = self.makers.get(seen.head.maker)
         if view is None:
-            view = self.makers[seen.head.maker] = MakerView()
+            view = self.makers[seen.head.maker] = MakerView(since=now)
         if view.head is None or seen.head.ts > view.head.ts:
             view.head = seen.head
             last = now - seen.age_ms
@@ -303,6 +308,23 @@ class Book:
                 dropped += 1
         return dropped
 
+    def forget_silent(self, now: int, after_ms: int) -> list[str]:
+        """Forget makers silent for ``after_ms`` (offers, tombstones and all); returns their ids.
+
+        Safe for the same reason a newcomer is: whatever stale copy of their offers reaches us later
+        stays hidden while they are silent, and a maker heard again whose head our copy does not match
+        stays hidden until a sync has replaced that copy (see ``on_head``)."""
+        gone = [
+            maker
+            for maker, view in self.makers.items()
+            if maker != self.own_id and now - _last_heard(view, now) > after_ms
+        ]
+        for maker in gone:
+            view = self.makers.pop(maker)
+            for offer in list(view.offers.values()):
+                self._drop(view, offer)
+        return gone
+
     def _drop(self, view: MakerView, offer: Offer) -> None:
         del view.offers[offer.id]
         view.digests.invalidate()
@@ -318,6 +340,12 @@ class Book:
             if dead * 2 > len(level):
                 self._levels[where] = SortedList(k for k in level if k[2] in self._keys)
                 self._dead[where] = 0
+
+
+def _last_heard(view: MakerView, now: int) -> int:
+    if view.last_seen is not None:
+        return max(view.last_seen, view.since or view.last_seen)
+    return view.since if view.since is not None else now
 
 
 def price_key(price: str) -> int:

@@ -88,6 +88,7 @@ class PeerConfig:
     default_pair: str = DEFAULT_PAIR
     heartbeat_s: float = 2.0
     liveness_ms: int = 8000  # offers of a silent maker vanish from books after this (+ one heartbeat)
+    forget_after_ms: int = 600_000  # a maker silent this long is forgotten, offers and all
     reserve_ms: int = 10_000
     rpc_timeout_s: float = 3.0
     take_deadline_s: float = 10.0
@@ -313,6 +314,8 @@ class Peer:
             if beats % 30 == 0:  # the store keeps all history; memory keeps the recent part
                 self.desk.forget_closed()
                 self.desk.forget_settled(KEEP_SETTLED)
+                for maker in self.book.forget_silent(now_ms(), self.config.forget_after_ms):
+                    self._drifting.discard(maker)
             await asyncio.sleep(self.config.heartbeat_s * (0.75 + random.random() / 2))
 
     async def _send_heartbeat(self, head: Head) -> None:

@@ -346,6 +346,42 @@ def test_a_returning_maker_with_a_stale_copy_stays_hidden_until_synced(book: Boo
     assert sorted(visible(book, later + 2)) == sorted([b.id, c.id])
 
 
+def test_makers_silent_for_long_are_forgotten_and_cannot_come_back_stale(desk: Desk) -> None:
+    book = Book(OTHER.peer_id, liveness_ms=LIVENESS)
+    other = Desk(OTHER, "me")
+    mine = post(other)
+    book.apply(mine)
+    a, b = post(desk), post(desk, price="30001")
+    book.receive(a, T0)
+    book.receive(b, T0)
+    assert not heartbeat(book, desk, T0)
+    a_cancelled = cancel(desk, a)
+    book.receive(a_cancelled, T0)
+    assert book.forget_silent(T0 + 60_000, after_ms=60_000) == []  # not yet
+    assert book.forget_silent(T0 + 60_001, after_ms=60_000) == [MAKER.peer_id]
+    assert MAKER.peer_id not in book.makers and book.get(b.id) is None
+    assert book.open_count() == 1 and visible(book, T0 + 60_001) == [mine.id]  # our own offers stay
+    assert book.page("", 10)[0] == [mine]  # and the forgotten ones are no longer relayed to newcomers
+
+    # a replayed copy of the cancelled offer is accepted again, but stays hidden while the maker is silent
+    later = T0 + 70_000
+    assert book.receive(a, later) is Applied.NEW and a.id not in visible(book, later)
+    # the maker speaks again: the head does not match our copy, so everything stays hidden until a sync
+    assert heartbeat(book, desk, later)
+    assert visible(book, later) == [mine.id]
+    book.sync(MakerOffers(head=desk.head(later, "addr"), offers=desk.open_offers()), later)
+    assert not book.on_head(desk.head(later + 1, "addr"), later + 1)
+    assert sorted(visible(book, later + 1)) == sorted([mine.id, b.id])
+
+
+def test_updates_of_unheard_makers_are_forgotten_too(book: Book, desk: Desk) -> None:
+    a = post(desk)
+    book.receive(a, T0)  # no heartbeat ever
+    assert book.forget_silent(T0 + 1_000, after_ms=1_000) == []
+    assert book.forget_silent(T0 + 1_001, after_ms=1_000) == [MAKER.peer_id]
+    assert book.get(a.id) is None
+
+
 # --- digest drift and sync -----------------------------------------------------------------------------
 def test_on_head_reports_drift(book: Book, desk: Desk) -> None:
     a = post(desk)
