@@ -36,7 +36,7 @@ class Link:
     re-announce period of :meth:`start_announcing` (each wait is drawn from 0.5–1.5 × interval, well
     inside the 80–160 s a Grape keeps a record with ``--dpa 120000``). A lookup of a name this Link
     announces that does not list its port (a restarted Grape forgets every record) brings the next
-    announce forward, at most once per ``reannounce_gap`` seconds.
+    announce of every name forward, at most once per ``reannounce_gap`` seconds each.
     """
 
     def __init__(
@@ -176,8 +176,12 @@ class Link:
             self._cache[name] = (time.monotonic() + self.lookup_cache_ttl, result)
         else:
             self._cache.pop(name, None)
-        for (announced, port), missing in self._missing.items():
-            if announced == name and not any(d.endswith(f":{port}") for d in result):
+        if any(
+            announced == name and not any(d.endswith(f":{port}") for d in result)
+            for announced, port in self._missing
+        ):
+            # the Grape lost our record: it restarted, so it lost every other one of ours too
+            for missing in self._missing.values():
                 missing.set()
         return result
 

@@ -200,7 +200,8 @@ class Book:
         if offer.status != OPEN:
             if held is not None:
                 self._drop(view, held)
-            view.tombstones[offer.id] = offer.seq
+            if offer.maker != self.own_id:  # our own are never taken from the network: no need
+                view.tombstones[offer.id] = offer.seq
             return Applied.CLOSED
         view.offers[offer.id] = offer
         self.by_pair.setdefault(offer.pair, {})[offer.id] = offer
@@ -232,26 +233,27 @@ class Book:
             return False  # replayed or reordered heartbeat: proves nothing about liveness
         returning = not self.maker_alive(head.maker, now)
         view.head = head
-        if head.head < view.max_seq:
-            view.last_seen = now
-            return False  # we already hold newer updates than this heartbeat describes
         if head.head == view.max_seq and head.digest == view.digest_hex:
             # we hold exactly the maker's list as of head.head: as good as a sync, so tombstones
             # at or below it can go (the synced_head rule now covers them)
             view.synced_head = max(view.synced_head, head.head)
             view.last_seen = now
             return False
-        if not returning:
-            view.last_seen = now  # drift of a live maker: usually pushes still in flight
-        # a maker heard from again (or for the first time) whose offers we hold differently from what it
-        # announces stays hidden until a sync: its stale offers must not reappear meanwhile
-        return True
+        # A maker heard from again (or for the first time) whose offers we hold differently from what
+        # it announces stays hidden until a sync: offers it closed meanwhile must not reappear.
+        if returning:
+            return True
+        view.last_seen = now
+        # a live maker: updates newer than its heartbeat mean pushes outran it, not drift
+        return head.head >= view.max_seq
 
     def _fresh(self, head: Head, now: int) -> bool:
         return -self.liveness_ms <= now - head.ts <= 2 * self.liveness_ms
 
     def on_seen(self, seen: MakerSeen, now: int) -> None:
-        """A heartbeat relayed in a snapshot: liveness as the relaying peer saw it."""
+        """A heartbeat relayed in a snapshot (apply the snapshot's offers first): liveness as the
+        relaying peer saw it, granted only if our copy of the maker's offers is what the head commits
+        to (otherwise the maker's next heartbeat finds the drift and a sync reveals it)."""
         if seen.head.maker == self.own_id or not self._fresh(seen.head, now) or not is_signed(seen.head):
             return
         view = self.makers.get(seen.head.maker)
@@ -260,18 +262,20 @@ class Book:
         if view.head is None or seen.head.ts > view.head.ts:
             view.head = seen.head
             last = now - seen.age_ms
-            if view.last_seen is None or last > view.last_seen:
+            if view.digest_hex == seen.head.digest and (view.last_seen is None or last > view.last_seen):
                 view.last_seen = last
 
-    def sync(self, reply: MakerOffers, now: int) -> int:
-        """Apply a maker's authoritative list of its open offers; returns how many offers changed.
+    def sync(self, reply: MakerOffers, now: int, *, answered: bool = False) -> int | None:
+        """Apply a maker's authoritative list of its open offers; returns how many offers changed, or
+        None if the list was refused. ``answered``: the maker sent it itself, just now, so it is alive
+        (and visible again if it was hidden), provided its head is fresh.
 
         The list must be exactly what the maker's signed head commits to (count, and the digest of the
         offers' full encodings) or nothing is applied: whoever relays a genuine head can neither drop,
         add nor alter offers behind it. One signature check then authenticates the whole list."""
         head = reply.head
         if head.maker == self.own_id or not is_signed(head):
-            return 0
+            return None
         listed = {o.id: o for o in reply.offers}
         if (
             len(listed) != len(reply.offers)
@@ -279,12 +283,12 @@ class Book:
             or any(o.maker != head.maker or o.status != OPEN or o.seq > head.head for o in reply.offers)
             or digest(content_hash(o) for o in reply.offers) != head.digest
         ):
-            return 0
+            return None
         try:
             for offer in reply.offers:
                 check_consistent(offer)  # the maker vouches for these, but we hold no malformed offer
         except OTCError:
-            return 0
+            return None
         changed = 0
         for offer in reply.offers:
             if self.receive(offer, now, verified=True) in (Applied.NEW, Applied.UPDATED, Applied.CLOSED):
@@ -297,7 +301,11 @@ class Book:
                 changed += 1
         view.synced_head = max(view.synced_head, head.head)
         view.max_seq = max(view.max_seq, head.head)
-        return changed  # liveness is not ours to judge here: the caller knows who answered
+        if answered and self._fresh(head, now):
+            if view.head is None or head.ts > view.head.ts:
+                view.head = head
+            view.last_seen = now if view.last_seen is None else max(view.last_seen, now)
+        return changed
 
     def forget_tombstones(self) -> int:
         """Drop tombstones the synced_head rule now covers; returns how many."""

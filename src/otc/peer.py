@@ -150,11 +150,13 @@ class Peer:
         self._outbox_event = asyncio.Event()
         self._timer_event = asyncio.Event()
         self._syncing: set[str] = set()
+        self._sync_backoff: dict[str, tuple[float, float]] = {}  # maker -> (not before, last wait)
         self._drifting: set[str] = set()  # makers whose last heartbeat showed drift
         self._market_dests: list[str] = []
         # addresses the DHT has listed for the market, and when it last did: a maker's signed heartbeat
         # address is used directly only if the Grape vouched for it (no aiming the market at a stranger)
         self._vouched: dict[str, float] = {}
+        self._listed_at = 0.0  # monotonic time of the last market lookup that worked
         self._driving: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[Any]] = set()
@@ -238,6 +240,8 @@ class Peer:
         return offer
 
     def cancel_offer(self, oid: str) -> Offer:
+        if oid not in self.desk.offers:  # closed long ago (or before a restart): say so, not "not found"
+            self.desk.recall(offer=self.store.offer(oid))
         offer, effects = self.desk.cancel(self._own_offer_id(oid), now_ms())
         self._commit(effects)
         return offer
@@ -316,6 +320,7 @@ class Peer:
                 self.desk.forget_settled(KEEP_SETTLED)
                 for maker in self.book.forget_silent(now_ms(), self.config.forget_after_ms):
                     self._drifting.discard(maker)
+                    self._sync_backoff.pop(maker, None)
             await asyncio.sleep(self.config.heartbeat_s * (0.75 + random.random() / 2))
 
     async def _send_heartbeat(self, head: Head) -> None:
@@ -339,7 +344,7 @@ class Peer:
         except GrenacheError:
             return self._market_dests
         self._market_dests = listed
-        seen = time.monotonic()
+        self._listed_at = seen = time.monotonic()
         for dest in listed:
             self._vouched[dest] = seen
         return listed
@@ -349,7 +354,8 @@ class Peer:
         return addr in self._vouched
 
     def _forget_vouched(self, older_than_s: float = 600.0) -> None:
-        cutoff = time.monotonic() - older_than_s
+        # counted from the last lookup that worked: while the Grapes are down, what they listed stands
+        cutoff = self._listed_at - older_than_s
         for dest in [d for d, t in self._vouched.items() if t < cutoff]:
             del self._vouched[dest]
 
@@ -405,10 +411,12 @@ class Peer:
                 self._drifting.discard(maker)
             elif maker not in self._drifting and not returning:
                 self._drifting.add(maker)
-            elif self.started.is_set() and maker not in self._syncing:
-                self._syncing.add(maker)
+            elif self.started.is_set():
                 self._spawn(self._sync_maker(maker))
             return {"ok": True}
+        if not self.started.is_set():
+            # a half-loaded book would end the asker's join early with a partial copy
+            raise RPCError(E.ERR_NOT_READY, "still joining the market")
         return self._snapshot(msg)
 
     def _snapshot(self, req: SnapshotRequest) -> Snapshot:
@@ -423,18 +431,28 @@ class Peer:
         return Snapshot(offers=offers, makers=makers, next=cursor)
 
     async def _sync_maker(self, maker: str) -> None:
+        """Pull a maker's authoritative list. One at a time per maker; after a failure, the next try
+        waits (doubling up to 30 s), so an unreachable maker is not asked for its list every heartbeat."""
+        if maker in self._syncing or time.monotonic() < self._sync_backoff.get(maker, (0.0, 0.0))[0]:
+            return
+        self._syncing.add(maker)
         try:
             offers = await self._ask(
                 maker, OffersRequest(), timeout=self.config.rpc_timeout_s, result_type=MakerOffers
             )
             if offers.head.maker != maker:
-                return
-            if self.book.sync(offers, now_ms()):
+                raise RPCError(E.ERR_INVALID_PAYLOAD, "answered for another maker")
+            changed = self.book.sync(offers, now_ms(), answered=True)
+            if changed is None:
+                raise RPCError(E.ERR_INVALID_PAYLOAD, "a list its head does not vouch for")
+            if changed:
                 self.events.emit({"type": "book"})
-            self.book.on_head(offers.head, now_ms())  # it answered us itself (and its head is fresh)
             self._drifting.discard(maker)
+            self._sync_backoff.pop(maker, None)
         except (GrenacheError, msgspec.ValidationError) as exc:
             log.debug("sync with %s failed: %s", maker[:8], exc)
+            wait = min(30.0, 2 * self._sync_backoff.get(maker, (0.0, 0.5))[1])
+            self._sync_backoff[maker] = (time.monotonic() + wait, wait)
         finally:
             self._syncing.discard(maker)
 
@@ -469,10 +487,11 @@ class Peer:
             return
         candidates = iter(random.sample(dests, len(dests)))
         pending: set[asyncio.Future[bool]] = set()
+        me = {self.addr, f"127.0.0.1:{self.rpc_port}"}
 
         def ask_next() -> None:
             for dest in candidates:
-                if dest != self.addr:
+                if dest not in me:
                     pending.add(self._track(asyncio.ensure_future(self._load_snapshot(dest))))
                     return
 
@@ -489,7 +508,7 @@ class Peer:
         """Page through one peer's book and load it; True if it was read to the end."""
         now = now_ms()
         offers: list[Offer] = []
-        heads: dict[str, Head] = {}
+        makers: list[MakerSeen] = []
         after = ""
         complete = False
         try:
@@ -497,9 +516,7 @@ class Peer:
                 snap = await self.client.request_dest(
                     dest, MARKET, SnapshotRequest(after=after), timeout=30, result_type=Snapshot
                 )
-                for seen in snap.makers:
-                    self.book.on_seen(seen, now)
-                    heads[seen.head.maker] = seen.head
+                makers.extend(snap.makers)
                 offers.extend(snap.offers)
                 if snap.next is None or snap.next <= after:
                     complete = True
@@ -507,7 +524,9 @@ class Peer:
                 after = snap.next
         except (GrenacheError, msgspec.ValidationError) as exc:
             log.info("snapshot from %s failed: %s", dest, exc)
-        await self._load(offers, heads, now)
+        await self._load(offers, {seen.head.maker: seen.head for seen in makers}, now)
+        for seen in makers:  # after the offers: liveness is granted only where our copy matches
+            self.book.on_seen(seen, now)
         return complete
 
     async def _load(self, offers: list[Offer], heads: dict[str, Head], now: int) -> None:
@@ -522,7 +541,7 @@ class Peer:
             news = [o for o in group if self.book.is_news(o)]
             if not news:
                 continue
-            if head is None or not self.book.sync(MakerOffers(head=head, offers=group), now):
+            if head is None or self.book.sync(MakerOffers(head=head, offers=group), now) is None:
                 rest.extend(news)
         await self._receive_many(rest, now)
 

@@ -94,8 +94,10 @@ class Store:
         return None if row is None else str(row[0])
 
     def seq(self) -> int:
+        """The last seq signed: the meta record, floored by every offer stored (seqs never go back)."""
         value = self.meta("seq")
-        return int(value) if value else 0
+        (top,) = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM offers").fetchone()
+        return max(int(value) if value else 0, int(top))
 
     def offers(self) -> list[Offer]:
         sql = "SELECT body FROM offers ORDER BY seq"

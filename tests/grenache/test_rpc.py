@@ -536,8 +536,9 @@ async def test_service_vanishes_after_it_stops_announcing(fast_expiry_grapes: Gr
 
 async def test_restarted_grapes_get_our_announcement_back_at_the_next_lookup() -> None:
     """Restarted Grapes have forgotten every record. The periodic re-announce (here every 5–15 min)
-    would bring ours back much later; a lookup that does not list us brings it forward."""
-    key = unique("comeback")
+    would bring ours back much later; a lookup that does not list us brings every one of ours forward
+    (the Grape lost them all), also those we never look up ourselves."""
+    key, other = unique("comeback"), unique("comeback-too")
     with GrapeNetwork(2) as net:
         async with Link(net.urls[0], announce_interval=600, reannounce_gap=0.2) as link:
             server = PeerRPCServer(link)
@@ -548,6 +549,7 @@ async def test_restarted_grapes_get_our_announcement_back_at_the_next_lookup() -
 
             await server.listen(0)
             assert isinstance(await server.announce(key), int)  # not "No nodes": no quick retries
+            assert isinstance(await server.announce(other), int)
             me = f"127.0.0.1:{server.port}"
             try:
                 assert await wait_dests(link, key, 1) == [me]
@@ -556,6 +558,8 @@ async def test_restarted_grapes_get_our_announcement_back_at_the_next_lookup() -
                 with pytest.raises(GrapeError) as info:  # forgotten; and this lookup notices it
                     await link.lookup(key, cache=False)
                 assert info.value.code == "ERR_GRAPE_LOOKUP_EMPTY"
+                async with Link(net.urls[1]) as observer:  # looks up the other name, from elsewhere
+                    assert await wait_dests(observer, other, 1, deadline=20) == [me]
                 assert await wait_dests(link, key, 1, deadline=20) == [me]
             finally:
                 await server.stop()

@@ -317,7 +317,7 @@ def test_the_network_never_writes_our_own_offers(desk: Desk) -> None:
     head = desk.head(T0, "a")
     cancelled = desk.cancel(stale.id, T0)[0]
     assert book.receive(stale, T0) is Applied.STALE
-    assert book.sync(MakerOffers(head=head, offers=[stale]), T0) == 0
+    assert book.sync(MakerOffers(head=head, offers=[stale]), T0) is None
     assert visible(book, T0) == []
     book.apply(cancelled)
     assert book.receive(stale, T0) is Applied.STALE and visible(book, T0) == []
@@ -335,10 +335,26 @@ def test_a_returning_maker_with_a_stale_copy_stays_hidden_until_synced(book: Boo
     assert heartbeat(book, desk, later)  # back, and drifted
     assert visible(book, later) == [], "the cancelled offer must not flash back"
     head = desk.head(later, "addr")
-    book.sync(MakerOffers(head=head, offers=desk.open_offers()), later)
-    assert not book.on_head(desk.head(later + 1, "addr"), later + 1)
+    book.sync(MakerOffers(head=head, offers=desk.open_offers()), later)  # relayed: proves no liveness
+    assert visible(book, later) == []
+    book.sync(MakerOffers(head=head, offers=desk.open_offers()), later, answered=True)  # from the maker
     assert visible(book, later + 1) == [b.id]
-    # a live maker's drift (pushes in flight) hides nothing
+    # a returning maker whose pushes outran its heartbeat is still synced before it shows
+    cancel(desk, b)  # missed while silent
+    stale_head = desk.head(later + 3 + LIVENESS, "addr")
+    book.receive(post(desk), later + 3 + LIVENESS)  # the push that outran the head below
+    assert book.on_head(stale_head, later + 3 + LIVENESS)
+    assert visible(book, later + 3 + LIVENESS) == [], "the cancelled offer must not flash back"
+    book.sync(MakerOffers(head=desk.head(later + 3 + LIVENESS, "addr"), offers=desk.open_offers()),
+              later + 3 + LIVENESS, answered=True)  # fmt: skip
+    assert b.id not in visible(book, later + 3 + LIVENESS) and len(visible(book, later + 3 + LIVENESS)) == 1
+
+
+def test_a_live_makers_drift_hides_nothing(book: Book, desk: Desk) -> None:
+    b = post(desk)
+    book.receive(b, T0)
+    assert not heartbeat(book, desk, T0)
+    later = T0
     c = post(desk)
     assert heartbeat(book, desk, later + 2)
     assert visible(book, later + 2) == [b.id]
@@ -404,12 +420,14 @@ def test_on_head_reports_drift(book: Book, desk: Desk) -> None:
 
 
 def test_a_heartbeat_older_than_what_we_hold_is_no_drift(book: Book, desk: Desk) -> None:
-    post(desk)
-    old = desk.head(T0, "a")
+    first = post(desk)
+    book.receive(first, T0)
+    assert not heartbeat(book, desk, T0)  # in step, and live
+    old = desk.head(T0 + 1, "a")
     newer = post(desk)
-    book.receive(desk.offers[next(iter(desk.offers))], T0)
-    book.receive(newer, T0)
-    assert not book.on_head(old, T0)
+    book.receive(newer, T0 + 1)  # a push that outran the heartbeat below
+    assert not book.on_head(old, T0 + 1)
+    assert sorted(visible(book, T0 + 1)) == sorted([first.id, newer.id])
 
 
 def test_sync_repairs_missed_creates_and_cancels(book: Book, desk: Desk) -> None:
@@ -460,19 +478,19 @@ def test_sync_refuses_a_list_the_head_does_not_vouch_for(book: Book, desk: Desk)
     newer = post(desk)
     stranger = post(Desk(OTHER, "other"))
     for offers in ([a, newer, stranger], [a, newer], [a, stranger], [], [a, a]):
-        assert book.sync(MakerOffers(head=head, offers=offers), T0) == 0, offers
+        assert book.sync(MakerOffers(head=head, offers=offers), T0) is None, offers
         assert held(book) == {} and held(book, OTHER.peer_id) == {}
     assert book.sync(MakerOffers(head=head, offers=[a]), T0) == 1
     assert held(book) == {a.id: 1}
     # the attack: a genuine later head replayed with an empty list must not hide the maker's offers
     book.receive(newer, T0)
     later = desk.head(T0 + 1, "addr")
-    assert book.sync(MakerOffers(head=later, offers=[]), T0 + 1) == 0
+    assert book.sync(MakerOffers(head=later, offers=[]), T0 + 1) is None
     assert held(book) == {a.id: 1, newer.id: 2}
     tampered = msgspec.structs.replace(newer, sig="0" * 128)  # same terms, signature swapped
-    assert book.sync(MakerOffers(head=later, offers=[a, tampered]), T0 + 1) == 0
+    assert book.sync(MakerOffers(head=later, offers=[a, tampered]), T0 + 1) is None
     forged_head = msgspec.structs.replace(later, head=99)  # signature no longer matches
-    assert book.sync(MakerOffers(head=forged_head, offers=[a, newer]), T0 + 1) == 0
+    assert book.sync(MakerOffers(head=forged_head, offers=[a, newer]), T0 + 1) is None
     assert book.sync(MakerOffers(head=later, offers=[a, newer]), T0 + 1) == 0  # nothing new, all valid
     assert held(book) == {a.id: 1, newer.id: 2}
 

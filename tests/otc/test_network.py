@@ -196,6 +196,9 @@ def test_restart_from_data_dir_keeps_offers_and_trades(spawn: Spawn, tmp_path: P
     history = {o["id"]: o["status"] for o in alice2.get("/api/offers?all=1")}
     assert history == {keep["id"]: "open", gone["id"]: "cancelled"}
     assert [o["id"] for o in alice2.get("/api/offers")] == [keep["id"]]
+    with pytest.raises(APIError) as info:  # closed before the restart: still "closed", not "not found"
+        alice2.delete(f"/api/offers/{gone['id']}")
+    assert info.value.code == "ERR_OFFER_CLOSED"
     assert bob.take(keep["id"], "3")["status"] == "done"
 
 
