@@ -76,6 +76,8 @@ def network(n_peers: int, tmp: Path, prefix: str = "p") -> Iterator[tuple[GrapeN
 def bench_book(n: int) -> None:
     console.rule("pure order book (in process)")
     makers = [Desk(Identity.from_seed(bytes([i + 1]) * 32), f"m{i}") for i in range(4)]
+    # heads of makers with nothing yet: an empty book matches them, so every maker counts as live
+    heads = [m.head(3, "127.0.0.1:1") for m in makers]
     created: list[Offer] = []
     for i in range(n):
         offer, _ = makers[i % 4].create(
@@ -87,12 +89,12 @@ def bench_book(n: int) -> None:
         )
         created.append(offer)
     cancels = [makers[i % 4].cancel(o.id, 2)[0] for i, o in enumerate(created)]
-    heads = [m.head(3, "127.0.0.1:1") for m in makers]
 
     def fresh_book() -> Book:  # every maker heard from, so all offers are visible
         book = Book()
         for head in heads:
             book.on_head(head, 3)
+        assert all(book.maker_alive(m.peer_id, 3) for m in makers)
         return book
 
     book = fresh_book()

@@ -139,7 +139,18 @@ def recover(run: Run, i: int) -> None:
     elif i in run.down:
         fresh = PeerProcess(peer.grape, peer.name, data_dir=peer.data_dir, log_dir=peer.log_dir,
                             api_port=peer.api_port)  # fmt: skip
-        fresh.start(60)
+        try:
+            fresh.start(60)
+        except AssertionError:
+            # its old API port may have been handed to another process meanwhile (the kernel gives out
+            # ports from one range): then come back on a new one; any other failure is a finding
+            fresh.stop()
+            tail = (peer.log_dir / f"{peer.name}.log").read_text()[-2000:] if peer.log_dir else ""
+            if "in use" not in tail:
+                raise
+            run.note(f"{peer.name}: API port {peer.api_port} was taken meanwhile; restarting on another")
+            fresh = PeerProcess(peer.grape, peer.name, data_dir=peer.data_dir, log_dir=peer.log_dir)
+            fresh.start(60)
         assert fresh.peer_id == peer.peer_id, "restart changed identity"
         run.peers[i] = fresh
         run.down.discard(i)
