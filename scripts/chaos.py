@@ -222,9 +222,9 @@ def explain_divergence(peers: list[PeerProcess]) -> None:
     for p in peers:
         mine = p.get("/api/health")
         print(f"  {p.name} ({p.peer_id[:8]}): {mine['offers']} open offers of its own")
-        for v in p.get("/api/peers"):
-            print(f"    sees {names.get(v['id'], v['id'][:8])}: head_seq {v['head_seq']} held_seq "
-                  f"{v['held_seq']} offers {v['offers']} in_sync {v['in_sync']}")  # fmt: skip
+        for v in p.get("/api/peers?all=1"):
+            print(f"    sees {names.get(v['id'], v['id'][:8])}: alive {v['alive']} head_seq {v['head_seq']} "
+                  f"held_seq {v['held_seq']} offers {v['offers']} in_sync {v['in_sync']}")  # fmt: skip
 
 
 def inject(run: Run, end: float, faults_every: float) -> None:

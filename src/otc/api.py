@@ -109,6 +109,7 @@ class PeerOut(msgspec.Struct):
     offers: int  # its open offers in our book
     in_sync: bool  # our copy matches the digest of its last heartbeat
     listed: bool  # a Grape has listed its address: we reach it directly, even while Grapes are down
+    alive: bool  # its offers show in our book (false: silent, or heard again and awaiting a sync)
 
 
 class HealthOut(msgspec.Struct):
@@ -358,8 +359,9 @@ class API:
 
     async def peers(self, request: Request) -> Response:
         book = self.peer.book
+        now = now_ms()
         out = []
-        for p in book.peers(now_ms()):
+        for p in book.peers(now, hidden=request.query.get("all") in ("1", "true")):
             view = book.makers[p.peer_id]
             assert view.head is not None
             in_sync = view.head.head == view.max_seq and view.head.digest == view.digest_hex
@@ -374,6 +376,7 @@ class API:
                     offers=len(view.offers),
                     in_sync=in_sync,
                     listed=self.peer.is_listed(p.addr),
+                    alive=book.maker_alive(p.peer_id, now),
                 )
             )
         return json_response(out)
@@ -478,6 +481,13 @@ def openapi_document() -> dict[str, Any]:
         "schema": {"type": "string", "enum": list(PAIRS)},
     }
     id_param = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    all_param = {
+        "name": "all",
+        "in": "query",
+        "required": False,
+        "description": "1: also makers that are silent or awaiting a sync (alive false)",
+        "schema": {"type": "string", "enum": ["1", "true"]},
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -508,7 +518,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": {"operationId": "trades", "responses": ok({"type": "array", "items": receipt})},
             },
             "/api/peers": {
-                "get": {"operationId": "peers", "responses": ok({"type": "array", "items": peer})}
+                "get": {
+                    "operationId": "peers",
+                    "parameters": [all_param],
+                    "responses": ok({"type": "array", "items": peer}),
+                }
             },
             "/api/messages": {
                 "post": {

@@ -142,12 +142,13 @@ class Book:
         offers = [o for o in (self.get(oid) for oid in ids) if o is not None]
         return offers, (ids[-1] if more else None)
 
-    def peers(self, now: int) -> list[PeerInfo]:
+    def peers(self, now: int, *, hidden: bool = False) -> list[PeerInfo]:
+        """Makers heard from and live; with ``hidden``, also those silent or awaiting a sync
+        (``last_seen`` 0 for a maker never counted as live)."""
         out = []
         for maker, view in self.makers.items():
-            if maker != self.own_id and view.head is not None and self.maker_alive(maker, now):
-                assert view.last_seen is not None
-                out.append(PeerInfo(maker, view.head.name, view.head.addr, view.last_seen))
+            if maker != self.own_id and view.head is not None and (hidden or self.maker_alive(maker, now)):
+                out.append(PeerInfo(maker, view.head.name, view.head.addr, view.last_seen or 0))
         return sorted(out, key=lambda p: (p.name, p.peer_id))
 
     # --- writing ------------------------------------------------------------------------------------

@@ -161,6 +161,9 @@ def test_dead_maker_offers_disappear_within_15_s(spawn: Spawn) -> None:
     wait_for(lambda: visible(bob, offer["id"]), what="offer at bob")
     alice.kill()
     wait_for(lambda: visible(bob, offer["id"]) is None, timeout=15, what="dead maker's offer to vanish")
+    assert [p["id"] for p in bob.get("/api/peers")] == []
+    (seen,) = bob.get("/api/peers?all=1")  # still known, hidden
+    assert (seen["id"], seen["alive"], seen["offers"]) == (alice.peer_id, False, 1)
 
 
 def test_paused_maker_comes_back(spawn: Spawn) -> None:
