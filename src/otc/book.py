@@ -265,6 +265,10 @@ class Book:
             last = now - seen.age_ms
             if view.digest_hex == seen.head.digest and (view.last_seen is None or last > view.last_seen):
                 view.last_seen = last
+                # our copy is exactly its open set at that seq: as good as a sync, so a staler copy
+                # from a slower snapshot source is refused rather than shown
+                view.synced_head = max(view.synced_head, seen.head.head)
+                view.max_seq = max(view.max_seq, seen.head.head)
 
     def sync(self, reply: MakerOffers, now: int, *, answered: bool = False) -> int | None:
         """Apply a maker's authoritative list of its open offers; returns how many offers changed, or
@@ -294,7 +298,7 @@ class Book:
         for offer in reply.offers:
             if self.receive(offer, now, verified=True) in (Applied.NEW, Applied.UPDATED, Applied.CLOSED):
                 changed += 1
-        view = self.makers.setdefault(head.maker, MakerView())
+        view = self.makers.setdefault(head.maker, MakerView(since=now))
         for oid, offer in list(view.offers.items()):
             if oid not in listed and offer.seq <= head.head:
                 self._drop(view, offer)
@@ -302,9 +306,9 @@ class Book:
                 changed += 1
         view.synced_head = max(view.synced_head, head.head)
         view.max_seq = max(view.max_seq, head.head)
-        if answered and self._fresh(head, now):
-            if view.head is None or head.ts > view.head.ts:
-                view.head = head
+        # a reply older than a head we already hold could be a replay by whoever answers on its name
+        if answered and self._fresh(head, now) and (view.head is None or head.ts >= view.head.ts):
+            view.head = head
             view.last_seen = now if view.last_seen is None else max(view.last_seen, now)
         return changed
 
@@ -323,6 +327,9 @@ class Book:
         Safe for the same reason a newcomer is: whatever stale copy of their offers reaches us later
         stays hidden while they are silent, and a maker heard again whose head our copy does not match
         stays hidden until a sync has replaced that copy (see ``on_head``)."""
+        for view in self.makers.values():
+            if view.since is None and view.last_seen is None:
+                view.since = now  # known only from relayed updates: the clock starts now
         gone = [
             maker
             for maker, view in self.makers.items()

@@ -149,7 +149,7 @@ class Peer:
         self._outbox: list[Offer] = []
         self._outbox_event = asyncio.Event()
         self._timer_event = asyncio.Event()
-        self._syncing: set[str] = set()
+        self._syncing: dict[str, asyncio.Future[None]] = {}  # maker -> its sync in flight
         self._sync_backoff: dict[str, tuple[float, float]] = {}  # maker -> (not before, last wait)
         self._drifting: set[str] = set()  # makers whose last heartbeat showed drift
         self._market_dests: list[str] = []
@@ -409,6 +409,8 @@ class Peer:
             # seems to drift (the book is half loaded): wait until the join is done.
             if not drifted:
                 self._drifting.discard(maker)
+                if accepted:
+                    self._sync_backoff.pop(maker, None)  # in step again: a later drift is synced at once
             elif maker not in self._drifting and not returning:
                 self._drifting.add(maker)
             elif self.started.is_set():
@@ -430,12 +432,21 @@ class Peer:
                     makers.append(MakerSeen(head=view.head, age_ms=max(0, now - view.last_seen)))
         return Snapshot(offers=offers, makers=makers, next=cursor)
 
-    async def _sync_maker(self, maker: str) -> None:
-        """Pull a maker's authoritative list. One at a time per maker; after a failure, the next try
-        waits (doubling up to 30 s), so an unreachable maker is not asked for its list every heartbeat."""
-        if maker in self._syncing or time.monotonic() < self._sync_backoff.get(maker, (0.0, 0.0))[0]:
+    async def _sync_maker(self, maker: str, *, force: bool = False) -> None:
+        """Pull a maker's authoritative list. One at a time per maker (a caller arriving meanwhile
+        waits for that one); after a failure the next try waits (doubling up to 30 s, jittered, so
+        the peers of a market do not retry in step), unless ``force`` (a sweep that needs the answer)."""
+        running = self._syncing.get(maker)
+        if running is not None:
+            await asyncio.shield(running)
             return
-        self._syncing.add(maker)
+        if not force and time.monotonic() < self._sync_backoff.get(maker, (0.0, 0.0))[0]:
+            return
+        task = self._syncing[maker] = self._track(asyncio.ensure_future(self._pull_offers(maker)))
+        task.add_done_callback(lambda _: self._syncing.pop(maker, None))
+        await asyncio.shield(task)
+
+    async def _pull_offers(self, maker: str) -> None:
         try:
             offers = await self._ask(
                 maker, OffersRequest(), timeout=self.config.rpc_timeout_s, result_type=MakerOffers
@@ -452,9 +463,7 @@ class Peer:
         except (GrenacheError, msgspec.ValidationError) as exc:
             log.debug("sync with %s failed: %s", maker[:8], exc)
             wait = min(30.0, 2 * self._sync_backoff.get(maker, (0.0, 0.5))[1])
-            self._sync_backoff[maker] = (time.monotonic() + wait, wait)
-        finally:
-            self._syncing.discard(maker)
+            self._sync_backoff[maker] = (time.monotonic() + wait * (0.5 + random.random()), wait)
 
     async def _receive_many(self, offers: list[Offer], now: int) -> list[Offer]:
         """Verify and apply a batch; returns the offers that changed the book. Large batches (a late
@@ -780,7 +789,7 @@ class Peer:
                     # someone took or holds part of it: ask its maker for the fresh state, and retry it
                     # once if that shows a new remaining (holds by other takers are not published)
                     retried.add(offer.id)
-                    await self._sync_maker(offer.maker)
+                    await self._sync_maker(offer.maker, force=True)
                     latest = self.book.get(offer.id)
                     if latest is not None and latest.seq > offer.seq:
                         stale[offer.id] = offer.seq

@@ -301,6 +301,39 @@ def test_relayed_heartbeats_carry_their_age(book: Book, desk: Desk) -> None:
     assert visible(book, T0 + LIVENESS + 1) == []
 
 
+def test_a_relayed_head_matching_our_copy_shuts_out_staler_copies(book: Book, desk: Desk) -> None:
+    """Two snapshot sources: the up-to-date one (no offers of the maker, head matching) is loaded first,
+    the stale one (still holding the cancelled offer) after: the stale copy must not come back."""
+    a = post(desk)
+    cancel(desk, a)
+    head = desk.head(T0, "a")
+    book.on_seen(MakerSeen(head=head, age_ms=0), T0)  # source Y: nothing of the maker, head matches
+    assert book.maker_alive(MAKER.peer_id, T0)
+    assert book.receive(a, T0) is Applied.STALE  # source X's stale copy
+    assert visible(book, T0) == []
+
+
+def test_a_relayed_head_not_matching_our_copy_proves_no_liveness(book: Book, desk: Desk) -> None:
+    a = post(desk)
+    book.on_seen(MakerSeen(head=desk.head(T0, "a"), age_ms=0), T0)  # we hold nothing of it yet
+    assert not book.maker_alive(MAKER.peer_id, T0)
+    book.receive(a, T0)
+    assert visible(book, T0) == []  # until its heartbeat (or a sync) shows our copy is right
+    assert not heartbeat(book, desk, T0 + 1) and visible(book, T0 + 1) == [a.id]
+
+
+def test_an_answered_sync_older_than_the_head_held_proves_no_liveness(book: Book, desk: Desk) -> None:
+    """Whoever answers on a maker's name could replay an old reply: it must not keep a dead maker alive."""
+    a = post(desk)
+    old_reply = MakerOffers(head=desk.head(T0, "a"), offers=desk.open_offers())
+    book.receive(a, T0)
+    assert not heartbeat(book, desk, T0 + 1_000)
+    later = T0 + LIVENESS + 1_001  # silent since T0 + 1 s: hidden
+    assert visible(book, later) == []
+    book.sync(old_reply, later, answered=True)
+    assert visible(book, later) == []
+
+
 def test_own_offers_are_always_visible(desk: Desk) -> None:
     book = Book(MAKER.peer_id, liveness_ms=LIVENESS)
     offer = post(desk)
@@ -394,6 +427,15 @@ def test_updates_of_unheard_makers_are_forgotten_too(book: Book, desk: Desk) -> 
     a = post(desk)
     book.receive(a, T0)  # no heartbeat ever
     assert book.forget_silent(T0 + 1_000, after_ms=1_000) == []
+    assert book.forget_silent(T0 + 1_001, after_ms=1_000) == [MAKER.peer_id]
+    assert book.get(a.id) is None
+
+
+def test_makers_known_only_from_applied_updates_are_forgotten_too(book: Book, desk: Desk) -> None:
+    """The peer applies verified batches with ``apply`` (no clock): the first pass starts the clock."""
+    a = post(desk)
+    book.apply(a)
+    assert book.forget_silent(T0, after_ms=1_000) == []
     assert book.forget_silent(T0 + 1_001, after_ms=1_000) == [MAKER.peer_id]
     assert book.get(a.id) is None
 

@@ -222,7 +222,8 @@ class Harness:
         assert D(amount) <= D(o.remaining)
         return receipt_for(o, amount, self.peer.identity)
 
-    async def sync(self, maker: str) -> None:
+    async def sync(self, maker: str, *, force: bool = False) -> None:
+        assert force, "a sweep needs the fresh state now, whatever the retry wait says"
         self.synced.append(maker)
         self.on_sync(maker)
 
