@@ -364,7 +364,6 @@ class API:
         for p in book.peers(now, hidden=request.query.get("all") in ("1", "true")):
             view = book.makers[p.peer_id]
             assert view.head is not None
-            in_sync = view.head.head == view.max_seq and view.head.digest == view.digest_hex
             out.append(
                 PeerOut(
                     id=p.peer_id,
@@ -374,7 +373,7 @@ class API:
                     head_seq=view.head.head,
                     held_seq=view.max_seq,
                     offers=len(view.offers),
-                    in_sync=in_sync,
+                    in_sync=view.in_step(view.head),
                     listed=self.peer.is_listed(p.addr),
                     alive=book.maker_alive(p.peer_id, now),
                 )

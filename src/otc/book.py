@@ -66,6 +66,10 @@ class MakerView:
     def digest_hex(self) -> str:
         return self.digests.of(self.offers.values())
 
+    def in_step(self, head: Head) -> bool:
+        """Whether we hold exactly the open offers this head commits to, at its seq."""
+        return head.head == self.max_seq and head.digest == self.digest_hex
+
 
 @dataclass(frozen=True)
 class PeerInfo:
@@ -234,7 +238,7 @@ class Book:
             return False  # replayed or reordered heartbeat: proves nothing about liveness
         returning = not self.maker_alive(head.maker, now)
         view.head = head
-        if head.head == view.max_seq and head.digest == view.digest_hex:
+        if view.in_step(head):
             # we hold exactly the maker's list as of head.head: as good as a sync, so tombstones
             # at or below it can go (the synced_head rule now covers them)
             view.synced_head = max(view.synced_head, head.head)
@@ -333,7 +337,7 @@ class Book:
         gone = [
             maker
             for maker, view in self.makers.items()
-            if maker != self.own_id and now - _last_heard(view, now) > after_ms
+            if maker != self.own_id and now - max(view.last_seen or 0, view.since or 0) > after_ms
         ]
         for maker in gone:
             view = self.makers.pop(maker)
@@ -356,12 +360,6 @@ class Book:
             if dead * 2 > len(level):
                 self._levels[where] = SortedList(k for k in level if k[2] in self._keys)
                 self._dead[where] = 0
-
-
-def _last_heard(view: MakerView, now: int) -> int:
-    if view.last_seen is not None:
-        return max(view.last_seen, view.since or view.last_seen)
-    return view.since if view.since is not None else now
 
 
 def price_key(price: str) -> int:

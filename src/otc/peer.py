@@ -240,8 +240,7 @@ class Peer:
         return offer
 
     def cancel_offer(self, oid: str) -> Offer:
-        if oid not in self.desk.offers:  # closed long ago (or before a restart): say so, not "not found"
-            self.desk.recall(offer=self.store.offer(oid))
+        self._recall(offer_id=oid)  # closed long ago (or before a restart): say so, not "not found"
         offer, effects = self.desk.cancel(self._own_offer_id(oid), now_ms())
         self._commit(effects)
         return offer
@@ -332,7 +331,7 @@ class Peer:
         of the market, or nothing (then we fall back to what it listed last): without the heartbeat
         addresses, peers it forgot would drop out of others' books."""
         dests = set(await self._market_destinations())
-        dests.update(p.addr for p in self.book.peers(now_ms()) if p.addr in self._vouched)
+        dests.update(p.addr for p in self.book.peers(now_ms()) if self.is_listed(p.addr))
         dests.discard(self.addr)
         if dests:
             await self.client.map_dests(sorted(dests), MARKET, msg)
@@ -367,7 +366,7 @@ class Peer:
         deadline = time.monotonic() + timeout
         view = self.book.makers.get(peer_id)
         addr = view.head.addr if view is not None and view.head is not None else None
-        if addr is not None and addr in self._vouched:
+        if addr is not None and self.is_listed(addr):
             try:
                 return await self.client.request_dest(
                     addr, peer_key(peer_id), msg, timeout=timeout, result_type=result_type
@@ -560,12 +559,12 @@ class Peer:
         now = now_ms()
         try:
             if isinstance(msg, Take):
-                self._recall(msg.trade_id, msg.offer_id)
+                self._recall(trade_id=msg.trade_id, offer_id=msg.offer_id)
                 reply, effects = self.desk.take(msg, now)
                 self._commit(effects)
                 return reply
             if isinstance(msg, Confirm):
-                self._recall(msg.trade_id)
+                self._recall(trade_id=msg.trade_id)
                 try:
                     reply, effects = self.desk.confirm(msg, now)
                 except Refusal as refusal:
@@ -579,9 +578,9 @@ class Peer:
         except OTCError as exc:
             raise RPCError(exc.code, exc.message) from None
 
-    def _recall(self, trade_id: str, offer_id: str | None = None) -> None:
+    def _recall(self, *, trade_id: str | None = None, offer_id: str | None = None) -> None:
         """Hand the desk the stored records it has forgotten (see ``Desk.recall``): a primary-key read."""
-        if trade_id not in self.desk.trades:
+        if trade_id is not None and trade_id not in self.desk.trades:
             self.desk.recall(trade=self.store.maker_trade(trade_id))
         if offer_id is not None and offer_id not in self.desk.offers:
             self.desk.recall(offer=self.store.offer(offer_id))
