@@ -37,12 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from grenache.grapes import GrapeNetwork  # noqa: E402
-from otc.book import Book  # noqa: E402
-from otc.desk import Desk  # noqa: E402
-from otc.identity import Identity  # noqa: E402
+from otc.core.book import Book  # noqa: E402
+from otc.core.desk import Desk  # noqa: E402
+from otc.core.identity import Identity  # noqa: E402
+from otc.core.messages import Offer  # noqa: E402
 from otc.launch import PeerProcess, start_all, wait_for  # noqa: E402
-from otc.messages import Offer  # noqa: E402
-from otc.store import Store  # noqa: E402
+from otc.node.keyfile import load_or_create  # noqa: E402
+from otc.node.store import Store  # noqa: E402
 
 console = Console()
 RESULTS: list[dict[str, Any]] = []
@@ -313,7 +314,7 @@ def bench_trades(tmp: Path, quick: bool) -> None:
 # --- late join -----------------------------------------------------------------------------------------
 def seed_maker(data_dir: Path, n: int) -> None:
     """A maker's data directory holding ``n`` signed open offers (as if posted before)."""
-    identity = Identity.load_or_create(data_dir / "identity.key")
+    identity = load_or_create(data_dir / "identity.key")
     desk = Desk(identity, "seeder")
     now = int(time.time() * 1000)
     offers = []

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from grenache.grapes import GrapeNetwork
+from otc.core.messages import Receipt
+from otc.core.signing import receipt_is_valid
+from otc.core.sweep import average_display
 from otc.launch import APIError, PeerProcess, book_state, wait_for
-from otc.messages import Receipt
-from otc.signing import receipt_is_valid
-from otc.sweep import average_display
 
 console = Console(highlight=False)
 T0 = time.monotonic()

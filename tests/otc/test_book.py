@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otc.book import Applied, Book
-from otc.desk import Desk
-from otc.identity import Identity
-from otc.messages import Confirm, MakerOffers, MakerSeen, Offer, Take
-from otc.signing import sign
-from otc.taker import Taker
+from otc.core.book import Applied, Book
+from otc.core.desk import Desk
+from otc.core.identity import Identity
+from otc.core.messages import Confirm, MakerOffers, MakerSeen, Offer, Take
+from otc.core.signing import sign
+from otc.core.taker import Taker
 
 MAKER = Identity.from_seed(bytes([1]) * 32)
 OTHER = Identity.from_seed(bytes([2]) * 32)

@@ -28,10 +28,10 @@ import pytest
 
 from grenache import Link, PeerRPCClient
 from grenache.grapes import GrapeNetwork, free_port
-from otc.identity import Identity
-from otc.messages import Take
-from otc.money import CONTEXT
-from otc.signing import sign
+from otc.core.identity import Identity
+from otc.core.messages import Take
+from otc.core.money import CONTEXT
+from otc.core.signing import sign
 
 from ..harness import APIError, PeerProcess, wait_for
 

@@ -9,16 +9,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from otc import errors as E
-from otc.desk import Desk, Refusal
-from otc.errors import OTCError
-from otc.identity import Identity
-from otc.messages import Confirm, Offer, Take
-from otc.money import D
-from otc.offer import content_hash, digest, offer_id
-from otc.signing import is_signed, receipt_is_valid, receipt_of, sign, signing_bytes
-from otc.taker import Taker, receipt
-from otc.trade import MakerState, MakerTrade, TakerState, TakerTrade
+from otc.core import errors as E
+from otc.core.desk import Desk, Refusal
+from otc.core.errors import OTCError
+from otc.core.identity import Identity
+from otc.core.messages import Confirm, Offer, Take
+from otc.core.money import D
+from otc.core.offer import content_hash, digest, offer_id
+from otc.core.signing import is_signed, receipt_is_valid, receipt_of, sign, signing_bytes
+from otc.core.taker import Taker, receipt
+from otc.core.trade import MakerState, MakerTrade, TakerState, TakerTrade
 
 MAKER = Identity.from_seed(bytes([1]) * 32)
 ALICE = Identity.from_seed(bytes([2]) * 32)

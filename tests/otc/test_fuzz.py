@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grenache.grapes import GrapeNetwork
-from otc.desk import Desk
-from otc.identity import Identity
-from otc.messages import Chat, Heartbeat, Take, Updates
-from otc.offer import offer_id
-from otc.signing import sign
+from otc.core.desk import Desk
+from otc.core.identity import Identity
+from otc.core.messages import Chat, Heartbeat, Take, Updates
+from otc.core.offer import offer_id
+from otc.core.signing import sign
 
 from ..harness import PeerProcess, book_state, wait_for
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otc import errors as E
-from otc.errors import OTCError
-from otc.money import CANONICAL, PAIRS, Money, canonical, get_pair, parse_decimal
+from otc.core import errors as E
+from otc.core.errors import OTCError
+from otc.core.money import CANONICAL, PAIRS, Money, canonical, get_pair, parse_decimal
 
 BTC_USD = get_pair("BTC/USD")
 

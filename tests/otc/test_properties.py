@@ -19,15 +19,15 @@ import msgspec
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from otc.book import Applied, Book
-from otc.desk import Desk, Refusal
-from otc.errors import OTCError
-from otc.identity import Identity
-from otc.messages import Confirm, Head, MakerOffers, Offer, Take, TradeReply
-from otc.money import D
-from otc.signing import receipt_is_valid, receipt_of
-from otc.taker import Taker, receipt
-from otc.trade import MakerState, MakerTrade, TakerState, TakerTrade
+from otc.core.book import Applied, Book
+from otc.core.desk import Desk, Refusal
+from otc.core.errors import OTCError
+from otc.core.identity import Identity
+from otc.core.messages import Confirm, Head, MakerOffers, Offer, Take, TradeReply
+from otc.core.money import D
+from otc.core.signing import receipt_is_valid, receipt_of
+from otc.core.taker import Taker, receipt
+from otc.core.trade import MakerState, MakerTrade, TakerState, TakerTrade
 
 MAKER = Identity.from_seed(bytes([1]) * 32)
 TAKER_IDS = [Identity.from_seed(bytes([i]) * 32) for i in range(2, 6)]

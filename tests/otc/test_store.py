@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from otc.desk import Desk
-from otc.identity import Identity
-from otc.store import Store
-from otc.taker import Taker
-from otc.trade import MakerState
+from otc.core.desk import Desk
+from otc.core.identity import Identity
+from otc.core.taker import Taker
+from otc.core.trade import MakerState
+from otc.node.store import Store
 
 MAKER = Identity.from_seed(bytes([1]) * 32)
 TAKER = Taker(Identity.from_seed(bytes([2]) * 32), "taker")

@@ -16,16 +16,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otc import errors as E
-from otc.desk import Desk
-from otc.errors import OTCError
-from otc.identity import Identity
-from otc.messages import Offer, Receipt
-from otc.money import CONTEXT, D, canonical
-from otc.offer import fill
-from otc.peer import Peer, PeerConfig, now_ms
-from otc.signing import sign
-from otc.sweep import Candidate, SweepResult, average_text, plan
+from otc.core import errors as E
+from otc.core.desk import Desk
+from otc.core.errors import OTCError
+from otc.core.identity import Identity
+from otc.core.messages import Offer, Receipt
+from otc.core.money import CONTEXT, D, canonical
+from otc.core.offer import fill
+from otc.core.signing import sign
+from otc.core.sweep import Candidate, SweepResult, average_text, plan
+from otc.node.peer import Peer, PeerConfig, now_ms
 
 M1 = Identity.from_seed(bytes([11]) * 32)
 M2 = Identity.from_seed(bytes([12]) * 32)
@@ -358,7 +358,7 @@ async def test_invalid_input_is_refused_before_anything_is_taken(
 
 
 def test_average_display_rounds_only_what_needs_it() -> None:
-    from otc.sweep import average_display
+    from otc.core.sweep import average_display
 
     assert average_display("8000") == "8000"
     assert average_display("8001.3125") == "8001.3125"

@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from . import errors as E
-from .errors import OTCError
-from .messages import Chat, Offer, Receipt
-from .money import PAIRS, canonical, get_pair
-from .peer import Peer, now_ms
-from .sweep import average_text
-from .web import EventStream, HTTPError, Request, Response, Router, WebServer
+from ..core import errors as E
+from ..core.errors import OTCError
+from ..core.messages import Chat, Offer, Receipt
+from ..core.money import PAIRS, canonical, get_pair
+from ..core.sweep import average_text
+from ..node.peer import Peer, now_ms
+from .server import EventStream, HTTPError, Request, Response, Router, WebServer
 
 MAX_BODY = 64 * 1024
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import msgspec
 
-from .messages import Chat, Offer
-from .trade import MakerTrade, TakerTrade
+from ..core.messages import Chat, Offer
+from ..core.trade import MakerTrade, TakerTrade
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

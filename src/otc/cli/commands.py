@@ -20,9 +20,9 @@ import click
 import msgspec
 from rich.console import Console
 
+from ..core.money import DEFAULT_PAIR, PAIRS
 from . import render
 from .client import DEFAULT_API, APIError, Client, ClientError, PeerUnreachable
-from .money import DEFAULT_PAIR, PAIRS
 
 
 @click.group()
@@ -58,8 +58,8 @@ def peer(
     grape: str, api_port: int, rpc_port: int, name: str, data_dir: Path | None, pair: str, log_level: str
 ) -> None:
     """Run a peer: join the market through GRAPE and serve the control API on 127.0.0.1:API_PORT."""
-    from .api import API
-    from .peer import Peer, PeerConfig
+    from ..api import API
+    from ..node.peer import Peer, PeerConfig
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not 1 <= len(name) <= 32 or not name.isprintable():
@@ -414,8 +414,3 @@ def watch(out: Out, pair: str | None, depth: int, interval: float) -> None:
                 live.update(screen(), refresh=True)
     except KeyboardInterrupt:
         pass
-
-
-if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        main()

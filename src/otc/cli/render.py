@@ -17,8 +17,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .money import CONTEXT, PAIRS, canonical
-from .sweep import average_display
+from ..core.money import CONTEXT, PAIRS, canonical
+from ..core.sweep import average_display
 
 Json = dict[str, Any]
 

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote
 
 import httptools
 
-log = logging.getLogger("otc.web")
+log = logging.getLogger("otc.api")
 MAX_STREAM_BACKLOG = 1024 * 1024  # bytes of events a client may leave unread before we hang up
 
 REASONS = {

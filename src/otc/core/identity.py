@@ -4,8 +4,6 @@ anyone can check a signature against the id alone, with no directory. Names are 
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 
 # libsodium through PyNaCl: verifies in half the time of OpenSSL's Ed25519 here, and its cffi calls
 # release the GIL, so a large batch (a late join) can be verified on every core with threads.
@@ -25,22 +23,6 @@ class Identity:
     @classmethod
     def from_seed(cls, seed: bytes) -> Identity:
         return cls(SigningKey(seed))
-
-    @classmethod
-    def load_or_create(cls, path: Path) -> Identity:
-        """The key stored at ``path`` (32 raw bytes, mode 0600), created on first use."""
-        if path.exists():
-            return cls.from_seed(path.read_bytes())
-        identity = cls.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(identity.seed())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return identity
 
     def seed(self) -> bytes:
         return bytes(self._key)

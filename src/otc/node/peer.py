@@ -32,12 +32,11 @@ from grenache import GrenacheError, Link, PeerRPCClient, PeerRPCServer, RPCError
 from grenache.client import ERR_REQUEST_GENERIC, ERR_TIMEOUT
 from grenache.server import ERR_UNKNOWN_SERVICE
 
-from . import errors as E
-from .book import Applied, Book
-from .desk import Desk, Effects, Refusal
-from .errors import OTCError
-from .identity import Identity
-from .messages import (
+from ..core import errors as E
+from ..core.book import Applied, Book
+from ..core.desk import Desk, Effects, Refusal
+from ..core.errors import OTCError
+from ..core.messages import (
     Chat,
     Confirm,
     Head,
@@ -55,14 +54,15 @@ from .messages import (
     TradeReply,
     Updates,
 )
-from .money import CONTEXT, DEFAULT_PAIR, canonical, get_pair, parse_decimal
-from .signing import is_signed, offer_is_valid, receipt_of, sign
+from ..core.money import CONTEXT, DEFAULT_PAIR, canonical, get_pair, parse_decimal
+from ..core.signing import is_signed, offer_is_valid, receipt_of, sign
+from ..core.sweep import Skipped, SweepResult, plan
+from ..core.taker import TRANSIENT, Taker, receipt
+from ..core.trade import MakerState, TakerState, TakerTrade
+from .keyfile import load_or_create
 from .store import Store
-from .sweep import Skipped, SweepResult, plan
-from .taker import TRANSIENT, Taker, receipt
-from .trade import MakerState, TakerState, TakerTrade
 
-log = logging.getLogger("otc.peer")
+log = logging.getLogger("otc.node.peer")
 
 T = TypeVar("T")
 MARKET = "otc:market"
@@ -124,7 +124,7 @@ class Peer:
         except BlockingIOError:
             self._lock.close()
             raise RuntimeError(f"another peer is running on the data directory {self.data_dir}") from None
-        self.identity = Identity.load_or_create(self.data_dir / "identity.key")
+        self.identity = load_or_create(self.data_dir / "identity.key")
         self.peer_id = self.identity.peer_id
         self.name = config.name
         self.store = Store(self.data_dir / "peer.sqlite")

@@ -1,0 +1,6 @@
+import contextlib
+
+from .commands import main
+
+with contextlib.suppress(KeyboardInterrupt):
+    main()

@@ -1,0 +1,1 @@
+"""One running peer: the I/O edge (Grenache RPC, timers, SQLite) around the pure core."""
