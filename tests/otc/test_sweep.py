@@ -1,14 +1,13 @@
 """Sweep orders without a network: the pure planning (sweep.plan), the exact result arithmetic, and
-Peer.sweep's execution loop driven through a scripted ``take`` (lost offers, one retry with the fresh
+the Sweeper's execution loop driven through a scripted ``take`` (lost offers, one retry with the fresh
 remaining, pending takes, posting the remainder, input validation)."""
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -17,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otc.core import errors as E
+from otc.core.book import Book
 from otc.core.desk import Desk
 from otc.core.errors import OTCError
 from otc.core.identity import Identity
@@ -25,7 +25,8 @@ from otc.core.money import CONTEXT, D, canonical
 from otc.core.offer import fill
 from otc.core.signing import sign
 from otc.core.sweep import Candidate, SweepResult, average_text, plan
-from otc.node.peer import Peer, PeerConfig, now_ms
+from otc.node.clock import now_ms
+from otc.node.sweeps import Sweeper
 
 M1 = Identity.from_seed(bytes([11]) * 32)
 M2 = Identity.from_seed(bytes([12]) * 32)
@@ -195,22 +196,31 @@ def test_totals_do_not_round_at_28_digits() -> None:
     assert r.filled == 6 * D("199999999.99999999")
 
 
-# --- execution: Peer.sweep with a scripted take ------------------------------------------------------------
+# --- execution: Sweeper with a scripted take ---------------------------------------------------------------
 Script = dict[str, list[OTCError | None]]  # offer id -> what each successive take of it does (None: fills)
 
 
 class Harness:
-    def __init__(self, peer: Peer) -> None:
-        self.peer = peer
+    """A Sweeper on a real book and desk; takes and syncs are scripted."""
+
+    def __init__(self) -> None:
+        self.book = Book(ME.peer_id)
+        self.desk = Desk(ME, "me")
         self.calls: list[tuple[str, str]] = []
         self.script: Script = {}
         self.on_sync: Callable[[str], object] = lambda maker: None
         self.synced: list[str] = []
+        self.sweeper = Sweeper(ME.peer_id, self.book, "BTC/USD", self.take, self.sync, self.post)
 
     def add(self, *offers: Offer) -> None:
         for o in offers:
-            self.peer.book.apply(o)
-            self.peer.book.makers[o.maker].last_seen = now_ms()
+            self.book.apply(o)
+            self.book.makers[o.maker].last_seen = now_ms()
+
+    def post(self, **fields: Any) -> Offer:
+        offer, _ = self.desk.create(now=now_ms(), **fields)
+        self.book.apply(offer)
+        return offer
 
     async def take(self, oid: str, amount: Any = None) -> Receipt:
         self.calls.append((oid, amount))
@@ -218,9 +228,9 @@ class Harness:
         step = steps.pop(0) if steps else None
         if step is not None:
             raise step
-        o = self.peer.find_offer(oid)
-        assert D(amount) <= D(o.remaining)
-        return receipt_for(o, amount, self.peer.identity)
+        o = self.book.get(oid)
+        assert o is not None and D(amount) <= D(o.remaining)
+        return receipt_for(o, amount, ME)
 
     async def sync(self, maker: str, *, force: bool = False) -> None:
         assert force, "a sweep needs the fresh state now, whatever the retry wait says"
@@ -229,13 +239,8 @@ class Harness:
 
 
 @pytest.fixture
-async def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
-    peer = Peer(PeerConfig(name="me", data_dir=tmp_path / "me"))
-    harness = Harness(peer)
-    monkeypatch.setattr(peer, "take", harness.take)
-    monkeypatch.setattr(peer, "_sync_maker", harness.sync)
-    yield harness
-    await peer.stop()
+def h() -> Harness:
+    return Harness()
 
 
 def fresh(o: Offer, filled: str, maker: Identity) -> Offer:
@@ -246,7 +251,7 @@ def fresh(o: Offer, filled: str, maker: Identity) -> Offer:
 async def test_sweep_fills_best_first_and_reports_exact_totals(h: Harness) -> None:
     a1, a2, a3 = ask(M1, "1", "8000"), ask(M2, "1", "8001"), ask(M3, "5", "8002")
     h.add(a3, a1, a2, ask(M1, "9", "8003"))
-    res = await h.peer.sweep("buy", "2.5", "8002", None, False)
+    res = await h.sweeper.sweep("buy", "2.5", "8002", None, False)
     assert h.calls == [(a1.id, "1"), (a2.id, "1"), (a3.id, "0.5")]
     assert (res.filled, res.total, res.pending, res.posted, res.skipped) == (
         D("2.5"),
@@ -266,7 +271,7 @@ async def test_offers_lost_to_other_takers_are_skipped(h: Harness) -> None:
         a2.id: [OTCError(E.ERR_OFFER_NOT_FOUND, "gone")],
         a3.id: [OTCError(E.ERR_RESERVATION_EXPIRED, "too late")],
     }
-    res = await h.peer.sweep("buy", "1", "8003", "BTC/USD", False)
+    res = await h.sweeper.sweep("buy", "1", "8003", "BTC/USD", False)
     assert h.calls == [(a1.id, "1"), (a2.id, "1"), (a3.id, "1"), (a4.id, "1")]
     assert [f.offer_id for f in res.fills] == [a4.id] and res.filled == 1
     assert [(s.offer_id, s.code) for s in res.skipped] == [
@@ -280,8 +285,8 @@ async def test_insufficient_remaining_retries_once_with_the_fresh_remaining(h: H
     a1, a2 = ask(M1, "1", "8000"), ask(M2, "1", "8001")
     h.add(a1, a2)
     h.script = {a1.id: [OTCError(E.ERR_INSUFFICIENT_REMAINING, "only 0.4 of 1 is available")]}
-    h.on_sync = lambda maker: h.peer.book.apply(fresh(a1, "0.6", M1))  # the maker's list: 0.4 left
-    res = await h.peer.sweep("buy", "1", "8001", None, False)
+    h.on_sync = lambda maker: h.book.apply(fresh(a1, "0.6", M1))  # the maker's list: 0.4 left
+    res = await h.sweeper.sweep("buy", "1", "8001", None, False)
     assert h.synced == [M1.peer_id]
     assert h.calls == [(a1.id, "1"), (a1.id, "0.4"), (a2.id, "0.6")]
     assert [f.amount for f in res.fills] == ["0.4", "0.6"] and res.skipped == []
@@ -293,8 +298,8 @@ async def test_insufficient_remaining_twice_or_without_news_skips(h: Harness) ->
     h.add(a1, a2, a3)
     refusal = OTCError(E.ERR_INSUFFICIENT_REMAINING, "the rest is reserved by other takers")
     h.script = {a1.id: [refusal, refusal], a2.id: [refusal]}
-    h.on_sync = lambda maker: maker == M1.peer_id and h.peer.book.apply(fresh(a1, "0.5", M1))
-    res = await h.peer.sweep("buy", "1", "8002", None, False)
+    h.on_sync = lambda maker: maker == M1.peer_id and h.book.apply(fresh(a1, "0.5", M1))
+    res = await h.sweeper.sweep("buy", "1", "8002", None, False)
     # a1 retried once with its fresh 0.5 then skipped; a2 had no news (a hold by another taker): skipped
     assert h.calls == [(a1.id, "1"), (a1.id, "0.5"), (a2.id, "1"), (a3.id, "1")]
     assert [s.offer_id for s in res.skipped] == [a1.id, a2.id]
@@ -304,21 +309,21 @@ async def test_insufficient_remaining_twice_or_without_news_skips(h: Harness) ->
 async def test_pending_takes_are_counted_never_overfilled_and_post_rests_the_rest(h: Harness) -> None:
     a1, a2 = ask(M1, "1", "8000"), ask(M2, "1", "8001")
     h.add(a1, a2)
-    h.peer.post_offer(side="sell", amount="1", price="7000", pair="BTC/USD")  # our own, cheaper: never taken
+    h.post(side="sell", amount="1", price="7000", pair="BTC/USD")  # our own, cheaper: never taken
     h.script = {a1.id: [OTCError(E.ERR_TRADE_PENDING, "retried in the background")]}
-    res = await h.peer.sweep("buy", "3", "8001.5", None, True)
+    res = await h.sweeper.sweep("buy", "3", "8001.5", None, True)
     assert h.calls == [(a1.id, "1"), (a2.id, "1")]
     assert (res.filled, res.pending) == (D("1"), D("1"))
     assert res.posted is not None
     posted = res.posted
-    assert (posted.side, posted.amount, posted.price, posted.maker) == ("buy", "1", "8001.5", h.peer.peer_id)
-    assert posted.id in h.peer.desk.offers
+    assert (posted.side, posted.amount, posted.price, posted.maker) == ("buy", "1", "8001.5", ME.peer_id)
+    assert posted.id in h.desk.offers
 
 
 async def test_sell_sweep_and_nothing_to_post_when_filled(h: Harness) -> None:
     b1, b2 = bid(M1, "2", "7900"), bid(M2, "2", "7950")
     h.add(b1, b2)
-    res = await h.peer.sweep("sell", "3", "7900", None, True)
+    res = await h.sweeper.sweep("sell", "3", "7900", None, True)
     assert h.calls == [(b2.id, "2"), (b1.id, "1")]
     assert (
         res.posted is None
@@ -328,9 +333,9 @@ async def test_sell_sweep_and_nothing_to_post_when_filled(h: Harness) -> None:
 
 async def test_nothing_fillable_posts_everything_or_nothing(h: Harness) -> None:
     h.add(ask(M1, "1", "8100"))
-    res = await h.peer.sweep("buy", "2", "8000", None, False)
+    res = await h.sweeper.sweep("buy", "2", "8000", None, False)
     assert (h.calls, res.fills, res.posted) == ([], [], None)
-    res = await h.peer.sweep("buy", "2", "8000", None, True)
+    res = await h.sweeper.sweep("buy", "2", "8000", None, True)
     assert res.posted is not None and (res.posted.amount, res.posted.price) == ("2", "8000")
 
 
@@ -352,9 +357,9 @@ async def test_invalid_input_is_refused_before_anything_is_taken(
 ) -> None:
     h.add(ask(M1, "1", "7000"), bid(M1, "1", "9000"))
     with pytest.raises(OTCError) as err:
-        await h.peer.sweep(side, amount, limit, pair, True)
+        await h.sweeper.sweep(side, amount, limit, pair, True)
     assert err.value.code == code
-    assert h.calls == [] and h.peer.desk.open_offers() == []
+    assert h.calls == [] and h.desk.open_offers() == []
 
 
 def test_average_display_rounds_only_what_needs_it() -> None:

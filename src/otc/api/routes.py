@@ -18,7 +18,8 @@ from ..core.errors import OTCError
 from ..core.messages import Chat, Offer, Receipt
 from ..core.money import PAIRS, canonical, get_pair
 from ..core.sweep import average_text
-from ..node.peer import Peer, now_ms
+from ..node.clock import now_ms
+from ..node.peer import Peer
 from .server import EventStream, HTTPError, Request, Response, Router, WebServer
 
 MAX_BODY = 64 * 1024
@@ -311,9 +312,9 @@ class API:
         p = self.peer
         peers = len(p.book.peers(now_ms()))
         mine = p.desk.open_count
-        pending = len(p.pending_trades())
+        pending = len(p.trading.pending_trades())
         health = HealthOut(
-            p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending, p.join_ms
+            p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending, p.market.join_ms
         )
         return json_response(health)
 
@@ -327,7 +328,7 @@ class API:
 
     async def post_offer(self, request: Request) -> Response:
         body: OfferIn = await read_body(request, OfferIn)
-        offer = self.peer.post_offer(
+        offer = self.peer.trading.post_offer(
             side=body.side,
             amount=body.amount,
             price=body.price,
@@ -346,16 +347,16 @@ class API:
         return json_response([offer_out(o, me) for o in offers])
 
     async def cancel_offer(self, request: Request) -> Response:
-        offer = self.peer.cancel_offer(request.match_info["id"])
+        offer = self.peer.trading.cancel_offer(request.match_info["id"])
         return json_response(offer_out(offer, self.peer.peer_id))
 
     async def post_trade(self, request: Request) -> Response:
         body: TradeIn = await read_body(request, TradeIn)
-        receipt = await self.peer.take(body.offer_id, body.amount)
+        receipt = await self.peer.trading.take(body.offer_id, body.amount)
         return json_response(receipt_out(receipt, "taker"), 201)
 
     async def trades(self, request: Request) -> Response:
-        return json_response([receipt_out(r, role) for role, r in self.peer.receipts()])
+        return json_response([receipt_out(r, role) for role, r in self.peer.trading.receipts()])
 
     async def peers(self, request: Request) -> Response:
         book = self.peer.book
@@ -374,7 +375,7 @@ class API:
                     held_seq=view.max_seq,
                     offers=len(view.offers),
                     in_sync=view.in_step(view.head),
-                    listed=self.peer.is_listed(p.addr),
+                    listed=self.peer.directory.is_listed(p.addr),
                     alive=book.maker_alive(p.peer_id, now),
                 )
             )
@@ -382,7 +383,7 @@ class API:
 
     async def post_message(self, request: Request) -> Response:
         body: MessageIn = await read_body(request, MessageIn)
-        msg = await self.peer.send_message(body.to, body.text)
+        msg = await self.peer.chat.send(body.to, body.text)
         return json_response(message_out("out", msg), 201)
 
     async def messages(self, request: Request) -> Response:
@@ -421,7 +422,7 @@ class API:
 
     async def sweep(self, request: Request) -> Response:
         body: SweepIn = await read_body(request, SweepIn)
-        result = await self.peer.sweep(body.side, body.amount, body.limit, body.pair, body.post)
+        result = await self.peer.sweeps.sweep(body.side, body.amount, body.limit, body.pair, body.post)
         me = self.peer.peer_id
         return json_response(
             SweepOut(

@@ -59,7 +59,8 @@ def peer(
 ) -> None:
     """Run a peer: join the market through GRAPE and serve the control API on 127.0.0.1:API_PORT."""
     from ..api import API
-    from ..node.peer import Peer, PeerConfig
+    from ..node.config import PeerConfig
+    from ..node.peer import Peer
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not 1 <= len(name) <= 32 or not name.isprintable():

@@ -1,0 +1,58 @@
+"""Background work of a peer: every task is referenced until done and cancelled at stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+log = logging.getLogger("otc.node")
+T = TypeVar("T")
+
+
+class Tasks:
+    def __init__(self) -> None:
+        self._loops: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Future[Any]] = set()
+        self.stopping = False
+
+    def loop(self, body: Callable[[], Awaitable[None]]) -> None:
+        """Run ``body`` for the peer's lifetime; an unexpected error is logged and the loop started
+        again, because a dead heartbeat or timer loop would silently take the peer out of the market."""
+
+        async def forever() -> None:
+            while True:
+                try:
+                    await body()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s failed; restarting it", body.__name__)
+                    await asyncio.sleep(1.0)
+
+        self._loops.append(asyncio.create_task(forever(), name=body.__name__))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Fire and forget (but keep a reference, and cancel it at stop)."""
+        if self.stopping:
+            coro.close()
+            return
+        self.track(asyncio.ensure_future(coro))
+
+    def track(self, task: asyncio.Future[T]) -> asyncio.Future[T]:
+        """Keep a background task referenced until done, and cancelled by stop()."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def stop(self) -> None:
+        self.stopping = True  # no new background work from here on
+        every = self._loops + list(self._background)
+        for task in every:
+            task.cancel()
+        for task in every:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._loops.clear()

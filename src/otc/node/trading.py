@@ -1,0 +1,286 @@
+"""Trading, both roles, at the I/O edge.
+
+As maker: the desk (``core.desk``) decides every take, confirm, cancel and expiry synchronously; here we
+persist each decision before anyone hears of it (``commit``), then publish the offers it changed, and
+run the timer that releases reservations and expires offers.
+
+As taker: the taker (``core.taker``) builds signed requests and checks the maker's answers; here we
+persist the trade before each request, send it until the maker answers definitively, and finish trades
+left pending by lost messages or a restart (``reconcile``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from grenache import GrenacheError, RPCError
+
+from ..core import errors as E
+from ..core.book import Book
+from ..core.desk import Desk, Effects, Refusal
+from ..core.errors import OTCError
+from ..core.messages import Confirm, Offer, Receipt, Take, TradeReply
+from ..core.signing import receipt_of
+from ..core.taker import TRANSIENT, Taker, receipt
+from ..core.trade import MakerState, TakerState, TakerTrade
+from .clock import now_ms
+from .config import PeerConfig
+from .directory import Directory
+from .events import Listeners
+from .market import Market
+from .store import Store
+from .tasks import Tasks
+
+log = logging.getLogger("otc.node.trading")
+KEEP_SETTLED = 10_000  # settled trades a maker keeps in memory; older ones are recalled from the store
+KEEP_CLOSED = 1000  # closed offers a maker keeps in memory; likewise
+TRIM_EVERY_S = 60.0
+
+
+class Trading:
+    def __init__(
+        self,
+        config: PeerConfig,
+        desk: Desk,
+        taker: Taker,
+        book: Book,
+        store: Store,
+        market: Market,
+        directory: Directory,
+        tasks: Tasks,
+        events: Listeners,
+    ) -> None:
+        self.config = config
+        self.desk = desk
+        self.taker = taker
+        self.book = book
+        self.store = store
+        self.market = market
+        self.directory = directory
+        self.tasks = tasks
+        self.events = events
+        self.peer_id = desk.peer_id
+        self._timer_event = asyncio.Event()
+        self._driving: set[str] = set()
+        self.taker_trades: dict[str, TakerTrade] = {}
+        for trade in store.taker_trades():
+            if trade.state is TakerState.REQUESTED:  # its take call died with the last process
+                trade = taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: interrupted", now_ms())
+                store.save(taker_trades=[trade])
+            self.taker_trades[trade.take.trade_id] = trade
+
+    def start(self) -> None:
+        self.tasks.loop(self._timer_loop)
+        self.tasks.loop(self._trim_loop)
+        self.tasks.loop(self._reconcile_loop)
+        self.market.publish(self.desk.open_offers())  # after a restart: our open offers again
+
+    # --- maker: own offers --------------------------------------------------------------------------
+    def post_offer(self, **fields: Any) -> Offer:
+        offer, effects = self.desk.create(now=now_ms(), **fields)
+        self.commit(effects)
+        return offer
+
+    def cancel_offer(self, oid: str) -> Offer:
+        self._recall(offer_id=oid)  # closed long ago (or before a restart): say so, not "not found"
+        offer, effects = self.desk.cancel(self._own_offer_id(oid), now_ms())
+        self.commit(effects)
+        return offer
+
+    def _own_offer_id(self, oid: str) -> str:
+        if oid in self.desk.offers:
+            return oid
+        matches = [o for o in self.desk.offers if o.startswith(oid)] if len(oid) >= 4 else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise OTCError(E.ERR_AMBIGUOUS_ID, f"id prefix {oid!r} matches {len(matches)} of your offers")
+        held = self.book.get(oid)
+        others = [held] if held is not None else self.book.find(oid) if len(oid) >= 4 else []
+        if any(o.maker != self.peer_id for o in others):
+            raise OTCError(E.ERR_NOT_MAKER, "only its maker can cancel an offer")
+        raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no offer {oid} of yours")
+
+    def commit(self, effects: Effects) -> None:
+        """Persist, then apply to our own book and publish: the order that makes crashes safe."""
+        if not effects:
+            return
+        try:
+            self.store.save(seq=self.desk.seq, offers=effects.offers, maker_trades=effects.trades)
+        except Exception:
+            # the desk already holds a decision the disk does not: answering anyone now could make
+            # maker and taker disagree after a restart. Stop at once; the disk is the truth.
+            log.critical("cannot persist a decision; stopping the peer", exc_info=True)
+            os._exit(70)
+        for offer in effects.offers:
+            self.book.apply(offer)
+            self.events.emit({"type": "offer", "offer": offer})
+        for trade in effects.trades:
+            if trade.state is MakerState.DONE:
+                assert trade.taker_sig is not None
+                self.events.emit(
+                    {"type": "trade", "receipt": receipt_of(trade.terms, trade.maker_sig, trade.taker_sig)}
+                )
+        self.market.publish(effects.offers)
+        self._timer_event.set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.desk.next_deadline()
+            delay = 1.0 if deadline is None else max(0.0, min(1.0, (deadline - now_ms()) / 1000))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._timer_event.wait()
+            self._timer_event.clear()
+            self.commit(self.desk.tick(now_ms()))
+
+    async def _trim_loop(self) -> None:
+        # the store keeps all history; memory keeps the recent part
+        while True:
+            await asyncio.sleep(TRIM_EVERY_S)
+            self.desk.forget_closed(KEEP_CLOSED)
+            self.desk.forget_settled(KEEP_SETTLED)
+
+    # --- maker: answering takers --------------------------------------------------------------------
+    def on_take(self, msg: Take) -> TradeReply:
+        self._recall(trade_id=msg.trade_id, offer_id=msg.offer_id)
+        reply, effects = self.desk.take(msg, now_ms())
+        self.commit(effects)
+        return reply
+
+    def on_confirm(self, msg: Confirm) -> TradeReply:
+        self._recall(trade_id=msg.trade_id)
+        try:
+            reply, effects = self.desk.confirm(msg, now_ms())
+        except Refusal as refusal:
+            self.commit(refusal.effects)
+            raise
+        self.commit(effects)
+        return reply
+
+    def _recall(self, *, trade_id: str | None = None, offer_id: str | None = None) -> None:
+        """Hand the desk the stored records it has forgotten (see ``Desk.recall``): a primary-key read."""
+        if trade_id is not None and trade_id not in self.desk.trades:
+            self.desk.recall(trade=self.store.maker_trade(trade_id))
+        if offer_id is not None and offer_id not in self.desk.offers:
+            self.desk.recall(offer=self.store.offer(offer_id))
+
+    # --- taker --------------------------------------------------------------------------------------
+    def find_offer(self, oid: str) -> Offer:
+        offer = self.book.get(oid)
+        if offer is None and len(oid) >= 4:
+            matches = self.book.find(oid)
+            if len(matches) > 1:
+                raise OTCError(E.ERR_AMBIGUOUS_ID, f"id prefix {oid!r} is ambiguous: {len(matches)} offers")
+            offer = matches[0] if matches else None
+        if offer is None or not self.book.is_visible(offer, now_ms()):
+            raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no open offer {oid} in the book")
+        return offer
+
+    async def take(self, oid: str, amount: Any = None) -> Receipt:
+        """Take ``amount`` (default: all that remains) of an offer; returns the done receipt."""
+        offer = self.find_offer(oid)
+        if amount is None:
+            amount = offer.remaining
+        trade = self.taker.new_trade(offer, amount, uuid.uuid4().hex, now_ms())
+        self._save_taker(trade)
+        # shielded: if our caller goes away (an API client disconnects), the trade still runs to a
+        # definite state instead of being left half-asked
+        trade = await asyncio.shield(self.tasks.track(asyncio.ensure_future(self._take_to_end(trade))))
+        if trade.state is TakerState.DONE:
+            return receipt(trade)
+        if trade.state is TakerState.FAILED:
+            assert trade.error is not None
+            code, _, message = trade.error.partition(": ")
+            raise OTCError(code, message)
+        raise OTCError(
+            E.ERR_TRADE_PENDING,
+            f"the maker did not answer in time; trade {trade.take.trade_id} is retried in the background",
+        )
+
+    async def _take_to_end(self, trade: TakerTrade) -> TakerTrade:
+        trade = await self._drive(trade, self.config.take_deadline_s)
+        if trade.state is TakerState.REQUESTED:
+            trade = self.taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: no answer", now_ms())
+            self._save_taker(trade)
+        return trade
+
+    async def _drive(self, trade: TakerTrade, deadline_s: float) -> TakerTrade:
+        """Send the trade's next request until it is final or the deadline passes (idempotent)."""
+        tid = trade.take.trade_id
+        self._driving.add(tid)
+        try:
+            deadline = time.monotonic() + deadline_s
+            backoff = 0.05
+            while (req := self.taker.next_request(trade)) is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    reply = await self.directory.ask(
+                        trade.maker,
+                        req,
+                        timeout=min(self.config.rpc_timeout_s, remaining),
+                        result_type=TradeReply,
+                    )
+                    new = self.taker.on_reply(trade, reply, now_ms())
+                except RPCError as exc:
+                    new = self.taker.on_refused(trade, exc.code, exc.message, now_ms())
+                    if exc.code in TRANSIENT:
+                        await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                        backoff = min(backoff * 2, 1.0)
+                except GrenacheError as exc:  # the Grape failed the lookup: transient
+                    log.debug("take %s: %s", tid[:8], exc)
+                    await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                    backoff = min(backoff * 2, 1.0)
+                    continue
+                except (OTCError, msgspec.ValidationError) as exc:
+                    # the maker answered something we cannot accept: we never sign it; retry later
+                    log.warning("take %s: unacceptable answer: %s", tid[:8], exc)
+                    break
+                if new is not trade:
+                    trade = new
+                    self._save_taker(trade)
+            return trade
+        finally:
+            self._driving.discard(tid)
+
+    def _save_taker(self, trade: TakerTrade) -> None:
+        self.store.save(taker_trades=[trade])
+        self.taker_trades[trade.take.trade_id] = trade
+        if trade.state is TakerState.DONE:
+            self.events.emit({"type": "trade", "receipt": receipt(trade)})
+
+    async def _reconcile_loop(self) -> None:
+        """Finish trades left pending by lost messages, a timeout or a restart."""
+        while True:
+            for trade in list(self.taker_trades.values()):
+                if trade.state is TakerState.RESERVED and trade.take.trade_id not in self._driving:
+                    self.tasks.spawn(self._drive(trade, self.config.take_deadline_s))
+            await asyncio.sleep(1.0)
+
+    # --- views --------------------------------------------------------------------------------------
+    def receipts(self) -> list[tuple[str, Receipt]]:
+        """Every done trade, as ``(role, receipt)``, oldest first."""
+        out: list[tuple[str, Receipt]] = []
+        for mt in self.store.maker_trades():
+            if mt.state is MakerState.DONE and mt.taker_sig:
+                out.append(("maker", receipt_of(mt.terms, mt.maker_sig, mt.taker_sig)))
+        for tt in self.taker_trades.values():
+            if tt.state is TakerState.DONE:
+                out.append(("taker", receipt(tt)))
+        out.sort(key=lambda r: (r[1].created_at, r[1].id))
+        return out
+
+    def pending_trades(self) -> list[TakerTrade]:
+        return [
+            t for t in self.taker_trades.values() if t.state in (TakerState.REQUESTED, TakerState.RESERVED)
+        ]
