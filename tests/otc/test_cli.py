@@ -509,20 +509,21 @@ def test_sweep_api_validates_its_input(spawn: Spawn) -> None:
         "limit",
         "pair",
         "post",
+        "deadline_s",
     }
     assert doc["components"]["schemas"]["SweepIn"]["additionalProperties"] is False
     empty = peer.post("/api/sweep", {"side": "buy", "amount": "1", "limit": "8000"})
     assert (empty["fills"], empty["filled"], empty["average_price"], empty["posted"]) == ([], "0", None, None)
 
 
-async def hold(grape: str, maker: str, offer: dict[str, Any]) -> dict[str, Any]:
-    """Another taker that reserves all of ``offer`` at its maker and never confirms (the maker holds it
-    for its reservation time): what a sweep sees when it loses the race for the offer."""
+async def hold(grape: str, maker: str, offer: dict[str, Any], amount: str) -> dict[str, Any]:
+    """Another taker that reserves ``amount`` of ``offer`` at its maker and never confirms (the maker
+    holds what it holds for a new taker for its reservation time)."""
     racer = Identity.generate()
     take = sign(
         racer,
         Take(
-            trade_id=uuid.uuid4().hex, offer_id=offer["id"], amount=offer["remaining"], price=offer["price"],
+            trade_id=uuid.uuid4().hex, offer_id=offer["id"], amount=amount, price=offer["price"],
             taker=racer.peer_id, taker_name="racer", ts=time.time_ns() // 1_000_000,
         ),
     )  # fmt: skip
@@ -535,27 +536,29 @@ async def hold(grape: str, maker: str, offer: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def test_sweep_losing_an_offer_to_another_taker_fills_from_the_next(
-    spawn: Spawn, grapes: GrapeNetwork
-) -> None:
+def test_sweep_takes_what_is_not_held_and_the_rest_from_the_next(spawn: Spawn, grapes: GrapeNetwork) -> None:
     m1, m2, taker = spawn("m1"), spawn("m2"), spawn("taker")
     best = m1.offer("sell", "1", "8000")
     next_best = m2.offer("sell", "1", "8001")
     wait_for(lambda: len(taker.book()["asks"]) == 2, what="both asks at the taker")
 
-    reply = asyncio.run(hold(grapes.urls[0], m1.peer_id, best))
+    # a stranger asks for all of it: as a taker new to m1 it gets nothing held, so the book is unchanged
+    reply = asyncio.run(hold(grapes.urls[0], m1.peer_id, best, "1"))
+    assert (reply["type"], reply["status"]) == ("trade", "reserved")
+    # a fifth of it is held for it, and every book says so (holds are published)
+    reply = asyncio.run(hold(grapes.urls[0], m1.peer_id, best, "0.2"))
     assert reply["status"] == "reserved"
-    assert visible(taker, best["id"])["remaining"] == "1"  # holds are not published: the book looks fine
+    wait_for(lambda: visible(taker, best["id"])["available"] == "0.8", what="the hold to be published")
+    assert visible(taker, best["id"])["reserved"] == "0.2"
 
     result = as_json("--api", taker.url, "buy", "1", "--limit", "8001")
-    assert [(s["offer_id"], s["error"]) for s in result["skipped"]] == [
-        (best["id"], "ERR_INSUFFICIENT_REMAINING")
-    ]
+    assert result["skipped"] == []
     assert [(f["offer_id"], f["amount"], f["price"]) for f in result["fills"]] == [
-        (next_best["id"], "1", "8001")
+        (best["id"], "0.8", "8000"),
+        (next_best["id"], "0.2", "8001"),
     ]
-    assert (result["filled"], result["average_price"], result["posted"]) == ("1", "8001", None)
-    assert m1.get("/api/trades") == [] and [o["remaining"] for o in m1.get("/api/offers")] == ["1"]
+    assert (result["filled"], result["average_price"], result["posted"]) == ("1", "8000.2", None)
+    assert [(o["remaining"], o["reserved"]) for o in m1.get("/api/offers")] == [("0.2", "0.2")]
 
 
 def test_sweeps_racing_takers_never_overfill(spawn: Spawn) -> None:

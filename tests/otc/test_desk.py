@@ -1,8 +1,10 @@
 """The maker's desk and the taker, driven directly (no network): validation, the take/confirm protocol,
-refusals, idempotency, reservation deadlines, cancellation, expiry and restoring from storage."""
+refusals (signed, bound to the request they refuse), idempotency, reservation deadlines, what a taker
+may hold (new takers, strikes, suspension), cancellation, expiry and restoring from storage."""
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 from typing import Any
 
@@ -10,13 +12,14 @@ import msgspec
 import pytest
 
 from otc.core import errors as E
+from otc.core import limits
 from otc.core.desk import Desk, Refusal
 from otc.core.errors import OTCError
 from otc.core.identity import Identity
-from otc.core.messages import Confirm, Offer, Take
+from otc.core.messages import Confirm, Offer, Take, TradeRefusal
 from otc.core.money import D
-from otc.core.offer import content_hash, digest, offer_id
-from otc.core.signing import is_signed, receipt_is_valid, receipt_of, sign, signing_bytes
+from otc.core.offer import check_consistent, content_hash, digest, offer_id
+from otc.core.signing import is_signed, receipt_is_valid, receipt_of, request_digest, sign, signing_bytes
 from otc.core.taker import Taker, receipt
 from otc.core.trade import MakerState, MakerTrade, TakerState, TakerTrade
 
@@ -31,9 +34,17 @@ def tid(n: int) -> str:
     return f"{n:032x}"
 
 
+def know(desk: Desk, *takers: Identity) -> Desk:
+    """Takers the desk has traded with: their reservations hold whatever they ask (see limits.py)."""
+    for taker in takers:
+        desk._taker(taker.peer_id).known = True
+    return desk
+
+
 @pytest.fixture
 def desk() -> Desk:
-    return Desk(MAKER, "maker", reserve_ms=RESERVE)
+    """A desk that knows alice and bob (the protocol tests); newcomers have their own tests below."""
+    return know(Desk(MAKER, "maker", reserve_ms=RESERVE), ALICE, BOB)
 
 
 @pytest.fixture
@@ -65,7 +76,10 @@ def reserve(desk: Desk, taker: Taker, offer: Offer, amount: str, n: int, now: in
     req = taker.next_request(trade)
     assert isinstance(req, Take)
     reply, effects = desk.take(req, now)
-    assert [t.terms.id for t in effects.trades] == [tid(n)] and not effects.offers
+    assert [t.terms.id for t in effects.trades] == [tid(n)]
+    # a held reservation is published as the offer's new state; one that holds nothing changes nothing
+    held = desk.trades[tid(n)].held
+    assert effects.offers == ([desk.offers[offer.id]] if held else [])
     trade = taker.on_reply(trade, reply, now)
     assert trade.state is TakerState.RESERVED
     return trade
@@ -186,8 +200,10 @@ def test_happy_path_both_sides_hold_the_same_receipt(desk: Desk, alice: Taker) -
     assert reply.terms.taker == ALICE.peer_id and reply.terms.maker == MAKER.peer_id
     assert effects.trades[0].state is MakerState.RESERVED
     assert desk.reserved == {offer.id: Decimal("0.5")}
-    assert desk.offers[offer.id] == offer  # a reservation does not change the offer
-    assert desk.seq == 1
+    # what is held is published: the offer's next signed state says so, its terms unchanged
+    held = desk.offers[offer.id]
+    assert effects.offers == [held] and is_signed(held) and desk.seq == held.seq == 2
+    assert (held.remaining, held.reserved, held.amount, held.price) == ("2", "0.5", "2", "30000")
 
     trade = alice.on_reply(trade, reply, T0 + 2)
     assert trade.state is TakerState.RESERVED
@@ -199,7 +215,7 @@ def test_happy_path_both_sides_hold_the_same_receipt(desk: Desk, alice: Taker) -
     filled = desk.offers[offer.id]
     assert effects.offers == [filled] and is_signed(filled)
     assert effects.trades[0].state is MakerState.DONE
-    assert (filled.remaining, filled.status, filled.seq) == ("1.5", "open", 2)
+    assert (filled.remaining, filled.reserved, filled.status, filled.seq) == ("1.5", "0", "open", 3)
     assert desk.reserved == {}
 
     trade = alice.on_reply(trade, reply, T0 + 4)
@@ -213,11 +229,11 @@ def test_happy_path_both_sides_hold_the_same_receipt(desk: Desk, alice: Taker) -
 
 def test_partial_fills_update_remaining_and_seq(desk: Desk, alice: Taker, bob: Taker) -> None:
     offer = post(desk, amount="1")
-    trade_done(desk, alice, offer, "0.3", 1)
-    assert desk.offers[offer.id].remaining == "0.7" and desk.offers[offer.id].seq == 2
+    trade_done(desk, alice, offer, "0.3", 1)  # each trade: a hold, then the fill
+    assert desk.offers[offer.id].remaining == "0.7" and desk.offers[offer.id].seq == 3
     trade_done(desk, bob, offer, "0.25", 2)
     after = desk.offers[offer.id]
-    assert (after.remaining, after.status, after.seq, desk.seq) == ("0.45", "open", 3, 3)
+    assert (after.remaining, after.status, after.seq, desk.seq) == ("0.45", "open", 5, 5)
     assert desk.open_offers() == [after]
 
 
@@ -453,7 +469,9 @@ def test_tick_releases_an_expired_reservation(desk: Desk, alice: Taker, bob: Tak
     assert desk.next_deadline() == T0 + RESERVE
     assert desk.tick(T0 + RESERVE - 1).trades == []
     effects = desk.tick(T0 + RESERVE)
-    assert [t.terms.id for t in effects.trades] == [tid(1)] and not effects.offers
+    freed = desk.offers[offer.id]
+    assert [t.terms.id for t in effects.trades] == [tid(1)] and effects.offers == [freed]
+    assert (freed.remaining, freed.reserved, freed.seq) == ("1", "0", 3)
     released = desk.trades[tid(1)]
     assert (
         released.state is MakerState.RELEASED
@@ -462,10 +480,12 @@ def test_tick_releases_an_expired_reservation(desk: Desk, alice: Taker, bob: Tak
     assert desk.reserved == {} and desk.next_deadline() is None
     conf = alice.next_request(trade)
     refused(E.ERR_RESERVATION_EXPIRED, desk.confirm, conf, T0 + RESERVE + 1)
-    refused(E.ERR_RESERVATION_EXPIRED, desk.take, trade.take, T0 + RESERVE + 1)
-    assert desk.offers[offer.id] == offer
-    failed = alice.on_refused(trade, E.ERR_RESERVATION_EXPIRED, "late", T0 + RESERVE + 1)
+    err = refused(E.ERR_RESERVATION_EXPIRED, desk.take, trade.take, T0 + RESERVE + 1)
+    assert desk.offers[offer.id] == freed
+    assert conf is not None
+    failed = alice.on_refusal(trade, desk.refusal(conf, err, T0 + RESERVE + 1), T0 + RESERVE + 1)
     assert failed.state is TakerState.FAILED and alice.next_request(failed) is None
+    assert failed.error is not None and failed.error.startswith(E.ERR_RESERVATION_EXPIRED)
     trade_done(desk, bob, offer, "1", 2, now=T0 + RESERVE + 2)  # the amount is available again
 
 
@@ -516,7 +536,8 @@ def test_offer_expiry_via_tick(desk: Desk, alice: Taker) -> None:
     assert not desk.tick(T0 + 4_999)
     effects = desk.tick(T0 + 5_000)
     expired = desk.offers[offer.id]
-    assert effects.offers == [expired] and expired.status == "expired" and expired.seq == 3
+    assert effects.offers == [expired] and expired.status == "expired" and expired.seq == 4
+    assert expired.reserved == "0"  # a closed offer holds nothing
     assert is_signed(expired)
     assert desk.trades[tid(1)].state is MakerState.RELEASED
     assert desk.open_offers() == [keep]
@@ -555,7 +576,7 @@ def test_head_digest_describes_the_open_offers(desk: Desk, alice: Taker) -> None
     desk.tick(T0 + 1000)  # b expires
     head = desk.head(T0 + 2000, "127.0.0.1:1")
     assert is_signed(head)
-    assert head.head == desk.seq == 6 and head.count == 1 and head.ts == T0 + 2000
+    assert head.head == desk.seq == 7 and head.count == 1 and head.ts == T0 + 2000
     assert head.digest == digest(content_hash(o) for o in desk.open_offers())
     assert [o.id for o in desk.open_offers()] == [c.id] and b.id in desk.offers
 
@@ -627,5 +648,219 @@ def test_taker_refuses_answers_it_did_not_ask_for(desk: Desk, alice: Taker) -> N
         refused(E.ERR_INVALID_MESSAGE, alice.on_reply, trade, resigned, T0)
     bogus_done = msgspec.structs.replace(reply, status="done", taker_sig=BOB.sign(b"x"))
     refused(E.ERR_BAD_SIGNATURE, alice.on_reply, trade, bogus_done, T0)
-    assert alice.on_refused(trade, "ERR_TIMEOUT", "lost", T0) is trade  # transient: nothing changes
     assert D(reply.terms.amount) == 1
+
+
+# --- signed refusals: only the maker's "no" to this very request is final --------------------------------
+def test_refusals_are_signed_and_bound_to_the_request_they_refuse(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, amount="1")
+    trade = alice.new_trade(offer, "2", tid(1), T0)  # more than there is
+    err = refused(E.ERR_INSUFFICIENT_REMAINING, desk.take, trade.take, T0)
+    no = desk.refusal(trade.take, err, T0)
+    assert is_signed(no) and no.request == request_digest(trade.take) and no.available == "1"
+    assert (no.trade_id, no.taker, no.maker, no.code) == (tid(1), ALICE.peer_id, MAKER.peer_id, err.code)
+    # what anyone in between could make of it does not fail the trade
+    forged = [
+        msgspec.structs.replace(no, sig=""),  # unsigned
+        sign(BOB, no),  # signed by someone else
+        sign(MAKER, msgspec.structs.replace(no, trade_id=tid(2))),  # another trade
+        sign(MAKER, msgspec.structs.replace(no, taker=BOB.peer_id)),  # another taker
+        sign(MAKER, msgspec.structs.replace(no, request="0" * 64)),  # another request
+    ]
+    for bad in forged:
+        with pytest.raises(OTCError):
+            alice.on_refusal(trade, bad, T0)
+    failed = alice.on_refusal(trade, no, T0)
+    assert failed.state is TakerState.FAILED and failed.available == "1"
+
+
+def test_a_takes_refusal_cannot_fail_the_confirm_that_follows(desk: Desk, alice: Taker) -> None:
+    """A refused take is not recorded, so a duplicate of it may be reserved later: its stale refusal,
+    delivered late (or replayed by whoever sits in between), must not fail the trade once reserved
+    while its confirm completes it at the maker."""
+    offer = post(desk, amount="1")
+    trade = alice.new_trade(offer, "0.5", tid(1), T0)
+    desk.cancel(offer.id, T0)  # a first copy of the take is refused...
+    stale = desk.refusal(trade.take, refused(E.ERR_OFFER_CLOSED, desk.take, trade.take, T0), T0)
+    desk2 = know(Desk(MAKER, "maker", reserve_ms=RESERVE), ALICE)
+    offer2 = post(desk2, amount="1")
+    trade = alice.new_trade(offer2, "0.5", tid(1), T0)
+    reply, _ = desk2.take(trade.take, T0)  # ... a second copy is reserved (here: a maker restored)
+    trade = alice.on_reply(trade, reply, T0)
+    with pytest.raises(OTCError):
+        alice.on_refusal(trade, stale, T0)  # names the take, not the confirm we wait on
+    # a forged confirm gets a refusal too, but it names the forged request, not ours
+    conf = alice.next_request(trade)
+    assert isinstance(conf, Confirm)
+    forged = Confirm(trade_id=conf.trade_id, taker=conf.taker, taker_sig=BOB.sign(b"x"))
+    no = desk2.refusal(forged, refused(E.ERR_BAD_SIGNATURE, desk2.confirm, forged, T0), T0)
+    with pytest.raises(OTCError):
+        alice.on_refusal(trade, no, T0)
+    assert confirm(desk2, alice, trade).state is TakerState.DONE
+
+
+def test_stale_or_future_takes_are_refused(desk: Desk, alice: Taker) -> None:
+    offer = post(desk)
+    old = alice.new_trade(offer, "0.1", tid(1), T0 - limits.TAKE_MAX_AGE_MS - 1).take
+    ahead = alice.new_trade(offer, "0.1", tid(2), T0 + limits.TAKE_MAX_AGE_MS + 1).take
+    refused(E.ERR_TAKE_STALE, desk.take, old, T0)
+    refused(E.ERR_TAKE_STALE, desk.take, ahead, T0)
+    assert desk.trades == {}
+    edge = alice.new_trade(offer, "0.1", tid(3), T0 - limits.TAKE_MAX_AGE_MS).take
+    desk.take(edge, T0)
+
+
+def test_released_reservations_are_pruned_and_their_replay_refused(desk: Desk, alice: Taker) -> None:
+    offer = post(desk)
+    trade = reserve(desk, alice, offer, "0.5", 1)
+    desk.tick(T0 + RESERVE)
+    assert desk.prune_released(T0 + RESERVE + limits.KEEP_RELEASED_MS) == []
+    assert desk.prune_released(T0 + RESERVE + limits.KEEP_RELEASED_MS + 1) == [tid(1)]
+    assert tid(1) not in desk.trades
+    # the take replayed now is too old to be a new trade
+    refused(E.ERR_TAKE_STALE, desk.take, trade.take, T0 + RESERVE + limits.KEEP_RELEASED_MS + 1)
+
+
+# --- what a taker may hold ---------------------------------------------------------------------------
+def test_a_new_taker_holds_at_most_a_fifth_of_an_offer() -> None:
+    desk = Desk(MAKER, "maker", reserve_ms=RESERVE)
+    alice = Taker(ALICE, "alice")
+    offer = post(desk, amount="10")
+    reserve(desk, alice, offer, "1.5", 1)
+    assert desk.trades[tid(1)].held and desk.reserved == {offer.id: Decimal("1.5")}
+    big = reserve(desk, alice, offer, "6", 2)  # answered, but nothing more is held for it
+    assert not desk.trades[tid(2)].held and desk.reserved == {offer.id: Decimal("1.5")}
+    assert big.state is TakerState.RESERVED
+    assert desk.offers[offer.id].reserved == "1.5"
+    reserve(desk, alice, offer, "0.5", 3)  # exactly a fifth in all: held
+    assert desk.trades[tid(3)].held and desk.reserved == {offer.id: Decimal(2)}
+    reserve(desk, alice, offer, "0.01", 4)  # two holds is the most
+    assert not desk.trades[tid(4)].held
+    # an unheld reservation is filled on confirm if the amount is still there: first confirm wins
+    assert confirm(desk, alice, big).state is TakerState.DONE
+    assert desk.offers[offer.id].remaining == "4" and desk.reserved == {offer.id: Decimal(2)}
+    # now known: a reservation holds whatever it asks
+    reserve(desk, alice, offer, "1", 5)
+    assert desk.trades[tid(5)].held and desk.reserved == {offer.id: Decimal(3)}
+
+
+def test_an_unheld_reservation_loses_to_what_was_taken_meanwhile() -> None:
+    desk = know(Desk(MAKER, "maker", reserve_ms=RESERVE), BOB)
+    alice, bob = Taker(ALICE, "alice"), Taker(BOB, "bob")
+    offer = post(desk, amount="10")
+    late = reserve(desk, alice, offer, "5", 1)  # beyond a newcomer's fifth: held nothing
+    trade_done(desk, bob, offer, "6", 2)
+    conf = alice.next_request(late)
+    assert isinstance(conf, Confirm)
+    with pytest.raises(Refusal) as info:
+        desk.confirm(conf, T0)
+    assert info.value.code == E.ERR_INSUFFICIENT_REMAINING and info.value.available == 4
+    assert [t.terms.id for t in info.value.effects.trades] == [tid(1)]
+    assert desk.trades[tid(1)].state is MakerState.RELEASED
+    failed = alice.on_refusal(late, desk.refusal(conf, info.value, T0), T0)
+    assert failed.state is TakerState.FAILED  # maker released, taker failed: they agree
+    refused(E.ERR_INSUFFICIENT_REMAINING, desk.confirm, conf, T0 + 1)  # and it stays so
+    assert desk.offers[offer.id].remaining == "4"
+
+
+def test_limits_on_pending_reservations_per_taker() -> None:
+    desk = Desk(MAKER, "maker", reserve_ms=RESERVE)
+    alice = Taker(ALICE, "alice")
+    offer = post(desk, amount="100")
+    for n in range(limits.NEW_TAKER_RESERVATIONS):
+        reserve(desk, alice, offer, "0.1", n)
+    trade = alice.new_trade(offer, "0.1", tid(99), T0)
+    refused(E.ERR_TOO_MANY_RESERVATIONS, desk.take, trade.take, T0)
+    know(desk, ALICE)
+    for n in range(limits.NEW_TAKER_RESERVATIONS, limits.KNOWN_TAKER_RESERVATIONS_PER_OFFER):
+        reserve(desk, alice, offer, "0.1", n)
+    refused(E.ERR_TOO_MANY_RESERVATIONS, desk.take, trade.take, T0)
+    other = post(desk, amount="100")
+    reserve(desk, alice, other, "0.1", 100)  # per offer, then per maker
+
+
+def test_strikes_suspend_a_taker_that_never_confirms() -> None:
+    desk = Desk(MAKER, "maker", reserve_ms=RESERVE)
+    alice, bob = Taker(ALICE, "alice"), Taker(BOB, "bob")
+    offer = post(desk, amount="10")
+    now = T0
+    trade_done(desk, alice, offer, "0.1", 1, now)  # known ...
+    for n in range(limits.STRIKES_TO_SUSPEND):
+        reserve(desk, alice, offer, "1", 10 + n, now)
+        if n == 0:
+            assert desk.trades[tid(10)].held and desk.reserved == {offer.id: Decimal(1)}
+        now += RESERVE
+        desk.tick(now)  # ... until a reservation expires: a strike, and new again
+        assert not desk.takers[ALICE.peer_id].known
+    assert desk.reserved == {}
+    trade = alice.new_trade(offer, "0.1", tid(20), now)
+    err = refused(E.ERR_TAKER_SUSPENDED, desk.take, trade.take, now)
+    assert "600 s" in err.message
+    trade_done(desk, bob, offer, "1", 21, now)  # others are not affected
+    later = now + limits.SUSPEND_MS
+    reserve(desk, alice, offer, "0.1", 22, later)  # the suspension ends ...
+    for n in range(limits.STRIKES_TO_SUSPEND - 1):
+        later += RESERVE
+        desk.tick(later)
+        reserve(desk, alice, offer, "0.1", 23 + n, later)
+    later += RESERVE
+    desk.tick(later)
+    assert desk.takers[ALICE.peer_id].suspended_until == later + 2 * limits.SUSPEND_MS  # ... and doubles
+
+
+def test_a_griefer_holds_at_most_a_fifth_while_honest_takers_fill() -> None:
+    """One key that never confirms, against honest takers taking small amounts, over many windows."""
+    desk = Desk(MAKER, "maker", reserve_ms=RESERVE)
+    griefer = Taker(Identity.from_seed(bytes([9]) * 32), "griefer")
+    honest = [Taker(Identity.from_seed(bytes([20 + i]) * 32), f"h{i}") for i in range(5)]
+    offer = post(desk, amount="100")
+    now, n, asked, filled, most_held = T0, 0, Decimal(0), Decimal(0), Decimal(0)
+    for step in range(200):
+        now += 500
+        desk.tick(now)
+        n += 1
+        grab = ("99", "20", "10")[step % 3]  # everything, or just what it may hold, every half second
+        with contextlib.suppress(OTCError):
+            desk.take(griefer.new_trade(desk.offers[offer.id], grab, tid(n), now).take, now)
+        held_by_griefer = sum(
+            (D(t.terms.amount) for t in desk._live.values() if t.terms.taker == griefer.peer_id and t.held),
+            Decimal(0),
+        )
+        most_held = max(most_held, held_by_griefer / D(offer.amount))
+        taker = honest[step % len(honest)]
+        n += 1
+        if desk.offers[offer.id].status != "open":
+            break
+        asked += D("0.2")
+        try:
+            trade_done(desk, taker, desk.offers[offer.id], "0.2", n, now)
+            filled += D("0.2")
+        except (OTCError, AssertionError):
+            pass
+    assert most_held == limits.NEW_TAKER_SHARE  # it did hold a fifth, never more
+    assert filled / asked >= Decimal("0.9"), (filled, asked)
+    assert now < desk.takers[griefer.peer_id].suspended_until  # and it ends up shut out
+
+
+def test_held_amounts_are_published_and_every_state_is_consistent(desk: Desk, alice: Taker) -> None:
+    offer = post(desk, amount="1")
+    states = [offer]
+    trade = reserve(desk, alice, offer, "0.4", 1)
+    states.append(desk.offers[offer.id])
+    confirm(desk, alice, trade)
+    states.append(desk.offers[offer.id])
+    reserve(desk, alice, offer, "0.6", 2)
+    states.append(desk.offers[offer.id])
+    desk.tick(T0 + RESERVE)
+    states.append(desk.offers[offer.id])
+    assert [(o.remaining, o.reserved) for o in states] == [
+        ("1", "0"), ("1", "0.4"), ("0.6", "0"), ("0.6", "0.6"), ("0.6", "0"),
+    ]  # fmt: skip
+    assert [o.seq for o in states] == [1, 2, 3, 4, 5]
+    for o in states:
+        check_consistent(o)
+        assert is_signed(o)
+    bad = sign(MAKER, msgspec.structs.replace(offer, reserved="1.5"))
+    with pytest.raises(OTCError):
+        check_consistent(bad)
+    assert isinstance(desk.refusal(trade.take, OTCError(E.ERR_OFFER_CLOSED, "x"), T0), TradeRefusal)

@@ -23,7 +23,7 @@ from otc.core.book import Applied, Book
 from otc.core.desk import Desk, Refusal
 from otc.core.errors import OTCError
 from otc.core.identity import Identity
-from otc.core.messages import Confirm, Head, MakerOffers, Offer, Take, TradeReply
+from otc.core.messages import Confirm, Head, MakerOffers, Offer, Take, TradeRefusal, TradeReply
 from otc.core.money import D
 from otc.core.signing import receipt_is_valid, receipt_of
 from otc.core.taker import Taker, receipt
@@ -73,7 +73,7 @@ class Msg:
     trade_id: str
     request: Take | Confirm
     reply: TradeReply | None = None  # set on the way back
-    refusal: tuple[str, str] | None = None  # (code, message) on the way back
+    refusal: TradeRefusal | None = None  # the maker's signed refusal, on the way back
 
     @property
     def is_request(self) -> bool:
@@ -136,23 +136,31 @@ class TradeSim:
             else:
                 reply, _ = self.desk.confirm(msg.request, self.now)
         except OTCError as exc:  # desk.Refusal included: its effects are already in the desk's state
-            return Msg(msg.taker, msg.trade_id, msg.request, refusal=(exc.code, exc.message))
+            return Msg(
+                msg.taker, msg.trade_id, msg.request, refusal=self.desk.refusal(msg.request, exc, self.now)
+            )
         return Msg(msg.taker, msg.trade_id, msg.request, reply=reply)
 
     def answer(self, msg: Msg) -> None:
-        """The taker's RPC client: an answer is used only while the call it answers is still pending (as
-        peer._drive does: one call per trade at a time). This is load-bearing: a refused take is not recorded
-        by the maker, so a duplicate of it may be reserved later; feeding the first copy's late refusal to the
-        trade once it is reserved would fail it at the taker while its confirm completes it at the maker."""
+        """The taker's RPC client. A reply is used only while the call it answers is still pending (as
+        node/trading.py does: one call per trade at a time). A refusal is handed to the taker whenever it
+        arrives, late or duplicated, whatever the trade's state: a refused take is not recorded by the
+        maker, so a duplicate of it may be reserved later, and the first copy's late refusal must then
+        not fail the trade at the taker while its confirm completes it at the maker. The taker's check
+        that a refusal names the very request it waits on is what prevents that."""
         idx, trade = self.trades[msg.trade_id]
         taker = self.takers[idx]
-        if taker.next_request(trade) != msg.request:
+        if msg.refusal is not None:
+            try:
+                new = taker.on_refusal(trade, msg.refusal, self.now)
+            except OTCError:
+                return  # not the maker's answer to the request this trade waits on
+            assert taker.next_request(trade) == msg.request
+        elif taker.next_request(trade) != msg.request:
             return  # the call it answers was given up, or the trade moved on: nobody is waiting for it
-        if msg.reply is not None:
-            new = taker.on_reply(trade, msg.reply, self.now)  # an honest maker's answer is always acceptable
         else:
-            assert msg.refusal is not None
-            new = taker.on_refused(trade, *msg.refusal, self.now)
+            assert msg.reply is not None
+            new = taker.on_reply(trade, msg.reply, self.now)  # an honest maker's answer is always acceptable
         self.trades[msg.trade_id] = (idx, new)
 
     def send(self, trade_id: str) -> None:
@@ -178,15 +186,18 @@ class TradeSim:
         for offer in self.stored.values():
             mine = [t for t in self.stored_trades.values() if t.terms.offer_id == offer.id]
             done = sum((D(t.terms.amount) for t in mine if t.state is MakerState.DONE), Decimal(0))
-            held = sum((D(t.terms.amount) for t in mine if t.state is MakerState.RESERVED), Decimal(0))
+            held = sum(
+                (D(t.terms.amount) for t in mine if t.state is MakerState.RESERVED and t.held), Decimal(0)
+            )
             remaining = D(offer.remaining)
             assert remaining >= 0
             assert done + remaining == D(offer.amount), (offer, done)
             assert desk.reserved.get(offer.id, Decimal(0)) == held
+            assert D(offer.reserved) == held, "the published state says what is held"
             assert held <= remaining
             assert (offer.status == "filled") == (remaining == 0)
             if offer.status != "open":
-                assert held == 0, "a closed offer keeps no reservations"
+                assert not any(t.state is MakerState.RESERVED for t in mine), "a closed offer keeps none"
         # the timer's indexes are exactly the pending reservations and the open offers that expire
         assert set(desk._live) == {tid for tid, t in desk.trades.items() if t.state is MakerState.RESERVED}
         assert set(desk._expiring) == {
@@ -351,6 +362,7 @@ def make_history(data: st.DataObject) -> History:
             try:
                 trade = taker.new_trade(offer, amount, f"{h.trades:032x}", h.now)
                 reply, effects = desk.take(trade.take, h.now)
+                h.updates += effects.offers
                 trade = taker.on_reply(trade, reply, h.now)
                 conf = taker.next_request(trade)
                 assert isinstance(conf, Confirm)

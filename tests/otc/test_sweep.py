@@ -4,6 +4,7 @@ remaining, pending takes, posting the remainder, input validation)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import Callable
@@ -200,8 +201,29 @@ def test_totals_do_not_round_at_28_digits() -> None:
 Script = dict[str, list[OTCError | None]]  # offer id -> what each successive take of it does (None: fills)
 
 
+class Reach:
+    """Which makers answer, scripted: ``silent`` never do; the others answer every probe."""
+
+    def __init__(self) -> None:
+        self.silent: set[str] = set()
+        self.unreachable: set[str] = set()
+        self.answered: set[str] = set()
+        self.probes: list[list[str]] = []
+
+    def reachable(self, peer_id: str) -> bool:
+        return peer_id not in self.unreachable
+
+    def answered_within(self, peer_id: str, seconds: float) -> bool:
+        return peer_id in self.answered
+
+    async def probe(self, peer_ids: list[str], timeout: float) -> None:
+        self.probes.append(peer_ids)
+        for p in peer_ids:
+            (self.unreachable if p in self.silent else self.answered).add(p)
+
+
 class Harness:
-    """A Sweeper on a real book and desk; takes and syncs are scripted."""
+    """A Sweeper on a real book and desk; takes, syncs and who answers are scripted."""
 
     def __init__(self) -> None:
         self.book = Book(ME.peer_id)
@@ -210,7 +232,9 @@ class Harness:
         self.script: Script = {}
         self.on_sync: Callable[[str], object] = lambda maker: None
         self.synced: list[str] = []
-        self.sweeper = Sweeper(ME.peer_id, self.book, "BTC/USD", self.take, self.sync, self.post)
+        self.reach = Reach()
+        self.deadlines: list[float] = []
+        self.sweeper = Sweeper(ME.peer_id, self.book, "BTC/USD", self.take, self.sync, self.post, self.reach)
 
     def add(self, *offers: Offer) -> None:
         for o in offers:
@@ -222,7 +246,9 @@ class Harness:
         self.book.apply(offer)
         return offer
 
-    async def take(self, oid: str, amount: Any = None) -> Receipt:
+    async def take(self, oid: str, amount: Any = None, *, deadline_s: float | None = None) -> Receipt:
+        assert deadline_s is not None and deadline_s > 0
+        self.deadlines.append(deadline_s)
         self.calls.append((oid, amount))
         steps = self.script.get(oid, [])
         step = steps.pop(0) if steps else None
@@ -369,3 +395,46 @@ def test_average_display_rounds_only_what_needs_it() -> None:
     assert average_display("8001.3125") == "8001.3125"
     assert average_display("8011.1111111111111111111") == "≈8011.1111"
     assert average_display("0.00015") == "≈0.0002"  # rounded half-even, and marked approximate
+
+
+async def test_makers_that_do_not_answer_are_probed_once_and_skipped(h: Harness) -> None:
+    a1, a2, a3 = ask(M1, "1", "8000"), ask(M2, "1", "8001"), ask(M3, "1", "8002")
+    a4 = ask(M2, "1", "8003")
+    h.add(a1, a2, a3, a4)
+    h.reach.silent = {M1.peer_id, M2.peer_id}  # fake offers, priced best, from makers that never answer
+    res = await h.sweeper.sweep("buy", "1", "8003", None, False)
+    assert h.calls == [(a3.id, "1")]  # never waited on a silent maker's take
+    assert h.reach.probes == [sorted([M1.peer_id, M2.peer_id, M3.peer_id])]  # one wait for all of them
+    skipped = {s.offer_id: s.code for s in res.skipped}
+    assert skipped[a1.id] == E.ERR_MAKER_UNREACHABLE and skipped[a2.id] == E.ERR_MAKER_UNREACHABLE
+    assert res.filled == 1 and not res.deadline_reached
+
+
+async def test_makers_heard_lately_are_not_probed(h: Harness) -> None:
+    a1 = ask(M1, "1", "8000")
+    h.add(a1)
+    h.reach.answered = {M1.peer_id}
+    res = await h.sweeper.sweep("buy", "1", "8000", None, False)
+    assert h.reach.probes == [] and res.filled == 1
+
+
+async def test_a_sweep_stops_at_its_deadline(h: Harness) -> None:
+    a1, a2 = ask(M1, "1", "8000"), ask(M2, "1", "8001")
+    h.add(a1, a2)
+    h.reach.answered = {M1.peer_id, M2.peer_id}
+
+    async def slow_take(oid: str, amount: Any = None, *, deadline_s: float | None = None) -> Receipt:
+        assert deadline_s is not None and deadline_s <= 0.05
+        await asyncio.sleep(deadline_s)  # a maker that takes all the time it is given
+        raise OTCError(E.ERR_MAKER_UNREACHABLE, "no answer")
+
+    h.sweeper.take = slow_take
+    res = await h.sweeper.sweep("buy", "2", "8001", None, False, 0.05)
+    assert res.deadline_reached and res.filled == 0
+
+
+async def test_a_sweep_deadline_is_validated(h: Harness) -> None:
+    for bad in (0, -1, 3601, "10", True):
+        with pytest.raises(OTCError) as err:
+            await h.sweeper.sweep("buy", "1", "8000", None, False, bad)
+        assert err.value.code == E.ERR_INVALID_PAYLOAD

@@ -17,6 +17,7 @@ from ..core import errors as E
 from ..core.errors import OTCError
 from ..core.messages import Chat, Offer, Receipt
 from ..core.money import PAIRS, canonical, get_pair
+from ..core.offer import available
 from ..core.sweep import average_text
 from ..node.clock import now_ms
 from ..node.peer import Peer
@@ -53,6 +54,7 @@ class SweepIn(msgspec.Struct, forbid_unknown_fields=True):
     limit: str
     pair: str | None = None
     post: bool = False
+    deadline_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None  # default 30 s
 
 
 # --- response bodies ----------------------------------------------------------------------------------
@@ -66,12 +68,15 @@ class OfferOut(msgspec.Struct):
     price: str
     amount: str
     remaining: str
+    reserved: str  # of remaining, held for takers' pending confirms
+    available: str  # remaining - reserved: what a taker can get now
     min_fill: str | None
     expires_at: int | None
     seq: int
     status: str
     created_at: int
     mine: bool
+    reachable: bool  # false: its maker did not answer us lately (sweeps skip it)
 
 
 class BookOut(msgspec.Struct):
@@ -111,6 +116,7 @@ class PeerOut(msgspec.Struct):
     in_sync: bool  # our copy matches the digest of its last heartbeat
     listed: bool  # a Grape has listed its address: we reach it directly, even while Grapes are down
     alive: bool  # its offers show in our book (false: silent, or heard again and awaiting a sync)
+    reachable: bool  # false: it did not answer our last request (retried after a while)
 
 
 class HealthOut(msgspec.Struct):
@@ -128,10 +134,11 @@ class MessageOut(msgspec.Struct):
     id: str
     direction: str
     sender: str
-    sender_name: str
+    sender_name: str  # the name the sender claims: anyone can claim any name; the id is who it is
     to: str
     text: str
-    ts: int
+    ts: int  # the sender's clock, as it claims
+    received_at: int  # our clock: messages are ordered by this
 
 
 class ErrorOut(msgspec.Struct):
@@ -157,6 +164,7 @@ class SweepOut(msgspec.Struct):
     pending: str  # takes the makers have not answered in time: may still complete
     skipped: list[SkippedOut]  # offers lost to other takers (or refused) and passed over
     posted: OfferOut | None
+    deadline_reached: bool  # stopped at its deadline with offers left to try
 
 
 FIELD_CODES = {
@@ -191,7 +199,7 @@ BAD_REQUEST = {
 _encoder = msgspec.json.Encoder()
 
 
-def offer_out(offer: Offer, me: str) -> OfferOut:
+def offer_out(offer: Offer, me: str, reachable: bool = True) -> OfferOut:
     return OfferOut(
         id=offer.id,
         created_seq=offer.created_seq,
@@ -202,12 +210,15 @@ def offer_out(offer: Offer, me: str) -> OfferOut:
         price=offer.price,
         amount=offer.amount,
         remaining=offer.remaining,
+        reserved=offer.reserved,
+        available=canonical(available(offer)),
         min_fill=offer.min_fill,
         expires_at=offer.expires_at,
         seq=offer.seq,
         status=offer.status,
         created_at=offer.created_at,
         mine=offer.maker == me,
+        reachable=reachable,
     )
 
 
@@ -219,8 +230,8 @@ def receipt_out(receipt: Receipt, role: str) -> ReceiptOut:
     )
 
 
-def message_out(direction: str, msg: Chat) -> MessageOut:
-    return MessageOut(msg.id, direction, msg.sender, msg.sender_name, msg.to, msg.text, msg.ts)
+def message_out(direction: str, msg: Chat, received_at: int) -> MessageOut:
+    return MessageOut(msg.id, direction, msg.sender, msg.sender_name, msg.to, msg.text, msg.ts, received_at)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -321,9 +332,13 @@ class API:
     async def book(self, request: Request) -> Response:
         pair = get_pair(request.query.get("pair", self.peer.config.default_pair)).symbol
         bids, asks = self.peer.book.view(pair, now_ms())
-        me = self.peer.peer_id
+        me, reach = self.peer.peer_id, self.peer.directory.reachable
         return json_response(
-            BookOut(pair, [offer_out(o, me) for o in bids], [offer_out(o, me) for o in asks])
+            BookOut(
+                pair,
+                [offer_out(o, me, reach(o.maker)) for o in bids],
+                [offer_out(o, me, reach(o.maker)) for o in asks],
+            )
         )
 
     async def post_offer(self, request: Request) -> Response:
@@ -377,6 +392,7 @@ class API:
                     in_sync=view.in_step(view.head),
                     listed=self.peer.directory.is_listed(p.addr),
                     alive=book.maker_alive(p.peer_id, now),
+                    reachable=self.peer.directory.reachable(p.peer_id),
                 )
             )
         return json_response(out)
@@ -384,10 +400,10 @@ class API:
     async def post_message(self, request: Request) -> Response:
         body: MessageIn = await read_body(request, MessageIn)
         msg = await self.peer.chat.send(body.to, body.text)
-        return json_response(message_out("out", msg), 201)
+        return json_response(message_out("out", msg, now_ms()), 201)
 
     async def messages(self, request: Request) -> Response:
-        return json_response([message_out(d, m) for d, m in self.peer.store.messages()])
+        return json_response([message_out(d, m, at) for d, m, at in self.peer.store.messages()])
 
     async def events(self, request: Request) -> EventStream:
         """Server-sent events: one ``data:`` line per book change, trade or message."""
@@ -422,7 +438,9 @@ class API:
 
     async def sweep(self, request: Request) -> Response:
         body: SweepIn = await read_body(request, SweepIn)
-        result = await self.peer.sweeps.sweep(body.side, body.amount, body.limit, body.pair, body.post)
+        result = await self.peer.sweeps.sweep(
+            body.side, body.amount, body.limit, body.pair, body.post, body.deadline_s
+        )
         me = self.peer.peer_id
         return json_response(
             SweepOut(
@@ -437,6 +455,7 @@ class API:
                 pending=canonical(result.pending),
                 skipped=[SkippedOut(s.offer_id, s.code, s.message) for s in result.skipped],
                 posted=None if result.posted is None else offer_out(result.posted, me),
+                deadline_reached=result.deadline_reached,
             ),
             201,
         )

@@ -103,6 +103,11 @@ def spread(book: Json) -> tuple[str, str] | None:
     return canonical(gap), f"{pct}%"
 
 
+def free(o: Json) -> str:
+    """What a taker can get of an offer now: remaining less what is held for others' confirms."""
+    return str(o.get("available", o["remaining"]))
+
+
 def book_table(book: Json, *, depth: int | None = None, cumulative: bool = False) -> Table:
     """The book as a ladder: asks with the best (lowest) next to the spread, then the bids, best first."""
     bids: list[Json] = book["bids"][:depth] if depth else book["bids"]
@@ -114,10 +119,10 @@ def book_table(book: Json, *, depth: int | None = None, cumulative: bool = False
     for side in (asks, bids):
         acc = Decimal(0)
         for o in side:
-            acc = CONTEXT.add(acc, Decimal(o["remaining"]))
+            acc = CONTEXT.add(acc, Decimal(free(o)))
             cum[o["id"]] = canonical(acc)
     prices = aligned([o["price"] for o in rows], [SIDE_STYLE.get(o["side"], "") for o in rows])
-    amounts = aligned([o["remaining"] for o in rows])
+    amounts = aligned([free(o) for o in rows])
     cums = aligned([cum[o["id"]] for o in rows], "dim")
     min_fills = aligned([o["min_fill"] or "" for o in rows], "dim")
 

@@ -116,12 +116,14 @@ class Book:
         return self.side(pair, "buy", now), self.side(pair, "sell", now)
 
     def side(self, pair: str, side: str, now: int, limit: int | None = None) -> list[Offer]:
-        """Visible offers of one side, best price first (older first at equal price)."""
+        """Visible offers of one side with something available, best price first (older first at
+        equal price)."""
         offers = self.by_pair.get(pair, {})
         out: list[Offer] = []
         for key in self._levels.get((pair, side), ()):
             offer = offers.get(key[2])
-            if offer is not None and self.is_visible(offer, now):
+            # an offer wholly held for other takers' confirms promises nothing: not shown until freed
+            if offer is not None and offer.reserved != offer.remaining and self.is_visible(offer, now):
                 out.append(offer)
                 if limit is not None and len(out) >= limit:
                     break

@@ -3,21 +3,33 @@
 Every method runs to completion synchronously, so a take, a confirm, a cancel and an expiry are
 serialised by construction; the caller persists the returned ``Effects`` before it answers anyone.
 See trade.py for the protocol and offer.py for the offer lifecycle.
+
+Reservations are free to ask for, so the desk bounds what each taker id may hold (limits.py). A taker it
+has not traded with may *hold* at most a fifth of an offer (in at most two reservations) at once; beyond
+that, its take is still answered with signed terms, but nothing is held for it (``held=False``): its
+confirm is then filled only if the amount is still available at that moment, first confirm wins. An
+honest newcomer confirms within a round trip and barely notices; a key that never confirms can keep at
+most a fifth of an offer out of reach. A reservation that expires unconfirmed is a strike, and three
+strikes suspend the taker for a while. Every change of what is held is published as a new state of the
+offer (``reserved``), so books never promise liquidity that is held. Refusals are signed
+(``refusal``): a taker trusts no other "no".
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from . import errors as E
+from . import limits
 from .errors import OTCError
 from .identity import Identity, verify
-from .messages import Confirm, Head, Offer, Take, Terms, TradeReply
+from .messages import Confirm, Head, Offer, Take, Terms, TradeRefusal, TradeReply
 from .money import CONTEXT, D, canonical, get_pair, parse_decimal
-from .offer import CLOSED, OPEN, DigestCache, OfferEvent, close, fill, is_live, offer_id
-from .signing import is_signed, sign, signing_bytes
+from .offer import CLOSED, OPEN, DigestCache, OfferEvent, close, fill, hold, is_live, offer_id
+from .signing import is_signed, request_digest, sign, signing_bytes
 from .trade import MakerEvent, MakerState, MakerTrade, maker_next
 
 MAX_TTL_MS = 30 * 24 * 3600 * 1000
@@ -36,6 +48,16 @@ class Effects:
     def extend(self, other: Effects) -> None:
         self.offers.extend(other.offers)
         self.trades.extend(other.trades)
+
+
+@dataclass
+class TakerRecord:
+    """What a maker remembers of one taker id: whether it completes trades, and its strikes."""
+
+    known: bool = False  # completed a trade here, with no strike since
+    strikes: list[int] = field(default_factory=list)  # when its reservations expired unconfirmed
+    suspended_until: int = 0
+    suspensions: int = 0
 
 
 class Desk:
@@ -62,17 +84,23 @@ class Desk:
         self.reserved: dict[str, Decimal] = {}  # offer id -> amount held by live reservations
         self._digests = DigestCache()  # of the open offers, as heads announce it
         self._open_count = 0
+        self.takers: OrderedDict[str, TakerRecord] = OrderedDict()  # least recently seen first
 
     # restore -----------------------------------------------------------------------------------------
     def load(self, offers: list[Offer], trades: list[MakerTrade], seq: int) -> None:
         for offer in offers:
             self._store(offer)
-        for trade in trades:
+        for trade in sorted(trades, key=lambda t: t.terms.created_at):
             self.trades[trade.terms.id] = trade
             if trade.state is MakerState.RESERVED:
                 self._live[trade.terms.id] = trade
                 oid = trade.terms.offer_id
-                self.reserved[oid] = self.reserved.get(oid, Decimal(0)) + D(trade.terms.amount)
+                if trade.held:
+                    self.reserved[oid] = self.reserved.get(oid, Decimal(0)) + D(trade.terms.amount)
+            elif trade.state is MakerState.DONE:
+                self._taker(trade.terms.taker).known = True
+            elif (trade.reason or "").startswith(E.ERR_RESERVATION_EXPIRED):
+                self._strike(trade.terms.taker, trade.reserved_until)
         self.seq = max([self.seq, seq, *(o.seq for o in offers)])  # never goes back
 
     # offers ------------------------------------------------------------------------------------------
@@ -138,24 +166,32 @@ class Desk:
             raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no offer {oid} of yours")
         if offer.status in CLOSED:
             raise OTCError(E.ERR_OFFER_CLOSED, f"offer {oid} is already {offer.status}")
-        effects = self._close(offer, OfferEvent.CANCEL, f"{E.ERR_OFFER_CLOSED}: the offer was cancelled")
+        effects = self._close(offer, OfferEvent.CANCEL, f"{E.ERR_OFFER_CLOSED}: the offer was cancelled", now)
         return self.offers[oid], effects
 
     def tick(self, now: int) -> Effects:
-        """Release reservations past their deadline and close offers past their expiry."""
+        """Release reservations past their deadline (one new state per offer they held) and close
+        offers past their expiry."""
         effects = Effects()
+        for offer in list(self._expiring.values()):
+            if offer.expires_at is not None and now >= offer.expires_at:
+                effects.extend(
+                    self._close(offer, OfferEvent.EXPIRE, f"{E.ERR_OFFER_EXPIRED}: the offer expired", now)
+                )
+        released: set[str] = set()
         for trade in list(self._live.values()):
             if now >= trade.reserved_until:
                 effects.trades.append(
                     self._release(
-                        trade, MakerEvent.DEADLINE, f"{E.ERR_RESERVATION_EXPIRED}: not confirmed in time"
+                        trade, MakerEvent.DEADLINE, f"{E.ERR_RESERVATION_EXPIRED}: not confirmed in time", now
                     )
                 )
-        for offer in list(self._expiring.values()):
-            if offer.expires_at is not None and now >= offer.expires_at:
-                effects.extend(
-                    self._close(offer, OfferEvent.EXPIRE, f"{E.ERR_OFFER_EXPIRED}: the offer expired")
-                )
+                if trade.held:
+                    released.add(trade.terms.offer_id)
+        for oid in sorted(released):
+            offer = self.offers[oid]
+            if offer.status == OPEN:
+                effects.offers.append(self._restate(offer))
         return effects
 
     def next_deadline(self) -> int | None:
@@ -226,6 +262,12 @@ class Desk:
             return self._reply(known), Effects()
         if not is_signed(req):
             raise OTCError(E.ERR_BAD_SIGNATURE, "take is not signed by its taker")
+        if abs(now - req.ts) > limits.TAKE_MAX_AGE_MS:
+            raise OTCError(
+                E.ERR_TAKE_STALE,
+                f"take is dated {(now - req.ts) // 1000} s from the maker's clock: a replay, or a clock "
+                f"more than {limits.TAKE_MAX_AGE_MS // 1000} s off",
+            )
         offer = self.offers.get(req.offer_id)
         if offer is None:
             raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no offer {req.offer_id} here")
@@ -245,13 +287,15 @@ class Desk:
         remaining = D(offer.remaining)
         available = CONTEXT.subtract(remaining, self.reserved.get(offer.id, Decimal(0)))
         if amount > available:
-            raise OTCError(
+            raise Refusal(
                 E.ERR_INSUFFICIENT_REMAINING,
-                f"only {canonical(available)} of {offer.remaining} is available"
+                f"only {canonical(available)} of the {offer.remaining} remaining is available"
                 + (" (the rest is reserved by other takers)" if available < remaining else ""),
+                available=available,
             )
         if offer.min_fill is not None and amount < D(offer.min_fill) and amount != remaining:
             raise OTCError(E.ERR_BELOW_MIN_FILL, f"minimum fill is {offer.min_fill}")
+        held = self._may_hold(req.taker, offer, amount, now)
         terms = Terms(
             id=req.trade_id,
             offer_id=offer.id,
@@ -271,11 +315,14 @@ class Desk:
             maker_sig=self.identity.sign(signing_bytes(terms)),
             state=MakerState.RESERVED,
             reserved_until=now + self.reserve_ms,
+            held=held,
         )
         self.trades[req.trade_id] = trade
         self._live[req.trade_id] = trade
+        if not held:
+            return self._reply(trade), Effects(trades=[trade])
         self.reserved[offer.id] = CONTEXT.add(self.reserved.get(offer.id, Decimal(0)), amount)
-        return self._reply(trade), Effects(trades=[trade])
+        return self._reply(trade), Effects(offers=[self._restate(offer)], trades=[trade])
 
     def confirm(self, req: Confirm, now: int) -> tuple[TradeReply, Effects]:
         trade = self.trades.get(req.trade_id)
@@ -292,27 +339,139 @@ class Desk:
         effects = Effects()
         offer = self.offers[trade.terms.offer_id]
         if now >= trade.reserved_until:
-            effects.trades.append(
-                self._release(
-                    trade, MakerEvent.DEADLINE, f"{E.ERR_RESERVATION_EXPIRED}: not confirmed in time"
-                )
+            effects.extend(self.tick(now))  # releases this one (a strike), and whatever else is due
+            raise Refusal(
+                E.ERR_RESERVATION_EXPIRED, "confirmation arrived after the deadline", effects=effects
             )
-            effects.extend(self.tick(now))
-            raise Refusal(E.ERR_RESERVATION_EXPIRED, "confirmation arrived after the deadline", effects)
         if not is_live(offer, now):
-            effects.extend(self._close(offer, OfferEvent.EXPIRE, f"{E.ERR_OFFER_EXPIRED}: the offer expired"))
-            raise Refusal(E.ERR_OFFER_EXPIRED, "offer expired before the confirmation", effects)
+            effects.extend(
+                self._close(offer, OfferEvent.EXPIRE, f"{E.ERR_OFFER_EXPIRED}: the offer expired", now)
+            )
+            raise Refusal(E.ERR_OFFER_EXPIRED, "offer expired before the confirmation", effects=effects)
+        amount = D(trade.terms.amount)
+        if not trade.held:
+            # nothing was held for this taker: fill only what is still there, first confirm wins
+            self._check_unheld(trade, offer, amount, effects)
         trade.state = maker_next(trade.state, MakerEvent.CONFIRM)
         self._live.pop(trade.terms.id, None)
         trade.taker_sig = req.taker_sig
-        amount = D(trade.terms.amount)
-        self._unreserve(offer.id, amount)
+        if trade.held:
+            self._unreserve(offer.id, amount)
+        self._taker(req.taker).known = True
         self.seq += 1
-        filled = sign(self.identity, fill(offer, amount, self.seq))
+        filled = sign(self.identity, fill(offer, amount, self.seq, self.reserved.get(offer.id, Decimal(0))))
         self._store(filled)
         effects.offers.append(filled)
         effects.trades.append(trade)
+        if filled.status != OPEN:  # reservations that held nothing may still be pending on it
+            for other in [t for t in self._live.values() if t.terms.offer_id == offer.id]:
+                reason = f"{E.ERR_OFFER_CLOSED}: the offer was filled"
+                effects.trades.append(self._release(other, MakerEvent.OFFER_CLOSED, reason, now))
         return self._reply(trade), effects
+
+    def refusal(self, req: Take | Confirm, exc: OTCError, now: int) -> TradeRefusal:
+        """The signed answer to a request the desk refused: it names the exact request, so it cannot be
+        forged by whoever sits in between nor passed off as the answer to another request."""
+        available = exc.available
+        return sign(
+            self.identity,
+            TradeRefusal(
+                trade_id=req.trade_id,
+                maker=self.peer_id,
+                taker=req.taker,
+                request=request_digest(req),
+                code=exc.code,
+                message=exc.message[:500],
+                available=None if available is None else canonical(max(available, Decimal(0))),
+                ts=now,
+            ),
+        )
+
+    def prune_released(self, now: int) -> list[str]:
+        """Forget released reservations older than ``limits.KEEP_RELEASED_MS`` (a take that old is
+        refused as stale, so nothing can ask about them); returns their ids, to delete from the store."""
+        cutoff = now - limits.KEEP_RELEASED_MS
+        gone = [
+            tid
+            for tid, t in self.trades.items()
+            if t.state is MakerState.RELEASED and t.reserved_until < cutoff
+        ]
+        for tid in gone:
+            del self.trades[tid]
+        return gone
+
+    # takers ------------------------------------------------------------------------------------------
+    def _taker(self, taker: str) -> TakerRecord:
+        record = self.takers.get(taker)
+        if record is None:
+            record = self.takers[taker] = TakerRecord()
+            while len(self.takers) > limits.TAKERS_TRACKED:
+                self.takers.popitem(last=False)
+        else:
+            self.takers.move_to_end(taker)
+        return record
+
+    def _strike(self, taker: str, now: int) -> None:
+        record = self._taker(taker)
+        record.known = False
+        record.strikes = [t for t in record.strikes if now - t < limits.STRIKE_WINDOW_MS] + [now]
+        if len(record.strikes) >= limits.STRIKES_TO_SUSPEND:
+            wait = min(limits.SUSPEND_MS * 2**record.suspensions, limits.MAX_SUSPEND_MS)
+            record.suspended_until = now + wait
+            record.suspensions += 1
+            record.strikes = []
+
+    def _may_hold(self, taker: str, offer: Offer, amount: Decimal, now: int) -> bool:
+        """Whether to hold ``amount`` of ``offer`` for this taker's confirm (else the reservation holds
+        nothing); refuses a taker that is suspended or has too many reservations pending."""
+        record = self._taker(taker)
+        if now < record.suspended_until:
+            left_s = (record.suspended_until - now) // 1000
+            raise OTCError(
+                E.ERR_TAKER_SUSPENDED, f"too many reservations left unconfirmed: refused for {left_s} s"
+            )
+        if len(self._live) >= limits.MAX_LIVE_RESERVATIONS:
+            raise OTCError(E.ERR_MAKER_BUSY, "too many pending reservations at this maker; try again shortly")
+        mine = [t for t in self._live.values() if t.terms.taker == taker]
+        here = [t for t in mine if t.terms.offer_id == offer.id]
+        if record.known:
+            if (
+                len(here) >= limits.KNOWN_TAKER_RESERVATIONS_PER_OFFER
+                or len(mine) >= limits.KNOWN_TAKER_RESERVATIONS
+            ):
+                raise OTCError(E.ERR_TOO_MANY_RESERVATIONS, "confirm your pending reservations first")
+            return True
+        if len(mine) >= limits.NEW_TAKER_RESERVATIONS:
+            raise OTCError(
+                E.ERR_TOO_MANY_RESERVATIONS,
+                f"a taker new to this maker may have {limits.NEW_TAKER_RESERVATIONS} reservations pending",
+            )
+        holds = [t for t in mine if t.held]
+        held_here = sum((D(t.terms.amount) for t in here if t.held), Decimal(0))
+        cap = CONTEXT.multiply(D(offer.amount), limits.NEW_TAKER_SHARE)
+        return len(holds) < limits.NEW_TAKER_HOLDS and CONTEXT.add(held_here, amount) <= cap
+
+    def _check_unheld(self, trade: MakerTrade, offer: Offer, amount: Decimal, effects: Effects) -> None:
+        """A confirm of a reservation that held nothing: refuse (and release it) unless the amount is
+        still available and still a valid fill."""
+        free = CONTEXT.subtract(D(offer.remaining), self.reserved.get(offer.id, Decimal(0)))
+        if amount > free:
+            code, why = E.ERR_INSUFFICIENT_REMAINING, f"only {canonical(free)} is still available"
+        elif offer.min_fill is not None and amount < D(offer.min_fill) and amount != D(offer.remaining):
+            code, why = E.ERR_BELOW_MIN_FILL, f"minimum fill is {offer.min_fill}"
+        else:
+            return
+        trade.state = maker_next(trade.state, MakerEvent.LOST)
+        trade.reason = f"{code}: {why}"
+        self._live.pop(trade.terms.id, None)
+        effects.trades.append(trade)
+        raise Refusal(
+            code,
+            f"{why} (nothing was held for this trade, as for any taker this maker has not traded with "
+            f"beyond {limits.NEW_TAKER_SHARE * 100:g} % of an offer)",
+            effects=effects,
+            available=max(free, Decimal(0)),
+        )
 
     # internals ---------------------------------------------------------------------------------------
     def _reply(self, trade: MakerTrade) -> TradeReply:
@@ -326,23 +485,33 @@ class Desk:
             taker_sig=trade.taker_sig,
         )
 
-    def _close(self, offer: Offer, event: OfferEvent, reason: str) -> Effects:
+    def _close(self, offer: Offer, event: OfferEvent, reason: str, now: int) -> Effects:
         effects = Effects()
         for trade in list(self._live.values()):
             if trade.terms.offer_id == offer.id:
-                effects.trades.append(self._release(trade, MakerEvent.OFFER_CLOSED, reason))
+                effects.trades.append(self._release(trade, MakerEvent.OFFER_CLOSED, reason, now))
         self.seq += 1
         closed = sign(self.identity, close(offer, event, self.seq))
         self._store(closed)
         effects.offers.append(closed)
         return effects
 
-    def _release(self, trade: MakerTrade, event: MakerEvent, reason: str) -> MakerTrade:
+    def _release(self, trade: MakerTrade, event: MakerEvent, reason: str, now: int) -> MakerTrade:
         trade.state = maker_next(trade.state, event)
         trade.reason = reason
         self._live.pop(trade.terms.id, None)
-        self._unreserve(trade.terms.offer_id, D(trade.terms.amount))
+        if trade.held:
+            self._unreserve(trade.terms.offer_id, D(trade.terms.amount))
+        if event is MakerEvent.DEADLINE:
+            self._strike(trade.terms.taker, now)
         return trade
+
+    def _restate(self, offer: Offer) -> Offer:
+        """Publish what is held of an open offer now (its ``reserved``), as its next signed state."""
+        self.seq += 1
+        held = sign(self.identity, hold(offer, self.reserved.get(offer.id, Decimal(0)), self.seq))
+        self._store(held)
+        return held
 
     def _unreserve(self, oid: str, amount: Decimal) -> None:
         left = CONTEXT.subtract(self.reserved.get(oid, Decimal(0)), amount)
@@ -372,8 +541,11 @@ def _released(trade: MakerTrade) -> OTCError:
 
 
 class Refusal(OTCError):
-    """A refusal that still changed state (a late confirm releases its reservation): persist, then refuse."""
+    """A refusal that still changed state (a late confirm releases its reservation): persist
+    ``effects``, then refuse."""
 
-    def __init__(self, code: str, message: str, effects: Effects) -> None:
-        super().__init__(code, message)
-        self.effects = effects
+    def __init__(
+        self, code: str, message: str, *, effects: Effects | None = None, available: Decimal | None = None
+    ) -> None:
+        super().__init__(code, message, available=available)
+        self.effects = effects if effects is not None else Effects()

@@ -6,13 +6,19 @@ it surfaces.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 
 class OTCError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    """``available``: with a refusal about an amount, how much could be had instead (a maker says so
+    in its signed refusal), so a sweep can take that rather than guess."""
+
+    def __init__(self, code: str, message: str, *, available: Decimal | None = None) -> None:
         assert code.startswith("ERR_"), code
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.available = available
 
 
 # input
@@ -43,4 +49,9 @@ ERR_PEER_NOT_FOUND = "ERR_PEER_NOT_FOUND"
 ERR_AMBIGUOUS_PEER = "ERR_AMBIGUOUS_PEER"
 ERR_AMBIGUOUS_ID = "ERR_AMBIGUOUS_ID"
 ERR_INVALID_MESSAGE = "ERR_INVALID_MESSAGE"
+ERR_TAKE_STALE = "ERR_TAKE_STALE"  # a take dated too far from the maker's clock: a replay, or a bad clock
+ERR_TOO_MANY_RESERVATIONS = "ERR_TOO_MANY_RESERVATIONS"  # confirm (or lose) pending reservations first
+ERR_TAKER_SUSPENDED = "ERR_TAKER_SUSPENDED"  # too many reservations left unconfirmed
+ERR_MAKER_BUSY = "ERR_MAKER_BUSY"  # the maker holds as many reservations as it allows at all
+ERR_RATE_LIMITED = "ERR_RATE_LIMITED"  # too many requests from this sender (or in all) right now
 ERR_NOT_READY = "ERR_NOT_READY"  # a peer still joining does not serve its (partial) book

@@ -14,13 +14,16 @@ from typing import Final
 # a round trip; holding and never confirming is free, so a maker bounds what each taker id may hold.
 
 NEW_TAKER_SHARE: Final = Decimal("0.2")
-"""A taker that has not completed a trade with this maker (recently, without a strike since) may hold at
-most 20 % of an offer's amount at once: one key that never confirms can keep at most a fifth of an offer
-out of reach, and honest newcomers rarely take more than that in one trade (the rest once known)."""
+NEW_TAKER_HOLDS: Final = 2
+"""A taker that has not completed a trade with this maker (or has a strike since) gets at most 20 % of an
+offer's amount, in at most two reservations, actually *held* for it at once: one key that never confirms
+keeps at most a fifth of an offer out of reach. Beyond that its takes are still answered, but hold
+nothing: its confirm is filled if the amount is still there (an honest newcomer confirms within a round
+trip, so it rarely notices)."""
 
-NEW_TAKER_RESERVATIONS: Final = 2
-"""Live reservations a new taker may have at one maker: a sweep takes one offer at a time, so two
-covers a retry racing its predecessor."""
+NEW_TAKER_RESERVATIONS: Final = 8
+"""Reservations (held or not) a new taker may have pending at one maker: bounds the records one key
+can make a maker keep, well above what a sweep (one offer at a time) or a bot needs."""
 
 KNOWN_TAKER_RESERVATIONS_PER_OFFER: Final = 8
 KNOWN_TAKER_RESERVATIONS: Final = 32
@@ -52,3 +55,42 @@ KEEP_RELEASED_MS: Final = 2 * TAKE_MAX_AGE_MS
 """Released reservations are kept (in memory and SQLite) this long for idempotent answers, then
 deleted: a storm of tiny takes that are never confirmed leaves nothing behind. Longer than the take
 window, so any take still accepted finds its earlier record."""
+
+# --- reaching makers (issue 8 item 6) ------------------------------------------------------------------
+UNREACHABLE_S: Final = 10.0
+MAX_UNREACHABLE_S: Final = 300.0
+"""A peer that did not answer a request (timeout, refused connection) is unreachable for 10 s, doubling
+with each failure in a row up to 5 minutes; any answer clears it. Its offers are shown as such and
+skipped by sweeps, so one silent maker costs a sweep one timeout, not one per offer."""
+
+PROBE_TIMEOUT_S: Final = 1.0
+ANSWERED_RECENTLY_S: Final = 30.0
+PROBE_AHEAD: Final = 16
+"""Before taking from makers it has not heard answer in the last 30 s, a sweep pings the makers of its
+next 16 offers all at once and skips those that do not answer within a second: silent makers cost a
+sweep one second in all, instead of a take timeout each (a 1 BTC sweep over four fake offers took 40 s)."""
+
+SWEEP_DEADLINE_S: Final = 30.0
+"""What a sweep may spend in all unless the caller says otherwise: every take within it gets at most
+what is left, so no number of slow makers makes a sweep hang."""
+
+PEERS_TRACKED: Final = 10_000
+"""Per-peer records kept for reachability and rate limits (least recently used dropped first)."""
+
+# --- chat (issue 8 items 5 and 9) ------------------------------------------------------------------------
+CHAT_TEXT_MAX: Final = 2000
+CHAT_PER_SENDER_PER_MINUTE: Final = 30
+CHAT_BURST: Final = 10
+"""A person types a few lines a minute; 30 a minute with bursts of 10 leaves room for a bot and
+refuses a flood (3,500 messages a second were accepted before)."""
+
+CHAT_PER_MINUTE: Final = 600
+"""All senders together: bounds how fast fresh keys can fill the inbox and the disk."""
+
+INBOX_MAX: Final = 10_000
+"""Messages kept (both directions), by arrival; older ones are deleted. Ordered by our receive time, so
+messages dated in the future cannot push real ones out of view."""
+
+CONTACTS_MAX: Final = 10_000
+"""Peers remembered by the names they used with us (chat sent, trades): a name we know for one id is
+never silently given to another (see chat.py)."""

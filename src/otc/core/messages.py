@@ -41,6 +41,7 @@ class Offer(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     price: Money
     amount: Money
     remaining: Money
+    reserved: Money = "0"  # of remaining, held for takers' confirms: books show remaining - reserved
     min_fill: Money | None = None
     created_at: Millis
     expires_at: Millis | None = None
@@ -138,6 +139,10 @@ class OffersRequest(msgspec.Struct, tag="offers", tag_field="type", kw_only=True
     """Ask a maker for its authoritative list of open offers."""
 
 
+class Ping(msgspec.Struct, tag="ping", tag_field="type", kw_only=True):
+    """Are you there? Answered ``{"ok": true}``: a sweep checks makers it has not heard lately."""
+
+
 class Chat(msgspec.Struct, frozen=True, tag="chat", tag_field="type", kw_only=True):
     id: Id
     sender: PeerId
@@ -148,10 +153,10 @@ class Chat(msgspec.Struct, frozen=True, tag="chat", tag_field="type", kw_only=Tr
     sig: Sig = ""
 
 
-PeerRequest = Take | Confirm | OffersRequest | Chat
+PeerRequest = Take | Confirm | OffersRequest | Ping | Chat
 
 
-class TradeReply(msgspec.Struct, kw_only=True):
+class TradeReply(msgspec.Struct, tag="trade", tag_field="type", kw_only=True):
     """The maker's answer to a take or a confirm: reserved (terms + maker signature) or done (receipt)."""
 
     status: Literal["reserved", "done"]
@@ -159,6 +164,30 @@ class TradeReply(msgspec.Struct, kw_only=True):
     maker_sig: Sig
     reserved_until: Millis
     taker_sig: Sig | None = None
+
+
+Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+ErrorCode = Annotated[str, msgspec.Meta(pattern=r"^ERR_[A-Z0-9_]{1,60}$")]
+
+
+class TradeRefusal(msgspec.Struct, frozen=True, tag="refusal", tag_field="type", kw_only=True):
+    """The maker's signed "no" to one request: it names the trade, the taker and the exact request
+    (``request`` = ``signing.request_digest`` of it), so nobody in between can forge a refusal, and a
+    refusal of one request can never be passed off as the answer to another (a take's refusal as the
+    answer to that trade's confirm). A taker treats any other failure as transient."""
+
+    trade_id: Id
+    maker: PeerId
+    taker: PeerId
+    request: Digest
+    code: ErrorCode
+    message: Annotated[str, msgspec.Meta(max_length=500)]
+    available: Money | None = None  # with ERR_HOLD_LIMIT: what this taker may hold of the offer now
+    ts: Millis
+    sig: Sig = ""
+
+
+TradeAnswer = TradeReply | TradeRefusal
 
 
 class MakerOffers(msgspec.Struct, kw_only=True):

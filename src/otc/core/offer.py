@@ -8,11 +8,15 @@ complete new state with the maker's next sequence number, signed; other peers me
 
     state    event                          next state
     -------  -----------------------------  ----------
+    open     hold (reservations change)     open        reserved changes, remaining does not
     open     fill (amount <  remaining)     open        remaining decreases
     open     fill (amount == remaining)     filled
     open     cancel                         cancelled
     open     expire (now >= expires_at)     expired
     filled / cancelled / expired: no event applies; a closed offer never reopens.
+
+``reserved`` is how much of ``remaining`` the maker holds for takers' pending confirms; it is published
+with every change, so no book promises liquidity a taker cannot get (a closed offer holds nothing).
 
 Expiry needs no message: every peer hides an offer whose ``expires_at`` has passed by its own clock;
 the maker's ``expired`` update only lets books forget it sooner.
@@ -34,6 +38,7 @@ from .money import CONTEXT, D, canonical, get_pair
 
 
 class OfferEvent(Enum):
+    HOLD = "hold"
     FILL = "fill"
     FILL_ALL = "fill_all"
     CANCEL = "cancel"
@@ -47,6 +52,7 @@ EXPIRED: Final = "expired"
 CLOSED = frozenset({FILLED, CANCELLED, EXPIRED})
 
 TRANSITIONS: dict[tuple[str, OfferEvent], str] = {
+    (OPEN, OfferEvent.HOLD): OPEN,
     (OPEN, OfferEvent.FILL): OPEN,
     (OPEN, OfferEvent.FILL_ALL): FILLED,
     (OPEN, OfferEvent.CANCEL): CANCELLED,
@@ -106,18 +112,41 @@ class DigestCache:
         return self._value
 
 
-def fill(offer: Offer, amount: Decimal, seq: int) -> Offer:
+def fill(offer: Offer, amount: Decimal, seq: int, reserved: Decimal | None = None) -> Offer:
+    """The offer after ``amount`` of it was traded; ``reserved``: what is still held for others."""
     remaining = CONTEXT.subtract(D(offer.remaining), amount)
     if remaining < 0:
         raise OTCError(ERR_INVALID_OFFER, "fill exceeds the remaining amount")  # guarded by the desk
+    held = Decimal(0) if reserved is None else reserved
+    if not 0 <= held <= remaining:
+        raise OTCError(ERR_INVALID_OFFER, "reserved exceeds the remaining amount")  # guarded by the desk
     event = OfferEvent.FILL_ALL if remaining == 0 else OfferEvent.FILL
     return msgspec.structs.replace(
-        offer, remaining=canonical(remaining), status=next_status(offer.status, event), seq=seq, sig=""
+        offer,
+        remaining=canonical(remaining),
+        reserved=canonical(held),
+        status=next_status(offer.status, event),
+        seq=seq,
+        sig="",
     )
 
 
+def hold(offer: Offer, reserved: Decimal, seq: int) -> Offer:
+    """The offer with a new amount held for pending confirms."""
+    if not 0 <= reserved <= D(offer.remaining):
+        raise OTCError(ERR_INVALID_OFFER, "reserved exceeds the remaining amount")  # guarded by the desk
+    status = next_status(offer.status, OfferEvent.HOLD)
+    return msgspec.structs.replace(offer, reserved=canonical(reserved), status=status, seq=seq, sig="")
+
+
 def close(offer: Offer, event: OfferEvent, seq: int) -> Offer:
-    return msgspec.structs.replace(offer, status=next_status(offer.status, event), seq=seq, sig="")
+    status = next_status(offer.status, event)
+    return msgspec.structs.replace(offer, reserved="0", status=status, seq=seq, sig="")
+
+
+def available(offer: Offer) -> Decimal:
+    """What a taker can get of an offer now: its remaining less what is held for others' confirms."""
+    return CONTEXT.subtract(D(offer.remaining), D(offer.reserved))
 
 
 def is_live(offer: Offer, now_ms: int) -> bool:
@@ -138,6 +167,10 @@ def check_consistent(offer: Offer) -> None:
         raise OTCError(ERR_INVALID_OFFER, "price has too many decimal places")
     if remaining > amount:
         raise OTCError(ERR_INVALID_OFFER, "remaining exceeds amount")
+    if _places(offer.reserved) > pair.amount_places or D(offer.reserved) > remaining:
+        raise OTCError(ERR_INVALID_OFFER, "reserved exceeds remaining")
+    if offer.status != OPEN and offer.reserved != "0":
+        raise OTCError(ERR_INVALID_OFFER, "a closed offer holds nothing")
     if (remaining == 0) != (offer.status == FILLED):
         raise OTCError(ERR_INVALID_OFFER, "only a filled offer has nothing remaining")
     if offer.min_fill is not None and not 0 < D(offer.min_fill) <= amount:
@@ -147,7 +180,7 @@ def check_consistent(offer: Offer) -> None:
 
 
 def same_terms(a: Offer, b: Offer) -> bool:
-    """An offer's terms never change across updates; only remaining, status and seq do."""
+    """An offer's terms never change across updates; only remaining, reserved, status and seq do."""
     return (
         a.maker == b.maker
         and a.side == b.side

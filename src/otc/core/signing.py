@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, TypeVar
 
 import msgspec
 
 from .errors import OTCError
 from .identity import Identity, verify
-from .messages import Chat, Head, Offer, Receipt, Take, Terms
+from .messages import Chat, Confirm, Head, Offer, Receipt, Take, Terms, TradeRefusal
 from .offer import check_consistent
 
 _encoder = msgspec.json.Encoder()
@@ -20,6 +21,11 @@ DOMAINS: dict[type[Any], bytes] = {
     Take: b"grenache-otc/1 take\n",
     Terms: b"grenache-otc/1 terms\n",
     Chat: b"grenache-otc/1 chat\n",
+    TradeRefusal: b"grenache-otc/1 refusal\n",
+}
+REQUEST_DOMAINS: dict[type[Any], bytes] = {
+    Take: b"grenache-otc/1 take request\n",
+    Confirm: b"grenache-otc/1 confirm request\n",
 }
 
 
@@ -36,15 +42,15 @@ def sign(identity: Identity, msg: T) -> T:
     return msgspec.structs.replace(msg, sig=identity.sign(signing_bytes(msg)))
 
 
-def signer_of(msg: Offer | Head | Take | Chat) -> str:
-    if isinstance(msg, (Offer, Head)):
+def signer_of(msg: Offer | Head | Take | Chat | TradeRefusal) -> str:
+    if isinstance(msg, (Offer, Head, TradeRefusal)):
         return msg.maker
     if isinstance(msg, Take):
         return msg.taker
     return msg.sender
 
 
-def is_signed(msg: Offer | Head | Take | Chat) -> bool:
+def is_signed(msg: Offer | Head | Take | Chat | TradeRefusal) -> bool:
     return bool(msg.sig) and verify(signer_of(msg), msg.sig, signing_bytes(msg))
 
 
@@ -70,3 +76,8 @@ def receipt_of(terms: Terms, maker_sig: str, taker_sig: str) -> Receipt:
 def receipt_is_valid(receipt: Receipt) -> bool:
     data = signing_bytes(receipt)
     return verify(receipt.maker, receipt.maker_sig, data) and verify(receipt.taker, receipt.taker_sig, data)
+
+
+def request_digest(request: Take | Confirm) -> str:
+    """SHA-256 of a trade request's whole encoding, signatures included: what a refusal names."""
+    return hashlib.sha256(REQUEST_DOMAINS[type(request)] + _encoder.encode(request)).hexdigest()

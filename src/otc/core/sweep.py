@@ -14,13 +14,14 @@ remainder whatever its ``min_fill``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, NamedTuple
 
 from .messages import Offer, Receipt
 from .money import CONTEXT, D, canonical
+from .offer import available
 
 Side = Literal["buy", "sell"]
 
@@ -39,9 +40,18 @@ def acceptable(side: str, price: Decimal, limit: Decimal) -> bool:
     return price <= limit if side == "buy" else price >= limit
 
 
-def plan(side: Side, offers: Iterable[Offer], amount: Decimal, limit: Decimal, me: str) -> list[Candidate]:
+def plan(
+    side: Side,
+    offers: Iterable[Offer],
+    amount: Decimal,
+    limit: Decimal,
+    me: str,
+    caps: Mapping[str, Decimal] | None = None,
+) -> list[Candidate]:
     """The takes that fill up to ``amount`` of a ``side`` sweep (the taker's side) from ``offers`` (the
-    opposite side of one pair's book, in any order), best price first, never beyond ``limit``."""
+    opposite side of one pair's book, in any order), best price first, never beyond ``limit``. What is
+    reserved for other takers is not available; ``caps`` (offer id -> amount) bound takes further,
+    e.g. where a maker said how much it lets us hold."""
     wanted_side = opposite(side)
     usable = [
         o
@@ -59,9 +69,12 @@ def plan(side: Side, offers: Iterable[Offer], amount: Decimal, limit: Decimal, m
         if left <= 0:
             break
         remaining = D(offer.remaining)
-        if remaining <= 0:
+        free = available(offer)
+        if caps is not None and offer.id in caps:
+            free = min(free, caps[offer.id])
+        if free <= 0:
             continue
-        take = min(left, remaining)
+        take = min(left, free)
         if offer.min_fill is not None and take < D(offer.min_fill) and take != remaining:
             continue
         out.append(Candidate(offer, take))
@@ -86,6 +99,7 @@ class SweepResult:
     skipped: list[Skipped] = field(default_factory=list)  # offers lost to other takers, or refused
     pending: Decimal = Decimal(0)  # takes the maker has not answered yet: may still complete
     posted: Offer | None = None  # the unfilled remainder, rested at the limit (``post``)
+    deadline_reached: bool = False  # stopped at its deadline, with offers left to try
 
     @property
     def filled(self) -> Decimal:

@@ -1,9 +1,10 @@
 """The taker's side of a trade, pure: builds the signed requests and checks the maker's answers.
 
 The adapter persists the ``TakerTrade`` before sending each request, sends ``next_request(trade)``,
-and feeds the answer back through ``on_reply`` or ``on_refused``. A transport failure (lost message,
-timeout, maker down) changes nothing: the same request is simply sent again later, which the maker
-answers idempotently. See trade.py for the state table.
+and feeds the answer back through ``on_reply`` or ``on_refusal``. Only the maker's signed refusal of
+that very request is a final "no"; anything else (a lost message, a timeout, the maker down, an
+unsigned error from whoever answered on the maker's name) changes nothing: the same request is simply
+sent again later, which the maker answers idempotently. See trade.py for the state table.
 """
 
 from __future__ import annotations
@@ -15,26 +16,10 @@ import msgspec
 from . import errors as E
 from .errors import OTCError
 from .identity import Identity, verify
-from .messages import Confirm, Offer, Receipt, Take, TradeReply
+from .messages import Confirm, Offer, Receipt, Take, TradeRefusal, TradeReply
 from .money import canonical, get_pair, parse_decimal
-from .signing import receipt_of, sign, signing_bytes
+from .signing import is_signed, receipt_of, request_digest, sign, signing_bytes
 from .trade import TakerEvent, TakerState, TakerTrade, taker_next
-
-# failures that say nothing about the trade: retry the same request
-TRANSIENT = frozenset(
-    {
-        "ERR_TIMEOUT",
-        "ERR_REQUEST_GENERIC",
-        "ERR_REPLY_EMPTY",
-        "ERR_REPLY_RID_MISMATCH",
-        "ERR_REPLY_INVALID",
-        "ERR_GRAPE_LOOKUP_EMPTY",
-        "ERR_GRAPE_TIMEOUT",
-        "ERR_GRAPE_UNREACHABLE",
-        "ERR_UNKNOWN_SERVICE",
-        "ERR_INTERNAL",
-    }
-)
 
 
 class Taker:
@@ -113,13 +98,26 @@ class Taker:
             updated_at=now,
         )
 
-    def on_refused(self, trade: TakerTrade, code: str, message: str, now: int) -> TakerTrade:
-        if code in TRANSIENT:
-            return trade
+    def on_refusal(self, trade: TakerTrade, refusal: TradeRefusal, now: int) -> TakerTrade:
+        """The maker's signed refusal of the request we are waiting on: the trade failed. Anything else
+        dressed as a refusal (unsigned, signed by another key, naming another trade or another request,
+        e.g. a take's refusal replayed as the answer to our confirm) raises and changes nothing."""
+        request = self.next_request(trade)
+        if (
+            request is None
+            or refusal.trade_id != trade.take.trade_id
+            or refusal.taker != self.peer_id
+            or refusal.maker != trade.maker
+            or refusal.request != request_digest(request)
+        ):
+            raise OTCError(E.ERR_INVALID_MESSAGE, "a refusal that does not answer our request")
+        if not is_signed(refusal):
+            raise OTCError(E.ERR_BAD_SIGNATURE, "a refusal not signed by the maker")
         return msgspec.structs.replace(
             trade,
             state=taker_next(trade.state, TakerEvent.REFUSED),
-            error=f"{code}: {message}",
+            error=f"{refusal.code}: {refusal.message}",
+            available=refusal.available,
             updated_at=now,
         )
 

@@ -23,6 +23,8 @@ Maker side::
     reserved   confirm, before deadline, offer open     done
     reserved   deadline passed                          released
     reserved   offer cancelled or expired               released
+    reserved   confirm, nothing held, amount gone       released   (a newcomer's reservation beyond
+                                                                    what the maker holds for it)
     done / released: final.
 
 Taker side::
@@ -31,12 +33,12 @@ Taker side::
     ---------  ---------------------------------------  --------
     requested  reserved                                 reserved   (then send confirm)
     requested  done                                     done       (a retry found it finished)
-    requested  refused (ERR_...)                        failed
+    requested  its signed refusal of the take           failed
     requested  gave up (no answer by the deadline)      failed     (safe: only a confirm can
                                                                     make a trade done)
     reserved   reserved (duplicate)                     reserved
     reserved   done                                     done
-    reserved   refused (ERR_...)                        failed
+    reserved   its signed refusal of the confirm        failed
     done       done (duplicate)                         done
     done / failed: final.
 """
@@ -61,12 +63,14 @@ class MakerEvent(Enum):
     CONFIRM = "confirm"
     DEADLINE = "deadline"
     OFFER_CLOSED = "offer_closed"
+    LOST = "lost"  # confirmed, but nothing was held and the amount is gone: first confirm won
 
 
 MAKER_TRANSITIONS: dict[tuple[MakerState, MakerEvent], MakerState] = {
     (MakerState.RESERVED, MakerEvent.CONFIRM): MakerState.DONE,
     (MakerState.RESERVED, MakerEvent.DEADLINE): MakerState.RELEASED,
     (MakerState.RESERVED, MakerEvent.OFFER_CLOSED): MakerState.RELEASED,
+    (MakerState.RESERVED, MakerEvent.LOST): MakerState.RELEASED,
 }
 
 
@@ -120,6 +124,7 @@ class MakerTrade(msgspec.Struct, kw_only=True):
     reserved_until: int
     taker_sig: str | None = None
     reason: str | None = None  # why it was released, as "ERR_X: why" (the code a late confirm gets)
+    held: bool = True  # the amount is held for the confirm; if not, a confirm gets what is left
 
 
 class TakerTrade(msgspec.Struct, kw_only=True):
@@ -134,4 +139,5 @@ class TakerTrade(msgspec.Struct, kw_only=True):
     maker_sig: str | None = None
     taker_sig: str | None = None
     error: str | None = None  # the refusal, once failed
+    available: str | None = None  # what the maker said could be had instead, with an amount refusal
     updated_at: int = 0

@@ -8,13 +8,23 @@ Grenache service names (see docs/protocol.md):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from grenache import GrenacheError, Link, PeerRPCClient, RPCError
 from grenache.client import ERR_REQUEST_GENERIC, ERR_TIMEOUT
+from grenache.link import ERR_GRAPE_LOOKUP_EMPTY
 from grenache.server import ERR_UNKNOWN_SERVICE
+
+from ..core import limits
+from ..core.messages import Ping
+
+# failures that mean the peer did not answer us (as opposed to answering with an error)
+SILENCE = frozenset({ERR_TIMEOUT, ERR_REQUEST_GENERIC, ERR_GRAPE_LOOKUP_EMPTY})
 
 MARKET = "otc:market"
 
@@ -24,7 +34,11 @@ def peer_key(peer_id: str) -> str:
 
 
 class Directory:
-    """``addr_of(peer_id)`` gives the address a peer's latest signed heartbeat names, if any."""
+    """``addr_of(peer_id)`` gives the address a peer's latest signed heartbeat names, if any.
+
+    It also remembers which peers answered lately and which did not (``reachable``): a peer that did
+    not answer a request is unreachable for a while (limits.UNREACHABLE_S, doubling), so its offers are
+    shown as such and sweeps skip it rather than wait on it again."""
 
     def __init__(self, link: Link, client: PeerRPCClient, addr_of: Callable[[str], str | None]) -> None:
         self.link = link
@@ -35,6 +49,8 @@ class Directory:
         # address is used directly only if the Grape vouched for it (no aiming the market at a stranger)
         self._vouched: dict[str, float] = {}
         self._listed_at = 0.0  # monotonic time of the last market lookup that worked
+        self._answered: OrderedDict[str, float] = OrderedDict()  # peer -> when it last answered
+        self._silent: OrderedDict[str, tuple[float, float]] = OrderedDict()  # peer -> (until, wait)
 
     async def market_destinations(self) -> list[str]:
         """What the Grape lists for the market (the last list while it cannot answer)."""
@@ -62,7 +78,65 @@ class Directory:
         for dest in [d for d, t in self._vouched.items() if t < cutoff]:
             del self._vouched[dest]
 
+    # --- reachability -----------------------------------------------------------------------------
+    def reachable(self, peer_id: str) -> bool:
+        silent = self._silent.get(peer_id)
+        return silent is None or time.monotonic() >= silent[0]
+
+    def answered_within(self, peer_id: str, seconds: float) -> bool:
+        at = self._answered.get(peer_id)
+        return at is not None and time.monotonic() - at <= seconds
+
+    def _note(self, peer_id: str, answered: bool) -> None:
+        now = time.monotonic()
+        if answered:
+            self._silent.pop(peer_id, None)
+            self._answered.pop(peer_id, None)
+            self._answered[peer_id] = now
+            while len(self._answered) > limits.PEERS_TRACKED:
+                self._answered.popitem(last=False)
+        else:
+            _, wait = self._silent.pop(peer_id, (0.0, limits.UNREACHABLE_S / 2))
+            wait = min(wait * 2, limits.MAX_UNREACHABLE_S)
+            self._silent[peer_id] = (now + wait, wait)
+            while len(self._silent) > limits.PEERS_TRACKED:
+                self._silent.popitem(last=False)
+
+    async def probe(self, peer_ids: list[str], timeout: float) -> None:
+        """Ping peers at once; each has answered, or is unreachable, when this returns (in ``timeout``)."""
+        if not peer_ids:
+            return
+        started = time.monotonic()
+        pings = [asyncio.ensure_future(self._ping(p, timeout)) for p in peer_ids]
+        _, late = await asyncio.wait(pings, timeout=timeout)
+        for ping in late:
+            ping.cancel()
+        for peer_id in peer_ids:
+            if self._answered.get(peer_id, 0.0) < started and self.reachable(peer_id):
+                self._note(peer_id, answered=False)
+
+    async def _ping(self, peer_id: str, timeout: float) -> None:
+        with contextlib.suppress(GrenacheError):
+            await self.ask(peer_id, Ping(), timeout=timeout)
+
+    # --- requests -----------------------------------------------------------------------------------
     async def ask(self, peer_id: str, msg: Any, *, timeout: float, result_type: Any = None) -> Any:
+        """``_ask``, noting whether the peer answered (an error answer is an answer)."""
+        try:
+            result = await self._ask(peer_id, msg, timeout=timeout, result_type=result_type)
+        except RPCError as exc:
+            self._note(peer_id, answered=exc.code not in SILENCE)
+            raise
+        except GrenacheError as exc:  # the Grape failed us: says nothing about the peer, unless empty
+            if exc.code == ERR_GRAPE_LOOKUP_EMPTY:
+                self._note(peer_id, answered=False)
+            raise
+        except asyncio.CancelledError:
+            raise
+        self._note(peer_id, answered=True)
+        return result
+
+    async def _ask(self, peer_id: str, msg: Any, *, timeout: float, result_type: Any = None) -> Any:
         """A request to one peer's own service (``otc:peer:<id>``): first straight to the address its
         signed heartbeat gives, when the Grape has listed it (no lookup, works while a Grape has
         forgotten the name, and a squatter on the name cannot intercept it); then through the DHT, if

@@ -25,7 +25,7 @@ from grenache import Link, PeerRPCClient, PeerRPCServer, RPCError
 from ..core.book import Book
 from ..core.desk import Desk
 from ..core.errors import OTCError
-from ..core.messages import Chat, Confirm, OffersRequest, PeerRequest, Take
+from ..core.messages import Chat, Confirm, OffersRequest, PeerRequest, Ping, Take
 from ..core.taker import Taker
 from .chat import Messenger
 from .config import PeerConfig
@@ -86,7 +86,7 @@ class Peer:
         self.chat = Messenger(config, self.identity, self.book, self.store, self.directory, self.events)
         self.sweeps = Sweeper(
             self.peer_id, self.book, config.default_pair, self.trading.take, self.market.sync_maker,
-            self.trading.post_offer,
+            self.trading.post_offer, self.directory,
         )  # fmt: skip
 
     @property
@@ -144,6 +144,8 @@ class Peer:
                 return self.trading.on_confirm(msg)
             if isinstance(msg, OffersRequest):
                 return self.market.own_offers(msg)
+            if isinstance(msg, Ping):
+                return {"ok": True}
             assert isinstance(msg, Chat)
             return self.chat.receive(msg)
         except OTCError as exc:

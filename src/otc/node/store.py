@@ -26,8 +26,21 @@ CREATE TABLE IF NOT EXISTS taker_trades (id TEXT PRIMARY KEY, state TEXT NOT NUL
                                          updated_at INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS offers_by_status ON offers (status, seq);
 CREATE INDEX IF NOT EXISTS maker_trades_by_state ON maker_trades (state, created_at);
+CREATE INDEX IF NOT EXISTS taker_trades_by_state ON taker_trades (state, updated_at);
 CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, direction TEXT NOT NULL, ts INTEGER NOT NULL,
                                      body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS contacts (peer_id TEXT PRIMARY KEY, name TEXT NOT NULL,
+                                     last_seen INTEGER NOT NULL);
+"""
+
+# schema changes since the first release, applied to older files (each is idempotent)
+MIGRATIONS = [
+    # a sender's timestamp is its claim: the inbox is ordered by when we received a message
+    ("messages", "received_at", "ALTER TABLE messages ADD COLUMN received_at INTEGER NOT NULL DEFAULT 0"),
+]
+INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_by_arrival ON messages (received_at);
+CREATE INDEX IF NOT EXISTS contacts_by_time ON contacts (last_seen);
 """
 
 _enc = msgspec.json.Encoder()
@@ -44,6 +57,11 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        for table, column, sql in MIGRATIONS:
+            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self.db.execute(sql)
+        self.db.executescript(INDEXES)
 
     def close(self) -> None:
         self.db.close()
@@ -79,11 +97,41 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
-    def add_message(self, msg: Chat, direction: str) -> bool:
-        """Store a chat message once; False if it was already stored (a duplicate delivery)."""
-        row = (msg.id, direction, msg.ts, _enc.encode(msg))
-        cur = self.db.execute("INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?)", row)
-        return cur.rowcount == 1
+    def delete_maker_trades(self, trade_ids: list[str]) -> None:
+        """Forget maker-side trades (released reservations nobody can ask about any more)."""
+        if trade_ids:
+            self.db.executemany("DELETE FROM maker_trades WHERE id = ?", [(t,) for t in trade_ids])
+
+    def add_message(self, msg: Chat, direction: str, received_at: int, keep: int) -> bool:
+        """Store a chat message once (False if it was already stored: a duplicate delivery), keeping
+        only the latest ``keep`` messages by arrival."""
+        row = (msg.id, direction, msg.ts, _enc.encode(msg), received_at)
+        sql = "INSERT OR IGNORE INTO messages (id, direction, ts, body, received_at) VALUES (?, ?, ?, ?, ?)"
+        cur = self.db.execute(sql, row)
+        if cur.rowcount != 1:
+            return False
+        self.db.execute(
+            "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages ORDER BY received_at DESC, "
+            "rowid DESC LIMIT -1 OFFSET ?)",
+            (keep,),
+        )
+        return True
+
+    def add_contact(self, peer_id: str, name: str, now: int) -> None:
+        """Remember a peer we chatted or traded with under the name it used (see chat.py: names)."""
+        self.db.execute("INSERT OR REPLACE INTO contacts VALUES (?, ?, ?)", (peer_id, name, now))
+
+    def prune_contacts(self, keep: int) -> None:
+        """Keep the ``keep`` most recently seen contacts."""
+        self.db.execute(
+            "DELETE FROM contacts WHERE peer_id IN (SELECT peer_id FROM contacts ORDER BY last_seen DESC "
+            "LIMIT -1 OFFSET ?)",
+            (keep,),
+        )
+
+    def contacts_named(self, name: str) -> list[str]:
+        rows = self.db.execute("SELECT peer_id FROM contacts WHERE lower(name) = lower(?)", (name,))
+        return [str(row[0]) for row in rows]
 
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
@@ -129,14 +177,19 @@ class Store:
         row = self.db.execute("SELECT body FROM offers WHERE id = ?", (offer_id,)).fetchone()
         return None if row is None else _offer.decode(row[0])
 
-    def taker_trades(self) -> list[TakerTrade]:
+    def taker_trades(self, *, open_only: bool = False) -> list[TakerTrade]:
+        """Our takes, oldest first; ``open_only``: those not yet done or failed."""
+        where = " WHERE state IN ('requested', 'reserved')" if open_only else ""
         return [
             _taker.decode(row[0])
-            for row in self.db.execute("SELECT body FROM taker_trades ORDER BY updated_at")
+            for row in self.db.execute(f"SELECT body FROM taker_trades{where} ORDER BY updated_at")
         ]
 
-    def messages(self, limit: int = 500) -> list[tuple[str, Chat]]:
+    def messages(self, limit: int = 500) -> list[tuple[str, Chat, int]]:
+        """The latest ``limit`` messages, oldest first, by when we received (or sent) them: a sender's
+        own timestamp is never trusted for order. Each: (direction, message, received_at)."""
         rows = self.db.execute(
-            "SELECT direction, body FROM messages ORDER BY ts DESC LIMIT ?", (limit,)
+            "SELECT direction, body, received_at FROM messages ORDER BY received_at DESC, rowid DESC LIMIT ?",
+            (limit,),
         ).fetchall()
-        return [(str(d), _chat.decode(b)) for d, b in reversed(rows)]
+        return [(str(d), _chat.decode(b), int(r)) for d, b, r in reversed(rows)]

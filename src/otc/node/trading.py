@@ -5,8 +5,9 @@ persist each decision before anyone hears of it (``commit``), then publish the o
 run the timer that releases reservations and expires offers.
 
 As taker: the taker (``core.taker``) builds signed requests and checks the maker's answers; here we
-persist the trade before each request, send it until the maker answers definitively, and finish trades
-left pending by lost messages or a restart (``reconcile``).
+persist the trade before each request, send it until the maker answers definitively (its reply, or its
+signed refusal of that very request: any other failure is transient), and finish trades left pending
+by lost messages or a restart (``reconcile``).
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ from typing import Any
 
 import msgspec
 
-from grenache import GrenacheError, RPCError
+from grenache import GrenacheError
 
 from ..core import errors as E
+from ..core import limits
 from ..core.book import Book
 from ..core.desk import Desk, Effects, Refusal
 from ..core.errors import OTCError
-from ..core.messages import Confirm, Offer, Receipt, Take, TradeReply
+from ..core.messages import Confirm, Offer, Receipt, Take, TradeAnswer, TradeRefusal
+from ..core.money import D, canonical
+from ..core.offer import available
 from ..core.signing import receipt_of
-from ..core.taker import TRANSIENT, Taker, receipt
+from ..core.taker import Taker, receipt
 from ..core.trade import MakerState, TakerState, TakerTrade
 from .clock import now_ms
 from .config import PeerConfig
@@ -43,6 +47,10 @@ log = logging.getLogger("otc.node.trading")
 KEEP_SETTLED = 10_000  # settled trades a maker keeps in memory; older ones are recalled from the store
 KEEP_CLOSED = 1000  # closed offers a maker keeps in memory; likewise
 TRIM_EVERY_S = 60.0
+# refusals that mean "not now": our own other reservations at that maker, or its load, stand in the way;
+# they clear within a round trip for an honest taker, so a take tries again (as a new trade) until its
+# deadline rather than failing
+BUSY = frozenset({E.ERR_TOO_MANY_RESERVATIONS, E.ERR_MAKER_BUSY})
 
 
 class Trading:
@@ -70,12 +78,15 @@ class Trading:
         self.peer_id = desk.peer_id
         self._timer_event = asyncio.Event()
         self._driving: set[str] = set()
-        self.taker_trades: dict[str, TakerTrade] = {}
-        for trade in store.taker_trades():
+        # our takes not yet done or failed (the store holds them all): memory grows with what is in
+        # flight, never with history
+        self.open_takes: dict[str, TakerTrade] = {}
+        for trade in store.taker_trades(open_only=True):
             if trade.state is TakerState.REQUESTED:  # its take call died with the last process
                 trade = taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: interrupted", now_ms())
                 store.save(taker_trades=[trade])
-            self.taker_trades[trade.take.trade_id] = trade
+            else:
+                self.open_takes[trade.take.trade_id] = trade
 
     def start(self) -> None:
         self.tasks.loop(self._timer_loop)
@@ -126,6 +137,7 @@ class Trading:
         for trade in effects.trades:
             if trade.state is MakerState.DONE:
                 assert trade.taker_sig is not None
+                self._contact(trade.terms.taker, trade.terms.taker_name)
                 self.events.emit(
                     {"type": "trade", "receipt": receipt_of(trade.terms, trade.maker_sig, trade.taker_sig)}
                 )
@@ -143,26 +155,35 @@ class Trading:
             self.commit(self.desk.tick(now_ms()))
 
     async def _trim_loop(self) -> None:
-        # the store keeps all history; memory keeps the recent part
+        # the store keeps all history, but for reservations released long enough ago that nobody can
+        # ask about them again; memory keeps the recent part
         while True:
             await asyncio.sleep(TRIM_EVERY_S)
+            self.store.delete_maker_trades(self.desk.prune_released(now_ms()))
+            self.store.prune_contacts(limits.CONTACTS_MAX)
             self.desk.forget_closed(KEEP_CLOSED)
             self.desk.forget_settled(KEEP_SETTLED)
 
     # --- maker: answering takers --------------------------------------------------------------------
-    def on_take(self, msg: Take) -> TradeReply:
+    def on_take(self, msg: Take) -> TradeAnswer:
         self._recall(trade_id=msg.trade_id, offer_id=msg.offer_id)
-        reply, effects = self.desk.take(msg, now_ms())
-        self.commit(effects)
-        return reply
+        return self._answer(msg)
 
-    def on_confirm(self, msg: Confirm) -> TradeReply:
+    def on_confirm(self, msg: Confirm) -> TradeAnswer:
         self._recall(trade_id=msg.trade_id)
+        return self._answer(msg)
+
+    def _answer(self, msg: Take | Confirm) -> TradeAnswer:
+        """The desk's decision, persisted, as the reply or as a signed refusal of this very request."""
+        now = now_ms()
         try:
-            reply, effects = self.desk.confirm(msg, now_ms())
-        except Refusal as refusal:
-            self.commit(refusal.effects)
-            raise
+            reply, effects = (
+                self.desk.take(msg, now) if isinstance(msg, Take) else self.desk.confirm(msg, now)
+            )
+        except OTCError as exc:
+            if isinstance(exc, Refusal):
+                self.commit(exc.effects)  # a late confirm still released its reservation
+            return self.desk.refusal(msg, exc, now)
         self.commit(effects)
         return reply
 
@@ -185,36 +206,63 @@ class Trading:
             raise OTCError(E.ERR_OFFER_NOT_FOUND, f"no open offer {oid} in the book")
         return offer
 
-    async def take(self, oid: str, amount: Any = None) -> Receipt:
-        """Take ``amount`` (default: all that remains) of an offer; returns the done receipt."""
+    async def take(self, oid: str, amount: Any = None, *, deadline_s: float | None = None) -> Receipt:
+        """Take ``amount`` (default: all that is available) of an offer; returns the done receipt.
+
+        A refusal that means "not now" (``BUSY``: our other reservations at that maker, or its load)
+        is tried again as a new trade until the take's deadline (``take_deadline_s``, or less); every
+        other refusal is final."""
         offer = self.find_offer(oid)
         if amount is None:
-            amount = offer.remaining
-        trade = self.taker.new_trade(offer, amount, uuid.uuid4().hex, now_ms())
-        self._save_taker(trade)
-        # shielded: if our caller goes away (an API client disconnects), the trade still runs to a
-        # definite state instead of being left half-asked
-        trade = await asyncio.shield(self.tasks.track(asyncio.ensure_future(self._take_to_end(trade))))
-        if trade.state is TakerState.DONE:
-            return receipt(trade)
-        if trade.state is TakerState.FAILED:
+            amount = canonical(available(offer))
+        limit_s = (
+            self.config.take_deadline_s
+            if deadline_s is None
+            else min(deadline_s, self.config.take_deadline_s)
+        )
+        deadline = time.monotonic() + max(0.0, limit_s)
+        wait = 0.02
+        while True:
+            trade = self.taker.new_trade(offer, amount, uuid.uuid4().hex, now_ms())
+            self._save_taker(trade)
+            # shielded: if our caller goes away (an API client disconnects), the trade still runs to a
+            # definite state instead of being left half-asked
+            task = self.tasks.track(asyncio.ensure_future(self._take_to_end(trade, deadline)))
+            trade = await asyncio.shield(task)
+            if trade.state is TakerState.DONE:
+                return receipt(trade)
+            if trade.state is not TakerState.FAILED:
+                raise OTCError(
+                    E.ERR_TRADE_PENDING,
+                    f"the maker did not answer in time; trade {trade.take.trade_id} is retried in the "
+                    "background",
+                )
             assert trade.error is not None
             code, _, message = trade.error.partition(": ")
-            raise OTCError(code, message)
-        raise OTCError(
-            E.ERR_TRADE_PENDING,
-            f"the maker did not answer in time; trade {trade.take.trade_id} is retried in the background",
-        )
+            more = None if trade.available is None else D(trade.available)
+            # "not now" helps only while the maker may yet see us differently: it is loaded, or
+            # other takes of ours with it are in flight (their confirms make us a known taker)
+            hope = code == E.ERR_MAKER_BUSY or (code in BUSY and self._in_flight(offer.maker))
+            if not hope or time.monotonic() + wait >= deadline:
+                raise OTCError(code, message, available=more)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 0.5)
 
-    async def _take_to_end(self, trade: TakerTrade) -> TakerTrade:
-        trade = await self._drive(trade, self.config.take_deadline_s)
+    def _in_flight(self, maker: str) -> bool:
+        return any(t.maker == maker for t in self.open_takes.values())
+
+    async def _take_to_end(self, trade: TakerTrade, deadline: float) -> TakerTrade:
+        trade = await self._drive(trade, deadline - time.monotonic())
         if trade.state is TakerState.REQUESTED:
             trade = self.taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: no answer", now_ms())
             self._save_taker(trade)
         return trade
 
     async def _drive(self, trade: TakerTrade, deadline_s: float) -> TakerTrade:
-        """Send the trade's next request until it is final or the deadline passes (idempotent)."""
+        """Send the trade's next request until it is final or the deadline passes (idempotent). Only
+        the maker's answer moves the trade: its reply, or its signed refusal of this very request.
+        Every other outcome (no answer, an unsigned error from whoever answered on the maker's name,
+        a reply we cannot accept) is transient: the same request goes again after a backoff."""
         tid = trade.take.trade_id
         self._driving.add(tid)
         try:
@@ -225,27 +273,23 @@ class Trading:
                 if remaining <= 0:
                     break
                 try:
-                    reply = await self.directory.ask(
+                    answer = await self.directory.ask(
                         trade.maker,
                         req,
                         timeout=min(self.config.rpc_timeout_s, remaining),
-                        result_type=TradeReply,
+                        result_type=TradeAnswer,
                     )
-                    new = self.taker.on_reply(trade, reply, now_ms())
-                except RPCError as exc:
-                    new = self.taker.on_refused(trade, exc.code, exc.message, now_ms())
-                    if exc.code in TRANSIENT:
-                        await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-                        backoff = min(backoff * 2, 1.0)
-                except GrenacheError as exc:  # the Grape failed the lookup: transient
-                    log.debug("take %s: %s", tid[:8], exc)
+                    if isinstance(answer, TradeRefusal):
+                        new = self.taker.on_refusal(trade, answer, now_ms())
+                    else:
+                        new = self.taker.on_reply(trade, answer, now_ms())
+                except (GrenacheError, OTCError, msgspec.ValidationError) as exc:
+                    # not the maker's word on this request: never final, and we sign nothing of it
+                    level = logging.DEBUG if isinstance(exc, GrenacheError) else logging.WARNING
+                    log.log(level, "take %s: no answer from its maker: %s", tid[:8], exc)
                     await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
                     backoff = min(backoff * 2, 1.0)
                     continue
-                except (OTCError, msgspec.ValidationError) as exc:
-                    # the maker answered something we cannot accept: we never sign it; retry later
-                    log.warning("take %s: unacceptable answer: %s", tid[:8], exc)
-                    break
                 if new is not trade:
                     trade = new
                     self._save_taker(trade)
@@ -255,17 +299,26 @@ class Trading:
 
     def _save_taker(self, trade: TakerTrade) -> None:
         self.store.save(taker_trades=[trade])
-        self.taker_trades[trade.take.trade_id] = trade
+        if trade.state in (TakerState.REQUESTED, TakerState.RESERVED):
+            self.open_takes[trade.take.trade_id] = trade
+        else:
+            self.open_takes.pop(trade.take.trade_id, None)
         if trade.state is TakerState.DONE:
+            assert trade.terms is not None
+            self._contact(trade.terms.maker, trade.terms.maker_name)
             self.events.emit({"type": "trade", "receipt": receipt(trade)})
 
     async def _reconcile_loop(self) -> None:
         """Finish trades left pending by lost messages, a timeout or a restart."""
         while True:
-            for trade in list(self.taker_trades.values()):
+            for trade in list(self.open_takes.values()):
                 if trade.state is TakerState.RESERVED and trade.take.trade_id not in self._driving:
                     self.tasks.spawn(self._drive(trade, self.config.take_deadline_s))
             await asyncio.sleep(1.0)
+
+    def _contact(self, peer_id: str, name: str) -> None:
+        # a counterparty, under the name it traded as: chat.py never gives that name to another id
+        self.store.add_contact(peer_id, name, now_ms())
 
     # --- views --------------------------------------------------------------------------------------
     def receipts(self) -> list[tuple[str, Receipt]]:
@@ -274,13 +327,11 @@ class Trading:
         for mt in self.store.maker_trades():
             if mt.state is MakerState.DONE and mt.taker_sig:
                 out.append(("maker", receipt_of(mt.terms, mt.maker_sig, mt.taker_sig)))
-        for tt in self.taker_trades.values():
+        for tt in self.store.taker_trades():
             if tt.state is TakerState.DONE:
                 out.append(("taker", receipt(tt)))
         out.sort(key=lambda r: (r[1].created_at, r[1].id))
         return out
 
     def pending_trades(self) -> list[TakerTrade]:
-        return [
-            t for t in self.taker_trades.values() if t.state in (TakerState.REQUESTED, TakerState.RESERVED)
-        ]
+        return list(self.open_takes.values())
