@@ -864,3 +864,32 @@ def test_held_amounts_are_published_and_every_state_is_consistent(desk: Desk, al
     with pytest.raises(OTCError):
         check_consistent(bad)
     assert isinstance(desk.refusal(trade.take, OTCError(E.ERR_OFFER_CLOSED, "x"), T0), TradeRefusal)
+
+
+def test_a_storm_of_tiny_takes_from_fresh_keys_leaves_a_bounded_record() -> None:
+    """Fresh keys are free: what new takers can make a maker keep is bounded by the rate it accepts their
+    takes at and by how long released reservations are kept."""
+    desk = Desk(MAKER, "maker", reserve_ms=RESERVE)
+    offer = post(desk, amount="100")
+    now, accepted, busy = T0, 0, 0
+    for n in range(6_000):  # 100 takes a second from new keys, for a minute
+        now += 10
+        desk.tick(now)
+        taker = Taker(Identity.from_seed(n.to_bytes(32, "big")), "storm")
+        try:
+            desk.take(taker.new_trade(offer, "0.00000001", tid(n), now).take, now)
+            accepted += 1
+        except OTCError as exc:
+            assert exc.code == E.ERR_MAKER_BUSY
+            busy += 1
+        desk.prune_released(now)
+    burst = limits.NEW_TAKER_TAKES_PER_MINUTE / 10
+    assert accepted <= limits.NEW_TAKER_TAKES_PER_MINUTE + burst and busy > 0
+    kept = len(desk.trades)  # released ones are kept two minutes, then pruned
+    assert kept <= accepted
+    for _ in range(30):  # the storm stops; a few minutes later nothing of it is left
+        now += 10_000
+        desk.tick(now)
+        desk.prune_released(now)
+    assert desk.trades == {} and desk.reserved == {}
+    assert len(desk.takers) <= limits.TAKERS_TRACKED

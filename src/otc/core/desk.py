@@ -29,6 +29,7 @@ from .identity import Identity, verify
 from .messages import Confirm, Head, Offer, Take, Terms, TradeRefusal, TradeReply
 from .money import CONTEXT, D, canonical, get_pair, parse_decimal
 from .offer import CLOSED, OPEN, DigestCache, OfferEvent, close, fill, hold, is_live, offer_id
+from .ratelimit import RateLimiter
 from .signing import is_signed, request_digest, sign, signing_bytes
 from .trade import MakerEvent, MakerState, MakerTrade, maker_next
 
@@ -85,6 +86,8 @@ class Desk:
         self._digests = DigestCache()  # of the open offers, as heads announce it
         self._open_count = 0
         self.takers: OrderedDict[str, TakerRecord] = OrderedDict()  # least recently seen first
+        burst = limits.NEW_TAKER_TAKES_PER_MINUTE / 10
+        self._new_takes = RateLimiter(limits.NEW_TAKER_TAKES_PER_MINUTE, burst, max_keys=1)
 
     # restore -----------------------------------------------------------------------------------------
     def load(self, offers: list[Offer], trades: list[MakerTrade], seq: int) -> None:
@@ -446,6 +449,8 @@ class Desk:
                 E.ERR_TOO_MANY_RESERVATIONS,
                 f"a taker new to this maker may have {limits.NEW_TAKER_RESERVATIONS} reservations pending",
             )
+        if not self._new_takes.allow("", now):
+            raise OTCError(E.ERR_MAKER_BUSY, "too many takes from new takers right now; try again shortly")
         holds = [t for t in mine if t.held]
         held_here = sum((D(t.terms.amount) for t in here if t.held), Decimal(0))
         cap = CONTEXT.multiply(D(offer.amount), limits.NEW_TAKER_SHARE)

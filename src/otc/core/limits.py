@@ -30,6 +30,11 @@ KNOWN_TAKER_RESERVATIONS: Final = 32
 """Takers with a completed trade confirm within milliseconds; these bound a busy bot's concurrency, not
 its size (a known taker may hold a whole offer)."""
 
+NEW_TAKER_TAKES_PER_MINUTE: Final = 600
+"""Reservations made for new takers, all together, per minute at one maker (bursts of a tenth of it):
+fresh keys are free, so this, with how long released reservations are kept, bounds what a storm of tiny
+takes can make a maker store (about 1,200 records at any time). Known takers are not counted."""
+
 MAX_LIVE_RESERVATIONS: Final = 4096
 """Live reservations at one maker across all takers: memory and the timer's work per tick stay bounded
 even against many fresh keys (each of which is a new taker with the limits above)."""
