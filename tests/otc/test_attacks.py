@@ -286,10 +286,12 @@ def test_a_chat_flood_is_refused_past_its_rate_and_future_dates_hide_nothing(
 def test_a_name_we_know_is_never_silently_given_to_the_next_peer_claiming_it(
     spawn: Spawn, grapes: GrapeNetwork, tmp_path: Path
 ) -> None:
-    alice, bob = spawn("alice"), spawn("bob")
+    alice, bob = spawn("alice"), spawn("bob", data_dir=tmp_path / "bob")
     wait_for(lambda: bob.get("/api/health")["peers"] >= 1, what="bob to see alice")
     bob.post("/api/messages", {"to": "alice", "text": "hello alice"})  # alice is now bob's contact
     alice.stop()
+    bob.stop()  # bob restarts: his book no longer remembers alice, his contacts do
+    bob.start()
     impostor = spawn("alice")  # a new key, the same name
     wait_for(
         lambda: any(p["id"] == impostor.peer_id for p in bob.get("/api/peers")),

@@ -50,3 +50,30 @@ def test_a_restart_loads_open_offers_live_reservations_and_recent_history(tmp_pa
     assert store.offer(gone.id) == desk.offers[gone.id] and store.offer("0" * 32) is None
     assert store.seq() == desk.seq
     store.close()
+
+
+def test_the_inbox_keeps_the_latest_messages_by_arrival_and_contacts_are_bounded(tmp_path: Path) -> None:
+    from otc.core.identity import Identity
+    from otc.core.messages import Chat
+    from otc.core.signing import sign
+
+    store = Store(tmp_path / "peer.sqlite")
+    me, them = Identity.generate(), Identity.generate()
+
+    def chat(n: int, ts: int) -> Chat:
+        return sign(them, Chat(id=f"{n:032x}", sender=them.peer_id, sender_name="x", to=me.peer_id,
+                               text=f"m{n}", ts=ts))  # fmt: skip
+
+    for n in range(30):
+        # the sender dates half of them ten days ahead: it cannot reorder or push anything out with that
+        ts = 10**13 if n % 2 else 1_700_000_000_000 + n
+        assert store.add_message(chat(n, ts), "in", received_at=1_000 + n, keep=20)
+    assert not store.add_message(chat(29, 1), "in", received_at=5_000, keep=20)  # a duplicate delivery
+    kept = store.messages(limit=100)
+    assert [m.text for _, m, _ in kept] == [f"m{n}" for n in range(10, 30)]
+    assert [at for _, _, at in kept] == list(range(1_010, 1_030))
+    for n in range(50):
+        store.add_contact(f"{n:064x}", "same", n)
+    store.prune_contacts(keep=10)
+    assert sorted(store.contacts_named("SAME")) == [f"{n:064x}" for n in range(40, 50)]
+    store.close()
