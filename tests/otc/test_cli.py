@@ -157,11 +157,14 @@ def test_offer_book_take_cancel_trades_and_peers(spawn: Spawn) -> None:
     ask_row = next(r for r in cells if r[1] == "sell")
     bid_row = next(r for r in cells if r[1] == "buy")
     spread_row = next(r for r in cells if r[1] == "spread")
+    # a name is a claim: the short id beside it says who it is
     assert (ask_row[0], dec(ask_row[2]), dec(ask_row[3]), dec(ask_row[4]), ask_row[5]) == (
-        "", Decimal("8000"), Decimal("1.5"), Decimal("0.5"), "alice",
+        "", Decimal("8000"), Decimal("1.5"), Decimal("0.5"), f"alice {alice.peer_id[:8]}",
     )  # fmt: skip
     assert sell_id.startswith(ask_row[6]) and len(ask_row[6]) >= 8
-    assert (bid_row[0], dec(bid_row[2]), dec(bid_row[3]), bid_row[5]) == ("*", Decimal("7950.5"), 2, "bob")
+    assert (bid_row[0], dec(bid_row[2]), dec(bid_row[3]), bid_row[5]) == (
+        "*", Decimal("7950.5"), 2, f"bob {bob.peer_id[:8]}"
+    )  # fmt: skip
     assert dec(spread_row[2]) == Decimal("49.5")
     assert cells.index(ask_row) < cells.index(spread_row) < cells.index(bid_row)
     assert "BTC/USD  1 bids · 1 asks" in table and "* = your offer" in table
@@ -272,9 +275,9 @@ def test_chat_send_by_name_and_id_and_the_inbox(spawn: Spawn) -> None:
     ]
     table = rows(ok("--api", bob.url, "chat", "inbox"))
     assert table[0] == ["time", "", "peer", "id", "text"]
-    assert [r[1:] for r in table[1:]] == [
-        ["from", "alice", alice.peer_id[:16], "50 more at 7995?"],
-        ["from", "carol", carol.peer_id[:16], "hi bob"],
+    assert [r[1:] for r in table[1:] if r[1]] == [  # quoted: the name is the sender's claim
+        ["from", '"alice"', alice.peer_id[:16], "50 more at 7995?"],
+        ["from", '"carol"', carol.peer_id[:16], "hi bob"],
     ]
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d", r[0]) for r in table[1:])
     # alice's inbox is empty; with --all it shows what she sent, and to whom

@@ -156,7 +156,7 @@ def book_table(book: Json, *, depth: int | None = None, cumulative: bool = False
         ]
         if cumulative:
             cells.append(cums[i])
-        cells += [min_fills[i], Text(o["maker_name"]), Text(ids[o["id"]])]
+        cells += [min_fills[i], who(o["maker_name"], o["maker"]), Text(ids[o["id"]])]
         table.add_row(*cells, style="bold" if o.get("mine") else None)
 
     for i, o in enumerate(rows[: len(asks)]):
@@ -309,8 +309,19 @@ def peers_table(peers: list[Json]) -> Table:
     return table
 
 
+def who(name: str, peer_id: str) -> Text:
+    """A peer as people should read it: the name it claims, and beside it the id that is who it is."""
+    return Text.assemble((name, ""), (f" {peer_id[:8]}", "dim"))
+
+
 def messages_table(messages: list[Json], names: dict[str, str]) -> Table:
-    table = Table(title=f"{len(messages)} messages", title_justify="left", box=BOX)
+    table = Table(
+        title=f"{len(messages)} messages",
+        title_justify="left",
+        caption='"name": what the sender calls itself (anyone can); the id is who sent it',
+        caption_justify="left",
+        box=BOX,
+    )
     table.add_column("time", no_wrap=True)
     table.add_column("", no_wrap=True)
     table.add_column("peer", no_wrap=True)
@@ -318,10 +329,10 @@ def messages_table(messages: list[Json], names: dict[str, str]) -> Table:
     table.add_column("text", overflow="fold")
     for m in messages:
         if m["direction"] == "in":
-            arrow, who, pid = "from", m["sender_name"], m["sender"]
+            arrow, name, pid = "from", f'"{m["sender_name"]}"', m["sender"]
         else:
-            arrow, who, pid = "to", names.get(m["to"], "?"), m["to"]
-        table.add_row(clock(m["ts"]), arrow, who, pid[:16], m["text"])
+            arrow, name, pid = "to", names.get(m["to"], "?"), m["to"]
+        table.add_row(clock(m.get("received_at") or m["ts"]), arrow, name, pid[:16], m["text"])
     if not messages:
         table.add_row("", "", Text("(no messages)", style="dim"))
     return table
