@@ -275,10 +275,13 @@ def test_chat_send_by_name_and_id_and_the_inbox(spawn: Spawn) -> None:
     ]
     table = rows(ok("--api", bob.url, "chat", "inbox"))
     assert table[0] == ["time", "", "peer", "id", "text"]
-    assert [r[1:] for r in table[1:] if r[1]] == [  # quoted: the name is the sender's claim
-        ["from", '"alice"', alice.peer_id[:16], "50 more at 7995?"],
-        ["from", '"carol"', carol.peer_id[:16], "hi bob"],
-    ]
+    assert (
+        [r[1:] for r in table[1:] if r[1]]
+        == [  # quoted: the name is the sender's claim
+            ["from", '"alice"', alice.peer_id[:16], "50 more at 7995?"],
+            ["from", '"carol"', carol.peer_id[:16], "hi bob"],
+        ]
+    )
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d", r[0]) for r in table[1:])
     # alice's inbox is empty; with --all it shows what she sent, and to whom
     assert as_json("--api", alice.url, "chat", "inbox") == []
