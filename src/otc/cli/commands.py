@@ -46,6 +46,19 @@ def main(ctx: click.Context, api: str | None) -> None:
 @click.option("--grape", default="http://127.0.0.1:30001", show_default=True, envvar="OTC_GRAPE")
 @click.option("--api-port", type=click.IntRange(0, 65535), default=8001, show_default=True)
 @click.option("--rpc-port", type=click.IntRange(0, 65535), default=0, help="Grenache RPC port (0 = any).")
+@click.option(
+    "--bind",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDR",
+    help="Address the RPC server listens on (0.0.0.0: every interface; for a market across machines).",
+)
+@click.option(
+    "--announce",
+    metavar="ADDR",
+    help="Address other peers should dial (default: --bind, or with 0.0.0.0 the Grape's address). "
+    "Run a Grape on this host, bound to this address: a Grape records the address it sees.",
+)
 @click.option("--name", default="anon", show_default=True, help="A label shown to others, not an identity.")
 @click.option(
     "--data-dir",
@@ -55,7 +68,15 @@ def main(ctx: click.Context, api: str | None) -> None:
 @click.option("--pair", type=click.Choice(list(PAIRS)), default=DEFAULT_PAIR, show_default=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def peer(
-    grape: str, api_port: int, rpc_port: int, name: str, data_dir: Path | None, pair: str, log_level: str
+    grape: str,
+    api_port: int,
+    rpc_port: int,
+    bind: str,
+    announce: str | None,
+    name: str,
+    data_dir: Path | None,
+    pair: str,
+    log_level: str,
 ) -> None:
     """Run a peer: join the market through GRAPE and serve the control API on 127.0.0.1:API_PORT."""
     from ..api import API
@@ -67,7 +88,15 @@ def peer(
         raise click.BadParameter("a name is 1 to 32 printable characters", param_hint="--name")
 
     async def run() -> None:
-        config = PeerConfig(grape=grape, name=name, data_dir=data_dir, rpc_port=rpc_port, default_pair=pair)
+        config = PeerConfig(
+            grape=grape,
+            name=name,
+            data_dir=data_dir,
+            rpc_host=bind,
+            rpc_port=rpc_port,
+            announce_host=announce,
+            default_pair=pair,
+        )
         node = Peer(config)
         api = API(node)
         stop = asyncio.Event()

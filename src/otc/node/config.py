@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..core.money import DEFAULT_PAIR
 
@@ -13,8 +14,9 @@ class PeerConfig:
     grape: str = "http://127.0.0.1:30001"
     name: str = "anon"
     data_dir: Path | None = None  # None: a temporary directory, i.e. a new identity every run
-    rpc_host: str = "127.0.0.1"
+    rpc_host: str = "127.0.0.1"  # where the RPC server listens (--bind); 0.0.0.0 for every interface
     rpc_port: int = 0
+    announce_host: str | None = None  # the address others should dial (--announce); see announced_host
     default_pair: str = DEFAULT_PAIR
     heartbeat_s: float = 2.0
     liveness_ms: int = 8000  # offers of a silent maker vanish from books after this (+ one heartbeat)
@@ -24,3 +26,15 @@ class PeerConfig:
     take_deadline_s: float = 10.0  # a take whose maker has not answered by then is given up
     announce_interval_s: float = 30.0
     snapshot_sources: int = 2  # peers a joiner reads the book from at once
+
+
+def announced_host(config: PeerConfig) -> str:
+    """The host our signed heads give as our address. Others use it only if a Grape lists it for the
+    market, and a Grape records the address it sees us from on its own host: so by default it is the
+    address we listen on, or, listening on every interface, the address of our (same-host) Grape."""
+    if config.announce_host:
+        return config.announce_host
+    if config.rpc_host not in ("0.0.0.0", "", "::"):
+        return config.rpc_host
+    grape_host = urlsplit(config.grape).hostname or "127.0.0.1"
+    return "127.0.0.1" if grape_host == "localhost" else grape_host

@@ -28,7 +28,7 @@ from ..core.errors import OTCError
 from ..core.messages import Chat, Confirm, OffersRequest, PeerRequest, Ping, Take
 from ..core.taker import Taker
 from .chat import Messenger
-from .config import PeerConfig
+from .config import PeerConfig, announced_host
 from .directory import MARKET, Directory, peer_key
 from .events import Listeners
 from .keyfile import load_or_create
@@ -95,7 +95,8 @@ class Peer:
 
     @property
     def addr(self) -> str:
-        return f"{self.config.rpc_host}:{self.server.port}"
+        """Our address as others should dial it (and as our signed heads say)."""
+        return f"{announced_host(self.config)}:{self.server.port}"
 
     @property
     def started(self) -> bool:
@@ -115,7 +116,9 @@ class Peer:
         await self._announce()
         self.market.start(self.addr)
         self.trading.start()
-        await self.market.join(me={self.addr, f"127.0.0.1:{self.rpc_port}"})
+        await self.market.join(
+            me={self.addr, f"127.0.0.1:{self.rpc_port}", f"{self.config.rpc_host}:{self.rpc_port}"}
+        )
         log.info("peer %s (%s) serving RPC on %s", self.name, self.peer_id[:8], self.addr)
 
     async def _announce(self) -> None:
