@@ -609,3 +609,9 @@ def test_sweeps_racing_takers_never_overfill(spawn: Spawn) -> None:
     for r in sold:
         per_offer[r["offer_id"]] = per_offer.get(r["offer_id"], Decimal(0)) + Decimal(r["amount"])
     assert all(v <= Decimal("0.5") for v in per_offer.values())
+
+
+def test_peer_bind_and_announce_take_ip_addresses() -> None:
+    for flag, value in (("--bind", "nonsense"), ("--announce", "host.example"), ("--bind", "10.0.0.300")):
+        err = usage_error("peer", flag, value)
+        assert f"Invalid value for {flag}: '{value}' is not an IP address" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import re
@@ -42,12 +43,21 @@ def main(ctx: click.Context, api: str | None) -> None:
     ctx.obj = {"api": api}
 
 
+def ip_address_arg(value: str, name: str) -> str:
+    """An IP address as the Grape records it (a host name would never match what a Grape lists)."""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an IP address (e.g. 10.0.0.1)", param_hint=name) from None
+
+
 @main.command()
 @click.option("--grape", default="http://127.0.0.1:30001", show_default=True, envvar="OTC_GRAPE")
 @click.option("--api-port", type=click.IntRange(0, 65535), default=8001, show_default=True)
 @click.option("--rpc-port", type=click.IntRange(0, 65535), default=0, help="Grenache RPC port (0 = any).")
 @click.option(
     "--bind",
+    callback=lambda ctx, param, value: ip_address_arg(value, "--bind"),
     default="127.0.0.1",
     show_default=True,
     metavar="ADDR",
@@ -55,6 +65,7 @@ def main(ctx: click.Context, api: str | None) -> None:
 )
 @click.option(
     "--announce",
+    callback=lambda ctx, param, value: value and ip_address_arg(value, "--announce"),
     metavar="ADDR",
     help="Address other peers should dial (default: --bind, or with 0.0.0.0 the Grape's address). "
     "Run a Grape on this host, bound to this address: a Grape records the address it sees.",
