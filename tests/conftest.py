@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from grenache.grapes import GrapeNetwork
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The whole session (and every process it starts) keeps peers' data and runtime records in a
+    temporary directory, never in the real ``~/.local/share/otc`` or ``$XDG_RUNTIME_DIR``."""
+    root = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_RUNTIME_DIR", "run")):
+            (root / sub).mkdir(mode=0o700)
+            mp.setenv(var, str(root / sub))
+        for var in ("OTC_AS", "OTC_API", "OTC_TOKEN"):
+            mp.delenv(var, raising=False)
+        yield root
 
 
 @pytest.fixture(scope="session")

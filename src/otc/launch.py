@@ -1,7 +1,9 @@
 """Launch ``otc peer`` processes and drive them through their control API over loopback HTTP.
 
 Used by the demo, the integration tests, the chaos run and the benchmarks. Processes are ended by their
-Popen handle, never by name.
+Popen handle, never by name. Every peer gets an explicit data directory (a temporary one of its own when
+none is given, removed when it stops), so nothing is written to the user's home, and every request
+carries the API token the peer wrote there (``PeerProcess.token``).
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from grenache.grapes import free_port
+
+from .home import TOKEN_FILE
 
 T = TypeVar("T")
 
@@ -32,9 +39,12 @@ class APIError(Exception):
         self.body = body
 
 
-def http(method: str, url: str, body: Any = None, timeout: float = 30) -> Any:
+def http(method: str, url: str, body: Any = None, timeout: float = 30, token: str | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read() or b"null")
@@ -67,14 +77,30 @@ class PeerProcess:
         data_dir: Path | None = None,
         log_dir: Path | None = None,
         api_port: int | None = None,
+        nofile: tuple[int, int] | None = None,
     ) -> None:
         self.grape = grape
         self.name = name
-        self.data_dir = data_dir
+        self.own_dir = data_dir is None  # a temporary directory of its own, removed when it stops
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"otc-{name}-"))
         self.log_dir = log_dir
         self.api_port = api_port or free_port()
+        self.nofile = nofile  # (soft, hard) limit on open files to start the process with
         self.proc: subprocess.Popen[bytes] | None = None
         self.peer_id = ""
+        self._token: str | None = None
+
+    @property
+    def token(self) -> str:
+        """The API token this peer wrote at start (read once it answers)."""
+        if self._token is None:
+            self._token = (self.data_dir / TOKEN_FILE).read_text().strip()
+        return self._token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a request needs besides its body: the token."""
+        return {"Authorization": f"Bearer {self.token}"}
 
     @property
     def url(self) -> str:
@@ -92,12 +118,20 @@ class PeerProcess:
     def launch(self) -> None:
         """Start the process without waiting for it (start many, then ``wait_ready`` each)."""
         cmd = [sys.executable, "-m", "otc.cli", "peer", "--grape", self.grape, "--name", self.name,
-               "--api-port", str(self.api_port), "--log-level", "warning"]  # fmt: skip
-        if self.data_dir is not None:
-            cmd += ["--data-dir", str(self.data_dir)]
+               "--api-port", str(self.api_port), "--log-level", "warning", "--data-dir", str(self.data_dir)]  # fmt: skip
+        self._token = None  # a new one at every start
         log = open(self.log_dir / f"{self.name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
+        nofile = self.nofile
+
+        def limit() -> None:  # in the child, before exec
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
         try:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                preexec_fn=limit if nofile is not None else None,
+            )  # fmt: skip
         finally:
             if self.log_dir:
                 log.close()  # type: ignore[union-attr]
@@ -105,16 +139,17 @@ class PeerProcess:
     def _health(self) -> Any:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"peer {self.name} exited with {self.proc.returncode}")
+        self._token = None  # until it answers, the file may still hold a predecessor's token
         return self.get("/api/health")
 
     def get(self, path: str) -> Any:
-        return http("GET", self.url + path)
+        return http("GET", self.url + path, token=self.token)
 
     def post(self, path: str, body: Any) -> Any:
-        return http("POST", self.url + path, body)
+        return http("POST", self.url + path, body, token=self.token)
 
     def delete(self, path: str) -> Any:
-        return http("DELETE", self.url + path)
+        return http("DELETE", self.url + path, token=self.token)
 
     def book(self, pair: str = "BTC/USD") -> Any:
         return self.get(f"/api/book?pair={pair.replace('/', '%2F')}")
@@ -151,9 +186,7 @@ class PeerProcess:
             self.proc.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             try:
@@ -161,6 +194,8 @@ class PeerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def start_all(peers: list[PeerProcess], timeout: float = 120.0) -> None:

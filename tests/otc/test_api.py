@@ -39,8 +39,9 @@ BAD_OFFERS: list[tuple[Any, str]] = [
 ]
 
 
-def raw(method: str, url: str, data: bytes) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=data, method=method)
+def raw(method: str, url: str, data: bytes, token: str) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, resp.read()
@@ -59,15 +60,15 @@ def test_api_refuses_bad_input_and_changes_nothing(spawn: Spawn) -> None:
     assert book_state(alice) == before == []
     assert alice.get("/api/offers") == []
 
-    status, body = raw("POST", alice.url + "/api/offers", b"{not json")
+    status, body = raw("POST", alice.url + "/api/offers", b"{not json", alice.token)
     assert status == 400 and b"ERR_INVALID_PAYLOAD" in body
-    status, body = raw("POST", alice.url + "/api/offers", b"x" * (70 * 1024))
+    status, body = raw("POST", alice.url + "/api/offers", b"x" * (70 * 1024), alice.token)
     assert status == 413 and b"ERR_INVALID_PAYLOAD" in body
     with pytest.raises(APIError) as err:
         alice.get("/api/nothing")
     assert (err.value.status, err.value.code) == (404, "ERR_NOT_FOUND")
     with pytest.raises(APIError) as err:
-        http("PUT", alice.url + "/api/offers", {})
+        http("PUT", alice.url + "/api/offers", {}, token=alice.token)
     assert (err.value.status, err.value.code) == (405, "ERR_METHOD_NOT_ALLOWED")
     with pytest.raises(APIError) as err:
         alice.get("/api/book?pair=XYZ")

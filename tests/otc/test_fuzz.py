@@ -57,7 +57,8 @@ class Target:
 
     def api_call(self, method: str, path: str, body: bytes | None) -> tuple[int, Any, float]:
         start = time.monotonic()
-        req = urllib.request.Request(self.peer.url + path, data=body, method=method)
+        headers = {**self.peer.headers, "Content-Type": "application/json"}
+        req = urllib.request.Request(self.peer.url + path, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=DEADLINE_S + 1) as resp:
                 status, raw = resp.status, resp.read()

@@ -15,15 +15,16 @@ import msgspec
 
 from ..core import errors as E
 from ..core.errors import OTCError
+from ..core.limits import API_MAX_BODY_BYTES
 from ..core.messages import Chat, Offer, Receipt
 from ..core.money import PAIRS, canonical, get_pair
 from ..core.offer import available
 from ..core.sweep import average_text
+from ..home import new_token, remove_token, write_token
 from ..node.clock import now_ms
 from ..node.peer import Peer
+from .auth import SESSION_PATH, Auth
 from .server import EventStream, HTTPError, Request, Response, Router, WebServer
-
-MAX_BODY = 64 * 1024
 
 
 # --- request bodies -----------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ HTTP_ERRORS = {
 
 
 def http_error(exc: HTTPError) -> Response:
-    return error_response(HTTP_ERRORS.get(exc.status, "ERR_HTTP"), str(exc), exc.status)
+    return error_response(exc.code or HTTP_ERRORS.get(exc.status, "ERR_HTTP"), str(exc), exc.status)
 
 
 Endpoint = Any  # a bound API method taking a Request
@@ -288,8 +289,12 @@ def endpoint(fn: Endpoint) -> Endpoint:
 
 
 class API:
-    def __init__(self, peer: Peer) -> None:
+    """The control API of ``peer``. ``start`` writes a new token to ``<data-dir>/api.token`` (see auth.py);
+    every request must carry it, or the cookie of a session opened with it."""
+
+    def __init__(self, peer: Peer, token: str | None = None) -> None:
         self.peer = peer
+        self.auth = Auth(token or new_token())
         r = Router()
         routes = [
             ("GET", "/api/health", self.health),
@@ -305,18 +310,27 @@ class API:
             ("POST", "/api/sweep", self.sweep),
             ("GET", "/api/events", self.events),
             ("GET", "/api/openapi.json", self.openapi),
+            ("POST", SESSION_PATH, self.auth.login),
+            ("DELETE", SESSION_PATH, self.auth.logout),
         ]
         for method, path, handler in routes:
             r.add(method, path, endpoint(handler))
-        self.server = WebServer(r, http_error, max_body=MAX_BODY)
+        self.server = WebServer(r, http_error, guard=self.auth, max_body=API_MAX_BODY_BYTES)
         self.port = 0
 
+    @property
+    def token(self) -> str:
+        return self.auth.token
+
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
+        write_token(self.peer.data_dir, self.token)  # before the port opens: a client can always find it
         self.port = await self.server.start(host, port)
+        self.auth.bind(host, self.port)
         return self.port
 
     async def stop(self) -> None:
         await self.server.stop()
+        remove_token(self.peer.data_dir, self.token)
 
     # handlers ----------------------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:

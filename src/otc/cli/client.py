@@ -1,4 +1,4 @@
-"""A small synchronous client of a running peer's control API (see api.py), for the ``otc`` CLI.
+"""A small synchronous client of a running peer's control API (see otc/api), for the ``otc`` CLI.
 
 Standard library only (urllib), so a CLI command starts fast. JSON is decoded with msgspec, which never
 turns the API's decimal strings into floats.
@@ -51,11 +51,13 @@ def normalize_url(url: str) -> str:
 
 
 class Client:
-    def __init__(self, base: str = DEFAULT_API, timeout: float = 30.0) -> None:
+    def __init__(self, base: str = DEFAULT_API, timeout: float = 30.0, token: str | None = None) -> None:
         self.base = normalize_url(base)
         self.timeout = timeout
-        # the control API is local: never send it through an http_proxy from the environment
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.token = token  # sent as ``Authorization: Bearer`` with every request
+        # the control API is local: never send it through an http_proxy from the environment, and never
+        # follow a redirect (it would carry the token elsewhere; the API never redirects)
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
     # --- plain calls --------------------------------------------------------------------------------
     def get(self, path: str, **query: str | None) -> Any:
@@ -80,7 +82,7 @@ class Client:
         ``PeerUnreachable`` or ``BadResponse``."""
         url = self.url(path, query)
         data = None if body is None else msgspec.json.encode(body)
-        req = urllib.request.Request(url, data=data, method=method)
+        req = urllib.request.Request(url, data=data, method=method, headers=self._auth())
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
@@ -97,6 +99,9 @@ class Client:
         except msgspec.DecodeError:
             raise BadResponse(f"{url} answered something that is not JSON: {raw[:100]!r}") from None
 
+    def _auth(self) -> dict[str, str]:
+        return {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
+
     def url(self, path: str, query: dict[str, str | None] | None = None) -> str:
         params = {k: v for k, v in (query or {}).items() if v is not None}
         return self.base + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
@@ -108,7 +113,9 @@ class Client:
         """The peer's live event stream (``/api/events``), one dict per ``data:`` line, until the
         connection ends; ``on_open`` is called once connected. The peer sends a keep-alive comment
         every 15 s, so a silent ``timeout`` means the connection is dead (``PeerUnreachable``)."""
-        req = urllib.request.Request(self.url("/api/events"), headers={"Accept": "text/event-stream"})
+        req = urllib.request.Request(
+            self.url("/api/events"), headers={"Accept": "text/event-stream", **self._auth()}
+        )
         try:
             with self._opener.open(req, timeout=timeout) as resp:
                 if on_open is not None:
@@ -129,6 +136,11 @@ class Client:
             raise PeerUnreachable(self.base, "the event stream went silent") from None
         except (ConnectionError, OSError) as exc:
             raise PeerUnreachable(self.base, _reason(exc)) from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx itself is then raised as an HTTPError
 
 
 def _refusal(status: int, raw: bytes) -> ClientError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -21,26 +22,43 @@ import click
 import msgspec
 from rich.console import Console
 
+from .. import home
 from ..core.money import DEFAULT_PAIR, PAIRS
 from . import render
 from .client import DEFAULT_API, APIError, Client, ClientError, PeerUnreachable
+from .target import Target, TargetError, resolve
 
 
 @click.group()
 @click.version_option(package_name="grenache-otc")
 @click.option(
+    "--as",
+    "as_name",
+    envvar="OTC_AS",
+    metavar="NAME",
+    help="Act as the peer called NAME running on this machine (env OTC_AS; see `otc peers --local`).",
+)
+@click.option(
     "--api",
     envvar="OTC_API",
     metavar="URL",
-    help=f"Control API of the peer to act as (env OTC_API; default {DEFAULT_API}).",
+    help=f"Control API of the peer to act as (env OTC_API; default: the only local peer, or {DEFAULT_API}).",
 )
+@click.option(
+    "--token",
+    envvar="OTC_TOKEN",
+    metavar="TOKEN",
+    help="The peer's API token (env OTC_TOKEN; default: read from the local peer's data directory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON (for scripts).")
 @click.pass_context
-def main(ctx: click.Context, api: str | None) -> None:
+def main(ctx: click.Context, as_name: str | None, api: str | None, token: str | None, as_json: bool) -> None:
     """Grenache OTC: a peer-to-peer OTC desk on the Grenache DHT.
 
-    `otc peer` runs a peer; every other command talks to a running peer's control API. Exit codes: 0 done,
-    1 refused by the peer (ERR_CODE: message on stderr), 2 usage error or no peer at the API address."""
-    ctx.obj = {"api": api}
+    `otc peer --name alice` runs a peer (its data in ~/.local/share/otc/alice); every other command talks
+    to a running peer's control API: `otc --as alice book`. Exit codes: 0 done, 1 refused by the peer
+    (ERR_CODE: message on stderr), 2 usage error or no peer at the API address."""
+    ctx.obj = {"as_name": as_name, "api": api, "token": token, "json": as_json}
 
 
 def ip_address_arg(value: str, name: str) -> str:
@@ -70,11 +88,19 @@ def ip_address_arg(value: str, name: str) -> str:
     help="Address other peers should dial (default: --bind, or with 0.0.0.0 the Grape's address). "
     "Run a Grape on this host, bound to this address: a Grape records the address it sees.",
 )
-@click.option("--name", default="anon", show_default=True, help="A label shown to others, not an identity.")
+@click.option(
+    "--name",
+    default="anon",
+    show_default=True,
+    help="A label shown to others (not an identity), and the name of the peer's data directory.",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Keeps the key, offers and trades across restarts (default: a temporary directory).",
+    help="Key, offers, trades and chat (default: $XDG_DATA_HOME/otc/NAME, i.e. ~/.local/share/otc/NAME).",
+)
+@click.option(
+    "--ephemeral", is_flag=True, help="Keep nothing: a new identity in a temporary directory, gone at stop."
 )
 @click.option("--pair", type=click.Choice(list(PAIRS)), default=DEFAULT_PAIR, show_default=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
@@ -86,17 +112,34 @@ def peer(
     announce: str | None,
     name: str,
     data_dir: Path | None,
+    ephemeral: bool,
     pair: str,
     log_level: str,
 ) -> None:
-    """Run a peer: join the market through GRAPE and serve the control API on 127.0.0.1:API_PORT."""
+    """Run a peer: join the market through GRAPE and serve the control API on 127.0.0.1:API_PORT.
+
+    Its identity, offers, trades and chat are kept in its data directory and survive restarts. At start
+    it writes a new API token to DATA_DIR/api.token (mode 0600): every API request needs it, and the
+    `otc` command finds it by itself (`otc --as NAME ...`).
+
+    Example: otc peer --name alice --api-port 8001"""
     from ..api import API
     from ..node.config import PeerConfig
     from ..node.peer import Peer
+    from ..node.resources import raise_fd_limit
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not 1 <= len(name) <= 32 or not name.isprintable():
         raise click.BadParameter("a name is 1 to 32 printable characters", param_hint="--name")
+    if ephemeral and data_dir is not None:
+        raise click.UsageError("--ephemeral keeps nothing, --data-dir keeps everything: give one of them")
+    if not ephemeral:
+        try:
+            data_dir = data_dir or home.default_data_dir(name)
+        except home.HomeError as exc:
+            raise click.BadParameter(str(exc), param_hint="--name") from None
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    raise_fd_limit()
 
     async def run() -> None:
         config = PeerConfig(
@@ -120,12 +163,21 @@ def peer(
         except BaseException:
             await node.stop()
             raise
-        click.echo(
-            f"peer {name} {node.peer_id} ready: api http://127.0.0.1:{port} rpc {node.addr} grape {grape}",
-            err=True,
-        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            await stop.wait()
+            with contextlib.ExitStack() as registration:
+                try:
+                    registration.enter_context(home.registered(name, node.peer_id, url, node.data_dir))
+                except (OSError, home.HomeError) as exc:
+                    click.echo(f"warning: `otc --as {name}` will not find this peer: {exc}", err=True)
+                where = "a temporary directory (--ephemeral)" if ephemeral else str(node.data_dir)
+                click.echo(
+                    f"peer {name} {node.peer_id} ready: api {url} rpc {node.addr} grape {grape}\n"
+                    f"data in {where}; API token in {node.data_dir / home.TOKEN_FILE}; "
+                    f"use it with: otc --as {name} book",
+                    err=True,
+                )
+                await stop.wait()
         finally:
             await api.stop()
             await node.stop()
@@ -151,12 +203,22 @@ F = TypeVar("F", bound=Callable[..., None])
 
 
 class Out:
-    """What a command needs: the client, and where and how to print."""
+    """What a command needs: the client (made on first use, so commands that need none never look for a
+    peer), and where and how to print."""
 
-    def __init__(self, api: str, as_json: bool) -> None:
-        self.client = Client(api)
+    def __init__(self, select: Callable[[], Target], as_json: bool) -> None:
+        self._select = select
+        self._client: Client | None = None
+        self.target: Target | None = None
         self.as_json = as_json
         self.console = console()
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self.target = self._select()
+            self._client = Client(self.target.url, token=self.target.token)
+        return self._client
 
     def show(self, raw: bytes, draw: Callable[[], Any]) -> None:
         """The API's JSON with ``--json``, else the rich rendering."""
@@ -175,53 +237,78 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=True, width=200 if wide else None)
 
 
-def resolve_api(ctx: click.Context, api: str | None) -> str:
-    root = ctx.find_root().obj or {}
-    return api or root.get("api") or DEFAULT_API
+def select_peer(ctx: click.Context, as_name: str | None, api: str | None, token: str | None) -> Target:
+    """The peer a command acts as: options given after the command, else before it, else from the
+    environment (``OTC_AS``, ``OTC_API``); the first of these that names a peer decides."""
+    root = ctx.find_root()
+    obj = root.obj or {}
+    token = token or obj.get("token")
+    if not (as_name or api):
+        explicit = {
+            key: obj.get(key)
+            for key in ("as_name", "api")
+            if root.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE
+        }
+        if any(explicit.values()):
+            as_name, api = explicit.get("as_name"), explicit.get("api")
+        else:
+            as_name, api = obj.get("as_name"), obj.get("api")
+    return resolve(as_name, api, token)
 
 
-def fail(api: str, exc: ClientError) -> NoReturn:
+def fail(exc: ClientError, target: Target | None) -> NoReturn:
     if isinstance(exc, APIError):
         click.echo(f"{exc.code}: {exc.message}", err=True)
         sys.exit(EXIT_REFUSED)
+    if isinstance(exc, TargetError):
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     if isinstance(exc, PeerUnreachable):
         if exc.reason == "connection refused" or exc.reason.startswith("unknown host"):
             port = urllib.parse.urlsplit(exc.url).port or 8001
             click.echo(
                 f"error: no otc peer is running at {exc.url} ({exc.reason}).\n"
                 f"Start one with:  otc peer --grape http://127.0.0.1:30001 --api-port {port} --name NAME\n"
-                "or point --api (or OTC_API) at a running peer's control API.",
+                "or point --as NAME (or --api URL) at a running peer (`otc peers --local` lists them).",
                 err=True,
             )
         else:
             click.echo(f"error: the peer at {exc.url} did not answer: {exc.reason}", err=True)
         sys.exit(EXIT_USAGE)
-    click.echo(f"error: {exc} (is {api} an otc peer's control API?)", err=True)
+    where = target.url if target is not None else "the API"
+    click.echo(f"error: {exc} (is {where} an otc peer's control API?)", err=True)
     sys.exit(EXIT_USAGE)
 
 
 def api_command(
     group: click.Group, name: str | None = None, *, json_option: bool = True
 ) -> Callable[[F], click.Command]:
-    """A command that talks to a peer: adds ``--api`` (and ``--json``) and maps failures to exit codes.
-    The decorated function gets an ``Out`` first, then its own parameters."""
+    """A command that talks to a peer: adds ``--as``, ``--api``, ``--token`` (and ``--json``), also
+    accepted before the command, and maps failures to exit codes. The decorated function gets an
+    ``Out`` first, then its own parameters."""
 
     def decorate(f: F) -> click.Command:
-        def run(api: str | None, as_json: bool = False, **params: Any) -> None:
-            url = resolve_api(click.get_current_context(), api)
+        def run(
+            as_name: str | None, api: str | None, token: str | None, as_json: bool = False, **params: Any
+        ) -> None:
+            ctx = click.get_current_context()
+            root = ctx.find_root().obj or {}
+            out = Out(lambda: select_peer(ctx, as_name, api, token), as_json or bool(root.get("json")))
             try:
-                f(Out(url, as_json), **params)
+                f(out, **params)
             except ClientError as exc:
-                fail(url, exc)
+                fail(exc, out.target)
 
         run.__doc__ = f.__doc__
         setattr(run, "__click_params__", list(getattr(f, "__click_params__", [])))  # noqa: B010
         cmd: Any = run
         if json_option:
             cmd = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")(cmd)
+        cmd = click.option("--token", metavar="TOKEN", help="The peer's API token (env OTC_TOKEN).")(cmd)
         cmd = click.option(
             "--api", metavar="URL", help=f"Control API of the peer (env OTC_API; default {DEFAULT_API})."
         )(cmd)
+        cmd = click.option("--as", "as_name", metavar="NAME", help="Act as the local peer called NAME.")(cmd)
         return group.command(name or f.__name__)(cmd)
 
     return decorate
@@ -309,8 +396,14 @@ def trades(out: Out) -> None:
 
 
 @api_command(main)
-def peers(out: Out) -> None:
-    """The live peers of the market this peer knows."""
+@click.option("--local", is_flag=True, help="The peers running on this machine instead (no API needed).")
+def peers(out: Out, local: bool) -> None:
+    """The live peers of the market this peer knows; with --local, the peers running on this machine
+    (name, id, API, pid, data directory), whose API the `otc` command can use with --as NAME."""
+    if local:
+        records = [dataclasses.asdict(r) for r in home.running()]
+        out.show(msgspec.json.encode(records), lambda: render.local_peers_table(records))
+        return
     data, raw = out.client.call("GET", "/api/peers")
     out.show(raw, lambda: render.peers_table(data))
 

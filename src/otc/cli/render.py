@@ -314,6 +314,17 @@ def who(name: str, peer_id: str) -> Text:
     return Text.assemble((name, ""), (f" {peer_id[:8]}", "dim"))
 
 
+def local_peers_table(records: list[Json]) -> Table:
+    table = Table(title=f"{len(records)} peers running on this machine", title_justify="left", box=BOX)
+    for name in ("name", "id", "api", "pid", "data"):
+        table.add_column(name, no_wrap=name != "data")
+    for r in records:
+        table.add_row(r["name"], Text(r["peer_id"][:16], style="dim"), r["api"], str(r["pid"]), r["data_dir"])
+    if not records:
+        table.add_row(Text("(none: start one with otc peer --name NAME)", style="dim"))
+    return table
+
+
 def messages_table(messages: list[Json], names: dict[str, str]) -> Table:
     table = Table(
         title=f"{len(messages)} messages",

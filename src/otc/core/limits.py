@@ -99,3 +99,78 @@ messages dated in the future cannot push real ones out of view."""
 CONTACTS_MAX: Final = 10_000
 """Peers remembered by the names they used with us (chat sent, trades): a name we know for one id is
 never silently given to another (see chat.py)."""
+
+# --- control API: what a local process or a web page can make the peer hold (issue 8 items 1 and 5) ------
+# The control API listens on loopback only, but every process on the machine (any user's) and every web
+# page in the trader's browser can connect to it. Until a request proves it holds the token, it may cost
+# the peer only these bounded amounts, and it must never crowd out the owner's own requests. Enforced by
+# api/server.py and api/auth.py; each bound is attacked by a test in tests/otc/test_api_security.py.
+
+KiB: Final = 1024
+
+API_MAX_CONNECTIONS: Final = 256
+"""Open control-API connections at once (clamped to a quarter of the process's descriptor limit, see
+``API_FD_SHARE``). The owner needs a handful (one per CLI command, two for ``otc watch``, six for a
+browser tab, a few dozen for a bot); 1,100 idle sockets once exhausted the descriptors so the trader
+could not even cancel. When the cap is reached, the connection idle (or unauthenticated) the longest is
+closed to make room, so a flood of idle or trickling sockets cannot lock the owner out; only when every
+connection is busy with an authenticated request is the new one answered 503 and closed at once."""
+
+API_FD_SHARE: Final = 4
+"""The control API uses at most 1/4 of the descriptor limit; the RPC server's cap is 1/2 (grenache
+limits), and the rest stays for outgoing RPC, the Grape link and SQLite: a flood of either port cannot
+starve the other or the peer's own outgoing connections."""
+
+API_IDLE_TIMEOUT_S: Final = 5.0
+"""A connection with no request under way is closed after 5 s of silence (from its opening or its last
+response): clients on loopback send at once or reuse a connection within milliseconds (Node's and
+uvicorn's keep-alive timeout is the same 5 s). Idle sockets then cost a slot for 5 s at most."""
+
+API_HEAD_TIMEOUT_S: Final = 5.0
+"""From a request's first byte to the end of its headers: a deadline, not an inactivity timer, so a
+slowloris client trickling one header byte a second is answered 408 and closed after 5 s. A local
+client writes its whole head in one packet."""
+
+API_BODY_TIMEOUT_S: Final = 5.0
+"""From the end of the headers to the end of the body (at most ``API_MAX_BODY_BYTES``): a stalled
+upload is answered 408 and closed."""
+
+API_MAX_URL_BYTES: Final = 8 * KiB
+"""The request target, counted as llhttp delivers it (``on_url``): longer is 414 and close (a 64 MiB
+URL was once read into memory). The longest real target is a book query, under 100 bytes; 8 KiB is
+nginx's default line limit."""
+
+API_MAX_HEAD_BYTES: Final = 16 * KiB
+"""The whole request head (request line and headers): more is 431 and close (73 MB of headers were once
+read into memory). Counted as the bytes are fed to the parser, since httptools buffers a header value
+whole before it reports it; a browser's head is under 2 KiB; 16 KiB is Node's default."""
+
+API_MAX_HEADERS: Final = 100
+"""Header lines per request (a browser sends about 15): a guard against many tiny headers."""
+
+API_MAX_BODY_BYTES: Final = 64 * KiB
+"""One request body; a declared length above it is answered 413 at once, without reading the body. The
+largest real body (a chat message of 2,000 characters, escaped) is under 16 KiB."""
+
+API_MAX_PIPELINED: Final = 8
+"""Requests of one connection parsed and waiting for their turn (HTTP/1.1 pipelining); beyond it the
+server stops reading that connection until answers go out (backpressure, not an error)."""
+
+API_LINGER_S: Final = 2.0
+API_LINGER_BYTES: Final = 256 * KiB
+"""After refusing a request whose client may still be sending, the server half-closes and reads and
+discards for up to 2 s or 256 KiB before closing, so the refusal is not destroyed by a reset."""
+
+API_MAX_EVENT_STREAMS: Final = 32
+"""Concurrent ``/api/events`` subscribers (each costs a queue of up to 1,000 events and a slot in every
+event fan-out): a watch or a desk tab uses one; more are answered 503."""
+
+API_MAX_STREAM_BACKLOG: Final = 1024 * KiB
+"""Bytes of events a subscriber may leave unread before the stream is cut (a stalled watcher)."""
+
+API_MAX_SESSIONS: Final = 16
+"""Browser sessions (cookies) alive at once; a new login beyond it ends the oldest session. One trader
+uses one or two browsers; the bound keeps a script that logs in in a loop from growing memory."""
+
+API_SESSION_TTL_S: Final = 24 * 3600
+"""A session lasts a trading day from its login, then the desk asks for the token again."""

@@ -1,0 +1,170 @@
+"""Who may use the control API: the trader alone (issue 8 item 1; docs/security.md, "Control API").
+
+The API listens on loopback, but that does not make a request the trader's: any local process, any
+user of the machine, and any web page in the trader's browser can reach it. Every request must pass, in
+this order, once its head is complete and before its body is read:
+
+1. ``Host`` names this API (``127.0.0.1:PORT`` or ``localhost:PORT``), else 403 ``ERR_FORBIDDEN_HOST``:
+   a page whose DNS name was rebound to 127.0.0.1 sends its own name, so it cannot read our answers.
+2. No foreign ``Origin`` (and no ``Sec-Fetch-Site`` other than same-origin or none), else 403
+   ``ERR_FORBIDDEN_ORIGIN``: a page on any other origin, including other loopback ports (which are the
+   same *site*, so SameSite cookies do not stop them), is refused. No CORS headers are ever sent.
+3. A body is ``Content-Type: application/json``, else 415 ``ERR_UNSUPPORTED_MEDIA_TYPE``: the only
+   bodies a page may send cross-origin without a preflight (text/plain, forms) are refused.
+4. ``Authorization: Bearer <token>`` (the token the peer wrote to ``<data-dir>/api.token``, mode 0600, at
+   start; compared in constant time), or the session cookie of a browser that logged in with the token,
+   else 401 ``ERR_UNAUTHORIZED``.
+
+Sessions (for the coming web desk): ``POST /api/session`` with ``{"token": ...}`` sets an HttpOnly,
+SameSite=Strict, Path=/ cookie holding a separate random secret (the token itself never goes into a
+cookie); the server keeps only its SHA-256, at most ``API_MAX_SESSIONS`` of them, each for
+``API_SESSION_TTL_S``. ``DELETE /api/session`` logs out. The cookie is named after the port, since
+browsers do not separate cookies by port and two peers on one machine must not overwrite each other's.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import secrets
+import time
+
+import msgspec
+
+from ..core.limits import API_MAX_SESSIONS, API_SESSION_TTL_S
+from .server import HTTPError, Request, Response
+
+SESSION_PATH = "/api/session"
+ERR_UNAUTHORIZED = "ERR_UNAUTHORIZED"
+ERR_FORBIDDEN_HOST = "ERR_FORBIDDEN_HOST"
+ERR_FORBIDDEN_ORIGIN = "ERR_FORBIDDEN_ORIGIN"
+ERR_UNSUPPORTED_MEDIA_TYPE = "ERR_UNSUPPORTED_MEDIA_TYPE"
+SAME_ORIGIN_FETCH = {"same-origin", "none"}  # Sec-Fetch-Site values of our own pages and of the user
+
+
+class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
+
+
+class SessionOut(msgspec.Struct):
+    expires_at: int  # ms since the epoch
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
+class Auth:
+    """The guard of the control API (see the module docstring), and its login sessions."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self._token_digest = _digest(token)
+        self.hosts: frozenset[str] = frozenset()  # nothing passes until ``bind``: fail closed
+        self.origins: frozenset[str] = frozenset()
+        self.cookie = "otc_session"
+        # SHA-256 of each session secret -> its expiry (monotonic s), oldest login first
+        self.sessions: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+
+    def bind(self, host: str, port: int) -> None:
+        """Accept requests for the address the API is listening on."""
+        names = {host, "localhost"} if host in ("127.0.0.1", "::1") else {host}
+        names = {f"[{n}]" if ":" in n else n for n in names}
+        with_port = {f"{n}:{port}" for n in names}
+        self.hosts = frozenset(with_port | names if port == 80 else with_port)
+        self.origins = frozenset(f"http://{n}:{port}" for n in names)
+        self.cookie = f"otc_session_{port}"
+
+    # --- the guard ----------------------------------------------------------------------------------
+    def __call__(self, request: Request) -> None:
+        headers = request.headers
+        host = headers.get("host", "").lower()
+        if host not in self.hosts:
+            raise HTTPError(
+                403, f"Host {host!r} is not this API's address (expected one of {sorted(self.hosts)})",
+                ERR_FORBIDDEN_HOST,
+            )  # fmt: skip
+        origin = headers.get("origin")
+        if origin is not None and origin.lower() not in self.origins:
+            raise HTTPError(403, f"requests from the origin {origin!r} are refused", ERR_FORBIDDEN_ORIGIN)
+        site = headers.get("sec-fetch-site")
+        if site is not None and site.lower() not in SAME_ORIGIN_FETCH:
+            raise HTTPError(403, f"requests from another site are refused ({site})", ERR_FORBIDDEN_ORIGIN)
+        if int(headers.get("content-length") or 0) > 0:
+            media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media != "application/json":
+                raise HTTPError(
+                    415, f"a request body must be application/json, not {media or 'untyped'}",
+                    ERR_UNSUPPORTED_MEDIA_TYPE,
+                )  # fmt: skip
+        if request.method == "POST" and request.path == SESSION_PATH:
+            return  # the login: its body holds the token
+        request.principal = self.principal(headers)
+        if request.principal is None:
+            raise HTTPError(
+                401,
+                "this API needs its token: Authorization: Bearer <the peer's api.token> "
+                "(otc finds it by itself: otc --as NAME, or --token / OTC_TOKEN)",
+                ERR_UNAUTHORIZED,
+                {"WWW-Authenticate": 'Bearer realm="otc"'},
+            )
+
+    def principal(self, headers: dict[str, str]) -> str | None:
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, given = authorization.strip().partition(" ")
+            if scheme.lower() == "bearer" and self.is_token(given.strip()):
+                return "token"
+            return None  # a wrong token is not made good by a cookie
+        secret = self._cookie(headers.get("cookie", ""))
+        if secret is not None and self._session_alive(_digest(secret)):
+            return "session"
+        return None
+
+    def is_token(self, given: str) -> bool:
+        # digests of equal length: compare_digest's time depends on neither content nor length
+        return hmac.compare_digest(_digest(given), self._token_digest)
+
+    def _cookie(self, header: str) -> str | None:
+        for part in header.split(";"):
+            name, eq, value = part.strip().partition("=")
+            if eq and name == self.cookie:
+                return value.strip()
+        return None
+
+    def _session_alive(self, key: bytes) -> bool:
+        expiry = self.sessions.get(key)
+        if expiry is None:
+            return False
+        if expiry <= time.monotonic():
+            del self.sessions[key]
+            return False
+        return True
+
+    # --- login and logout ---------------------------------------------------------------------------
+    async def login(self, request: Request) -> Response:
+        try:
+            body = msgspec.json.decode(request.body, type=LoginIn)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            message = f'the body must be {{"token": "..."}}: {exc}'
+            raise HTTPError(400, message, "ERR_INVALID_PAYLOAD") from None
+        if not self.is_token(body.token):
+            raise HTTPError(401, "wrong token", ERR_UNAUTHORIZED)
+        now = time.monotonic()
+        for key in [k for k, expiry in self.sessions.items() if expiry <= now]:
+            del self.sessions[key]
+        while len(self.sessions) >= API_MAX_SESSIONS:
+            self.sessions.popitem(last=False)  # the oldest login ends
+        secret = secrets.token_urlsafe(32)
+        self.sessions[_digest(secret)] = now + API_SESSION_TTL_S
+        expires_at = time.time_ns() // 1_000_000 + API_SESSION_TTL_S * 1000
+        cookie = f"{self.cookie}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={API_SESSION_TTL_S}"
+        return Response(msgspec.json.encode(SessionOut(expires_at)), 201, headers={"Set-Cookie": cookie})
+
+    async def logout(self, request: Request) -> Response:
+        secret = self._cookie(request.headers.get("cookie", ""))
+        if secret is not None:
+            self.sessions.pop(_digest(secret), None)
+        cookie = f"{self.cookie}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+        return Response(b'{"logged_out":true}', 200, headers={"Set-Cookie": cookie})
