@@ -118,7 +118,8 @@ class PeerProcess:
     def launch(self) -> None:
         """Start the process without waiting for it (start many, then ``wait_ready`` each)."""
         cmd = [sys.executable, "-m", "otc.cli", "peer", "--grape", self.grape, "--name", self.name,
-               "--api-port", str(self.api_port), "--log-level", "warning", "--data-dir", str(self.data_dir)]  # fmt: skip
+               "--api-port", str(self.api_port), "--data-dir", str(self.data_dir),
+               "--log-level", "warning"]  # fmt: skip
         self._token = None  # a new one at every start
         log = open(self.log_dir / f"{self.name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
         nofile = self.nofile
