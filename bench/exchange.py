@@ -41,7 +41,7 @@ from otc.core.book import Book  # noqa: E402
 from otc.core.desk import Desk  # noqa: E402
 from otc.core.identity import Identity  # noqa: E402
 from otc.core.messages import Offer  # noqa: E402
-from otc.launch import PeerProcess, start_all, wait_for  # noqa: E402
+from otc.launch import PeerProcess, isolate, start_all, wait_for  # noqa: E402
 from otc.node.keyfile import load_or_create  # noqa: E402
 from otc.node.store import Store  # noqa: E402
 
@@ -145,7 +145,9 @@ async def sse_arrivals(
     expected: int,
     ready: asyncio.Event,
 ) -> None:
-    async with session.get(peer.url + "/api/events", timeout=aiohttp.ClientTimeout(total=None)) as resp:
+    async with session.get(
+        peer.url + "/api/events", headers=peer.headers, timeout=aiohttp.ClientTimeout(total=None)
+    ) as resp:
         ready.set()
         async for line in resp.content:
             if line.startswith(b"data: "):
@@ -172,7 +174,7 @@ async def measure_propagation(peers: list[PeerProcess], offers: int) -> list[flo
         for i in range(offers):
             t0 = time.perf_counter()
             body = {"side": "sell", "amount": "1", "price": str(9000 + i)}
-            async with session.post(maker.url + "/api/offers", json=body) as resp:
+            async with session.post(maker.url + "/api/offers", json=body, headers=maker.headers) as resp:
                 oid = (await resp.json())["id"]
             try:
                 async with asyncio.timeout(10):
@@ -207,14 +209,18 @@ def bench_propagation(sizes: list[int], offers: int, tmp: Path) -> None:
 
 # --- trades --------------------------------------------------------------------------------------------
 async def take(session: aiohttp.ClientSession, taker: PeerProcess, oid: str, amount: str) -> tuple[int, Any]:
-    async with session.post(taker.url + "/api/trades", json={"offer_id": oid, "amount": amount}) as resp:
+    async with session.post(
+        taker.url + "/api/trades", json={"offer_id": oid, "amount": amount}, headers=taker.headers
+    ) as resp:
         return resp.status, await resp.json()
 
 
 async def measure_latency(maker: PeerProcess, taker: PeerProcess, n: int) -> list[float]:
     async with aiohttp.ClientSession() as session:
         async with session.post(
-            maker.url + "/api/offers", json={"side": "sell", "amount": "1000000", "price": "8000"}
+            maker.url + "/api/offers",
+            json={"side": "sell", "amount": "1000000", "price": "8000"},
+            headers=maker.headers,
         ) as resp:
             oid = (await resp.json())["id"]
         await asyncio.to_thread(wait_for, lambda: taker.book()["asks"], 10)
@@ -234,7 +240,9 @@ async def measure_throughput(
         oids = []
         for m in makers:
             async with session.post(
-                m.url + "/api/offers", json={"side": "sell", "amount": "10000000", "price": "8000"}
+                m.url + "/api/offers",
+                json={"side": "sell", "amount": "10000000", "price": "8000"},
+                headers=m.headers,
             ) as resp:
                 oids.append((await resp.json())["id"])
         for t in takers:
@@ -262,7 +270,9 @@ async def measure_contention(
 ) -> tuple[int, float, set[str]]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         async with session.post(
-            maker.url + "/api/offers", json={"side": "sell", "amount": str(units), "price": "8000"}
+            maker.url + "/api/offers",
+            json={"side": "sell", "amount": str(units), "price": "8000"},
+            headers=maker.headers,
         ) as resp:
             oid = (await resp.json())["id"]
         for t in takers:
@@ -391,6 +401,7 @@ def main() -> int:
     random.seed(7)
     with tempfile.TemporaryDirectory(prefix="otc-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        isolate(tmp)
         if "book" in only:
             bench_book(20_000 if args.quick else 100_000)
         if "propagation" in only:

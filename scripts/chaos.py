@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from grenache.grapes import GrapeNetwork
-from otc.launch import APIError, PeerProcess, book_state, start_all, wait_for
+from otc.launch import APIError, PeerProcess, book_state, isolate, start_all, wait_for
 
 
 @dataclass
@@ -283,6 +283,7 @@ def main() -> int:
     args = parser.parse_args()
     print(f"chaos: seed {args.seed}, {args.peers} peers, {args.seconds:.0f} s of workload and faults")
     with tempfile.TemporaryDirectory(prefix="otc-chaos-") as tmp:
+        isolate(Path(tmp))  # killed peers leave runtime records: not in the user's own directory
         report = chaos(args.seed, args.peers, args.seconds, args.faults_every, Path(tmp))
     workload = report.pop("workload")
     print("\nworkload outcomes:", ", ".join(f"{k}: {v}" for k, v in workload.items()))

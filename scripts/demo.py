@@ -19,7 +19,7 @@ from grenache.grapes import GrapeNetwork
 from otc.core.messages import Receipt
 from otc.core.signing import receipt_is_valid
 from otc.core.sweep import average_display
-from otc.launch import APIError, PeerProcess, book_state, wait_for
+from otc.launch import APIError, PeerProcess, book_state, http, isolate, wait_for
 
 console = Console(highlight=False)
 T0 = time.monotonic()
@@ -68,6 +68,7 @@ def converge(peers: list[PeerProcess]) -> float:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="otc-demo-") as tmp:
         logs = Path(tmp)
+        isolate(logs)  # the demo's peers leave nothing in the user's own directories
         net = GrapeNetwork(2, log_dir=logs)
         peers: list[PeerProcess] = []
         try:
@@ -85,6 +86,11 @@ def main() -> int:
             for p in peers:
                 wait_for(lambda p=p: p.get("/api/health")["peers"] == 2, what="peers to meet")
             say("every peer sees the other two (heartbeats over the DHT-discovered addresses)")
+            try:
+                http("GET", alice.url + "/api/trades")
+            except APIError as exc:
+                say(f"alice's API without her token: {exc.status} {exc.code}; every call below carries "
+                    "the token alice's peer wrote to its data directory (api.token, mode 0600)")  # fmt: skip
 
             step("3. Offers are posted and every book converges")
             big = alice.offer("sell", "100", "8000")

@@ -52,6 +52,14 @@ def http(method: str, url: str, body: Any = None, timeout: float = 30, token: st
         raise APIError(exc.code, json.loads(exc.read() or b"{}")) from None
 
 
+def isolate(root: Path) -> None:
+    """Keep the data homes and runtime records of every peer started from now on (by this process and
+    its children) under ``root``, not in the user's ``~/.local/share/otc`` or ``$XDG_RUNTIME_DIR``."""
+    for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_RUNTIME_DIR", "run")):
+        (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ[var] = str(root / sub)
+
+
 def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> T:
     """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
