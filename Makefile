@@ -1,10 +1,12 @@
 # Every user-facing target runs `setup` first, so `make demo` and `make test` work on a fresh clone.
 PY      := .venv/bin/python
 STAMP   := .venv/.setup-stamp
+# the browser the security tests attack the control API from (Debian's; Playwright never downloads one)
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup test lint demo bench bench-rpc chaos clean
 
-setup: $(STAMP) node_modules/.package-lock.json
+setup: $(STAMP) node_modules/.package-lock.json $(CHROMIUM)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -14,6 +16,16 @@ $(STAMP): pyproject.toml
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@test -x $(CHROMIUM) || { echo "error: the browser tests need Debian's chromium at $(CHROMIUM) and it could" \
+		"not be installed here (needs apt-get as root or passwordless sudo): run" \
+		"'apt-get update && apt-get install -y chromium' as root, then make again" >&2; exit 1; }
 
 test: setup
 	$(PY) -m ruff check src tests bench scripts

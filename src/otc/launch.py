@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from grenache.grapes import free_port
 
-from .home import TOKEN_FILE
+from .home import default_data_dir, read_token, running
 
 T = TypeVar("T")
 
@@ -78,6 +78,11 @@ def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.
 
 
 class PeerProcess:
+    """An ``otc peer`` process. Its data directory is ``data_dir`` if given; else, with ``home``, the
+    default one for its name (``$XDG_DATA_HOME/otc/<name>``); with ``ephemeral``, a temporary one the
+    peer makes itself (found through its runtime record); else a temporary one made here and removed
+    when it stops."""
+
     def __init__(
         self,
         grape: str,
@@ -86,11 +91,20 @@ class PeerProcess:
         log_dir: Path | None = None,
         api_port: int | None = None,
         nofile: tuple[int, int] | None = None,
+        *,
+        home: bool = False,
+        ephemeral: bool = False,
     ) -> None:
         self.grape = grape
         self.name = name
-        self.own_dir = data_dir is None  # a temporary directory of its own, removed when it stops
-        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"otc-{name}-"))
+        self.home = home
+        self.ephemeral = ephemeral
+        self.own_dir = data_dir is None and not home and not ephemeral  # removed when it stops
+        self._data_dir: Path | None = data_dir
+        if self.own_dir:
+            self._data_dir = Path(tempfile.mkdtemp(prefix=f"otc-{name}-"))
+        elif home:
+            self._data_dir = default_data_dir(name)
         self.log_dir = log_dir
         self.api_port = api_port or free_port()
         self.nofile = nofile  # (soft, hard) limit on open files to start the process with
@@ -99,10 +113,19 @@ class PeerProcess:
         self._token: str | None = None
 
     @property
+    def data_dir(self) -> Path:
+        if self._data_dir is None:  # --ephemeral: where the peer's runtime record says
+            record = next((r for r in running() if self.proc and r.pid == self.proc.pid), None)
+            if record is None:
+                raise FileNotFoundError(f"no runtime record of {self.name} yet")
+            return Path(record.data_dir)
+        return self._data_dir
+
+    @property
     def token(self) -> str:
         """The API token this peer wrote at start (read once it answers)."""
         if self._token is None:
-            self._token = (self.data_dir / TOKEN_FILE).read_text().strip()
+            self._token = read_token(self.data_dir)
         return self._token
 
     @property
@@ -126,8 +149,11 @@ class PeerProcess:
     def launch(self) -> None:
         """Start the process without waiting for it (start many, then ``wait_ready`` each)."""
         cmd = [sys.executable, "-m", "otc.cli", "peer", "--grape", self.grape, "--name", self.name,
-               "--api-port", str(self.api_port), "--data-dir", str(self.data_dir),
-               "--log-level", "warning"]  # fmt: skip
+               "--api-port", str(self.api_port), "--log-level", "warning"]  # fmt: skip
+        if self.ephemeral:
+            cmd.append("--ephemeral")
+        elif not self.home:
+            cmd += ["--data-dir", str(self.data_dir)]
         self._token = None  # a new one at every start
         log = open(self.log_dir / f"{self.name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
         nofile = self.nofile
