@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,9 +17,11 @@ def spawn(grapes: GrapeNetwork, tmp_path: Path) -> Iterator[Callable[..., PeerPr
     at teardown."""
     started: list[PeerProcess] = []
 
-    def start(name: str, *, grape: int | None = None, data_dir: Path | None = None) -> PeerProcess:
+    def start(
+        name: str, *, grape: int | None = None, data_dir: Path | None = None, **options: Any
+    ) -> PeerProcess:
         url = grapes.urls[len(started) % len(grapes.urls) if grape is None else grape]
-        peer = PeerProcess(url, name, data_dir=data_dir, log_dir=tmp_path)
+        peer = PeerProcess(url, name, data_dir=data_dir, log_dir=tmp_path, **options)
         started.append(peer)
         return peer.start()
 

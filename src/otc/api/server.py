@@ -344,6 +344,7 @@ class _Connection(asyncio.Protocol):
             if request.principal is not None:
                 self.authenticated = True
         self.body_left = length
+        self._cancel_timer()  # the head's deadline is met
         if length:
             self._arm(API_BODY_TIMEOUT_S, self._body_timeout)
 
