@@ -98,6 +98,9 @@ def test_openapi_document_describes_every_endpoint(spawn: Spawn) -> None:
     assert set(offer) >= {"id", "maker", "maker_name", "side", "pair", "price", "amount", "remaining",
                           "min_fill", "expires_at", "seq"}  # fmt: skip
     assert doc["components"]["schemas"]["OfferIn"]["properties"]["amount"]["type"] == "string"
+    assert doc["security"] == [{"token": []}, {"session": []}]
+    assert doc["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+    assert doc["paths"]["/api/session"]["post"]["security"] == []  # the login takes the token in its body
 
 
 BAD_RPC: list[tuple[str, Any, str]] = [

@@ -317,3 +317,4 @@ def test_one_data_directory_serves_one_peer(spawn: Spawn, tmp_path: Path, grapes
     )  # fmt: skip
     assert second.returncode == 1
     assert "another peer is running on the data directory" in second.stderr
+    assert "`otc peers --local` lists it" in second.stderr

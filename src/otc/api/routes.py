@@ -23,7 +23,7 @@ from ..core.sweep import average_text
 from ..home import new_token, remove_token, write_token
 from ..node.clock import now_ms
 from ..node.peer import Peer
-from .auth import SESSION_PATH, Auth
+from .auth import SESSION_PATH, Auth, LoginIn, SessionOut
 from .server import EventStream, HTTPError, Request, Response, Router, WebServer
 
 
@@ -493,10 +493,10 @@ def openapi_document() -> dict[str, Any]:
             ref_template="#/components/schemas/{name}",
         )
     )
-    (sweep_in, sweep_out), sweep_components = msgspec.json.schema_components(
-        [SweepIn, SweepOut], ref_template="#/components/schemas/{name}"
+    (sweep_in, sweep_out, login_in, session_out), more_components = msgspec.json.schema_components(
+        [SweepIn, SweepOut, LoginIn, SessionOut], ref_template="#/components/schemas/{name}"
     )
-    components.update(sweep_components)
+    components.update(more_components)
 
     def ok(schema: dict[str, Any], status: str = "200", desc: str = "OK") -> dict[str, Any]:
         return {
@@ -572,6 +572,27 @@ def openapi_document() -> dict[str, Any]:
                     "responses": ok(sweep_out, "201"),
                 }
             },
+            "/api/session": {
+                "post": {
+                    "operationId": "login",
+                    "description": "Trade the token for a session cookie (HttpOnly, SameSite=Strict).",
+                    "security": [],
+                    "requestBody": body(login_in),
+                    "responses": ok(session_out, "201"),
+                },
+                "delete": {"operationId": "logout", "responses": ok({"type": "object"})},
+            },
         },
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The token the peer writes to <data-dir>/api.token at every start.",
+                },
+                "session": {"type": "apiKey", "in": "cookie", "name": "otc_session_<port>"},
+            },
+        },
+        "security": [{"token": []}, {"session": []}],
     }

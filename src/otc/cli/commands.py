@@ -189,7 +189,10 @@ def peer(
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         asyncio.run(run())
     except (OSError, RuntimeError) as exc:  # a port in use, a data directory held by another peer
-        click.echo(f"error: {exc}", err=True)
+        hint = ""
+        if "another peer is running" in str(exc):
+            hint = "\n(`otc peers --local` lists it; give another --name, --data-dir or --ephemeral)"
+        click.echo(f"error: {exc}{hint}", err=True)
         sys.exit(1)
 
 
