@@ -102,10 +102,13 @@ class Auth:
             return  # the login: its body holds the token
         request.principal = self.principal(headers)
         if request.principal is None:
+            if "authorization" in headers:
+                why = "not the peer's token (a new one is written to <data-dir>/api.token at every start)"
+            else:
+                why = "this API needs its token: Authorization: Bearer <the peer's <data-dir>/api.token>"
             raise HTTPError(
                 401,
-                "this API needs its token: Authorization: Bearer <the peer's api.token> "
-                "(otc finds it by itself: otc --as NAME, or --token / OTC_TOKEN)",
+                f"{why}; otc finds it by itself (otc --as NAME), or give --token / OTC_TOKEN",
                 ERR_UNAUTHORIZED,
                 {"WWW-Authenticate": 'Bearer realm="otc"'},
             )

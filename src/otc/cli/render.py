@@ -317,7 +317,7 @@ def who(name: str, peer_id: str) -> Text:
 def local_peers_table(records: list[Json]) -> Table:
     table = Table(title=f"{len(records)} peers running on this machine", title_justify="left", box=BOX)
     for name in ("name", "id", "api", "pid", "data"):
-        table.add_column(name, no_wrap=name != "data")
+        table.add_column(name, no_wrap=name != "data", overflow="fold" if name == "data" else "ellipsis")
     for r in records:
         table.add_row(r["name"], Text(r["peer_id"][:16], style="dim"), r["api"], str(r["pid"]), r["data_dir"])
     if not records:
