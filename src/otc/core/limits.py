@@ -104,7 +104,7 @@ never silently given to another (see chat.py)."""
 # The control API listens on loopback only, but every process on the machine (any user's) and every web
 # page in the trader's browser can connect to it. Until a request proves it holds the token, it may cost
 # the peer only these bounded amounts, and it must never crowd out the owner's own requests. Enforced by
-# api/server.py and api/auth.py; each bound is attacked by a test in tests/otc/test_api_security.py.
+# api/server.py and api/auth.py; each bound is attacked by a test in tests/otc/test_api_limits.py.
 
 KiB: Final = 1024
 
