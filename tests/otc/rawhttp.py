@@ -77,13 +77,6 @@ def build(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def request(
-    method: str,
-    path: str,
-    port: int,
-    *,
-    token: str | None = None,
-    headers: dict[str, str | None] | None = None,
-    body: bytes = b"",
-) -> Reply:
-    return exchange(port, build(method, path, port, token=token, headers=headers, body=body))
+def request(method: str, path: str, port: int, **options: Any) -> Reply:
+    """``build`` (same options), sent on a new connection; the answer."""
+    return exchange(port, build(method, path, port, **options))
