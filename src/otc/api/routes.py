@@ -324,7 +324,11 @@ class API:
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
         write_token(self.peer.data_dir, self.token)  # before the port opens: a client can always find it
-        self.port = await self.server.start(host, port)
+        try:
+            self.port = await self.server.start(host, port)
+        except BaseException:
+            remove_token(self.peer.data_dir, self.token)
+            raise
         self.auth.bind(host, self.port)
         return self.port
 
