@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from ..harness import PeerProcess, wait_for
-from .rawhttp import Reply, request
+from .rawhttp import Reply, build, parse, read_all, request
 
 Spawn = Callable[..., PeerProcess]
 ASK = json.dumps({"side": "sell", "amount": "50", "price": "0.01"}).encode()  # what the attacker wants
@@ -154,6 +155,28 @@ def test_dns_rebinding_foreign_origins_and_simple_bodies_are_refused_even_with_t
     assert posted.status == 201 and posted.json()["amount"] == "50"
     cancelled = request("DELETE", f"/api/offers/{posted.json()['id']}", port, token=token)
     assert cancelled.json()["status"] == "cancelled"
+
+
+def test_absolute_targets_are_refused_and_expect_continue_is_honoured(
+    pair: tuple[PeerProcess, PeerProcess],
+) -> None:
+    alice, bob = pair
+    port, token = alice.api_port, alice.token
+    # an absolute-form target names a host that would outrank Host: refused whatever it names
+    for target in (f"http://evil.example:{port}/api/messages", f"http://127.0.0.1:{port}/api/messages"):
+        reply = request("GET", target, port, token=token)
+        assert (reply.status, reply.code) == (400, "ERR_INVALID_PAYLOAD"), reply.body
+    # curl asks before sending a body: an accepted request gets 100 Continue, a refused one its refusal
+    expect = {"Content-Type": "application/json", "Expect": "100-continue"}
+    head = build("POST", "/api/messages", port, token=token, body=CHAT, headers=expect)[: -len(CHAT)]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(CHAT)
+        reply = parse(read_all(sock))
+    assert reply.status == 201 and reply.json()["text"] == "sent by someone else"
+    assert [m["text"] for m in bob.get("/api/messages")] == ["sent by someone else"]
+    refused(request("POST", "/api/offers", port, body=ASK, headers=expect), 401, "ERR_UNAUTHORIZED")
 
 
 def test_responses_carry_security_headers_and_no_cors(pair: tuple[PeerProcess, PeerProcess]) -> None:

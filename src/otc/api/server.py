@@ -334,6 +334,8 @@ class _Connection(asyncio.Protocol):
             query = dict(parse_qsl((url.query or b"").decode("latin-1"), keep_blank_values=True))
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError, ValueError):
             self._stop(HTTPError(400, "malformed URL"))
+        if url.host is not None:  # absolute-form: meant for a proxy, and its host would outrank Host
+            self._stop(HTTPError(400, "the request target must be a path"))
         method = self.parser.get_method().decode("latin-1")
         request = self.request = Request(method, path, query, self.headers)
         if self.server.guard is not None:
@@ -347,6 +349,9 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()  # the head's deadline is met
         if length:
             self._arm(API_BODY_TIMEOUT_S, self._body_timeout)
+            expects = self.headers.get("expect", "").lower() == "100-continue"
+            if expects and self.transport is not None and not self.queue and not self.handling:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits a second for it
 
     def on_body(self, data: bytes) -> None:
         self.body.append(data)
