@@ -32,7 +32,9 @@ from .rawhttp import build, exchange, parse, read_all
 
 Spawn = Callable[..., PeerProcess]
 FLOOD = 1100
-OWNER_TIMEOUT_S = 3.0  # less than the idle timeout: the owner must not merely outwait the flood
+# generous, for a loaded machine: without the defences the owner's connection is not slow but reset at once
+# (the accept fails for want of descriptors), while the flood lasts (until the idle timeout)
+OWNER_TIMEOUT_S = 20.0
 MiB = 1024 * 1024
 
 
@@ -79,12 +81,10 @@ def test_a_flood_of_idle_sockets_cannot_lock_the_owner_out(spawn: Spawn) -> None
     rss_before = alice.rss_kb()
     socks = connect_many(alice.api_port, FLOOD)  # more than the peer has descriptors
     try:
-        # the peer takes them all in, closing the oldest idle ones to make room: the cap holds, at once
-        # (not after an idle timeout: a real flood reconnects)
-        wait_for(lambda: sum(still_open(s) for s in socks) <= API_MAX_CONNECTIONS, OWNER_TIMEOUT_S, 0.2,
-                 "the cap")  # fmt: skip
-        for _ in range(3):
-            owner_trades(alice)
+        owner_trades(alice)  # at once, well within the idle timeout that would end the flood anyway
+        # the peer took them all in, closing the oldest idle ones to make room: the cap holds
+        wait_for(lambda: sum(still_open(s) for s in socks) <= API_MAX_CONNECTIONS, 10, 0.2, "the cap")
+        owner_trades(alice)
         assert alice.get("/api/health")["name"] == "alice"
         assert alice.rss_kb() - rss_before < 16 * 1024
     finally:
