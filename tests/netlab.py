@@ -85,12 +85,16 @@ class _NsHTTPConnection(http.client.HTTPConnection):
 
 
 def ns_http(ns: str, port: int, method: str, path: str, body: Any = None, timeout: float = 30.0,
-            host: str = "127.0.0.1") -> Any:  # fmt: skip
-    """An HTTP request to ``host:port`` inside namespace ``ns``; JSON in and out."""
+            host: str = "127.0.0.1", token: str | None = None) -> Any:  # fmt: skip
+    """An HTTP request to ``host:port`` inside namespace ``ns``; JSON in and out (``token``: a peer's
+    control-API token)."""
     conn = _NsHTTPConnection(ns, host, port, timeout)
     try:
         data = None if body is None else json.dumps(body).encode()
-        conn.request(method, path, body=data, headers={"content-type": "application/json"})
+        headers = {"content-type": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         raw = resp.read()
     finally:
@@ -130,8 +134,8 @@ class NsPeer(PeerProcess):
         cmd = [sys.executable, "-m", "otc.cli", "peer", "--grape", self.grape, "--name", self.name,
                "--api-port", str(self.api_port), "--log-level", "warning",
                "--bind", self.host.addr]  # fmt: skip
-        if self.data_dir is not None:
-            cmd += ["--data-dir", str(self.data_dir)]
+        cmd += ["--data-dir", str(self.data_dir)]
+        self._token = None  # a new one at every start
         log = open(self.log_dir / f"{self.name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(["ip", "netns", "exec", self.host.ns, *cmd], stdout=log,
@@ -141,13 +145,13 @@ class NsPeer(PeerProcess):
                 log.close()  # type: ignore[union-attr]
 
     def get(self, path: str) -> Any:
-        return ns_http(self.host.ns, self.api_port, "GET", path)
+        return ns_http(self.host.ns, self.api_port, "GET", path, token=self.token)
 
     def post(self, path: str, body: Any) -> Any:
-        return ns_http(self.host.ns, self.api_port, "POST", path, body)
+        return ns_http(self.host.ns, self.api_port, "POST", path, body, token=self.token)
 
     def delete(self, path: str) -> Any:
-        return ns_http(self.host.ns, self.api_port, "DELETE", path)
+        return ns_http(self.host.ns, self.api_port, "DELETE", path, token=self.token)
 
 
 @dataclass
