@@ -49,6 +49,7 @@ from ..core.limits import (
 )
 
 log = logging.getLogger("otc.api")
+DEADLINE_TICK_S = 0.25  # how often connection deadlines (timeouts, linger) are checked
 
 REASONS = {
     200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -172,6 +173,7 @@ class WebServer:
         self.streams = 0
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
@@ -179,7 +181,18 @@ class WebServer:
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, reuse_address=True, backlog=1024
         )
+        self._sweep()
         return int(self._server.sockets[0].getsockname()[1])
+
+    def _sweep(self) -> None:
+        """Fire the deadlines that have passed. Connections keep a deadline (a number) instead of a timer
+        each: arming one per request cost more than the rest of the request's handling."""
+        now = time.monotonic()
+        for conn in list(self._connections):
+            if conn.deadline is not None and conn.deadline <= now:
+                conn.deadline = None
+                conn.on_deadline()
+        self._sweeper = asyncio.get_running_loop().call_later(DEADLINE_TICK_S, self._sweep)
 
     def admit(self, conn: _Connection) -> bool:
         """Make room for ``conn`` if the cap is reached: close the connection that was idle (or has been
@@ -196,6 +209,9 @@ class WebServer:
         return True
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
             for conn in list(self._connections):
@@ -220,7 +236,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.queue: collections.deque[tuple[Request | HTTPError, bool]] = collections.deque()
         self.worker: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # monotonic time at which ``on_deadline`` runs
+        self.on_deadline: Callable[[], None] = self.abort
         self.phase = _IDLE
         self.head_fed = 0  # bytes fed to the parser since the current head began
         self.body_left = 0
@@ -255,7 +272,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
         self.transport = None
-        self._cancel_timer()
+        self._disarm()
         if self.worker is not None:
             self.worker.cancel()
 
@@ -265,7 +282,7 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Close now, without lingering (an evicted, refused or idle connection)."""
-        self._cancel_timer()
+        self._disarm()
         if self.transport is not None:
             transport, self.transport = self.transport, None
             transport.close()
@@ -276,7 +293,11 @@ class _Connection(asyncio.Protocol):
             if self.lingering > API_LINGER_BYTES:
                 self.abort()
             return
-        view = memoryview(data)
+        view: bytes | memoryview
+        if self.phase != _BODY and self.head_fed + len(data) <= API_MAX_HEAD_BYTES:
+            view = data  # the common case: a whole request (or more) that no cap can be crossed by
+        else:
+            view = memoryview(data)
         offset = 0
         try:
             while offset < len(view) and not self.refused:
@@ -331,7 +352,7 @@ class _Connection(asyncio.Protocol):
         try:
             url = httptools.parse_url(self.url)
             path = unquote(url.path.decode("latin-1"))
-            query = dict(parse_qsl((url.query or b"").decode("latin-1"), keep_blank_values=True))
+            query = dict(parse_qsl(url.query.decode("latin-1"), keep_blank_values=True)) if url.query else {}
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError, ValueError):
             self._stop(HTTPError(400, "malformed URL"))
         if url.host is not None:  # absolute-form: meant for a proxy, and its host would outrank Host
@@ -346,7 +367,7 @@ class _Connection(asyncio.Protocol):
             if request.principal is not None:
                 self.authenticated = True
         self.body_left = length
-        self._cancel_timer()  # the head's deadline is met
+        self._disarm()  # the head's deadline is met
         if length:
             self._arm(API_BODY_TIMEOUT_S, self._body_timeout)
             expects = self.headers.get("expect", "").lower() == "100-continue"
@@ -360,7 +381,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.phase = _IDLE
         self.head_fed = 0
-        self._cancel_timer()
+        self._disarm()
         request = self.request
         assert request is not None
         request.body = b"".join(self.body)
@@ -371,7 +392,7 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
         self._kick()
 
-    # --- refusals and timers --------------------------------------------------------------------------
+    # --- refusals and deadlines ------------------------------------------------------------------------
     def _stop(self, error: HTTPError) -> NoReturn:
         self._refuse(error)
         raise _Stop(str(error))
@@ -381,34 +402,30 @@ class _Connection(asyncio.Protocol):
         if self.refused:
             return
         self.refused = True
-        self._cancel_timer()
+        self._disarm()
         self._reset()
         self.queue.append((error, False))
         self._kick()
 
     def _idle_timeout(self) -> None:
-        self.timer = None
         if self.phase == _IDLE and self.evictable:
             self.abort()
 
     def _head_timeout(self) -> None:
-        self.timer = None
         message = f"headers not complete in {API_HEAD_TIMEOUT_S:g} s"
         self._refuse(HTTPError(408, message, "ERR_REQUEST_TIMEOUT"))
 
     def _body_timeout(self) -> None:
-        self.timer = None
         self._refuse(HTTPError(408, f"body not complete in {API_BODY_TIMEOUT_S:g} s", "ERR_REQUEST_TIMEOUT"))
 
     def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
-        self._cancel_timer()
+        """Run ``callback`` once ``seconds`` have passed (to within ``DEADLINE_TICK_S``)."""
         if self.transport is not None:
-            self.timer = asyncio.get_running_loop().call_later(seconds, callback)
+            self.deadline = time.monotonic() + seconds
+            self.on_deadline = callback
 
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    def _disarm(self) -> None:
+        self.deadline = None
 
     def _linger(self) -> None:
         """Half-close after a refusal; close once the client has read it (or after a moment)."""
@@ -508,9 +525,13 @@ class _Connection(asyncio.Protocol):
             self.server.streams -= 1
 
 
+_SECURITY_BLOCK = "".join(f"{k}: {v}\r\n" for k, v in SECURITY_HEADERS.items())
+
+
 def _headers(extra: dict[str, str]) -> str:
-    merged = SECURITY_HEADERS | extra
-    return "".join(f"{k}: {v}\r\n" for k, v in merged.items())
+    if not extra:
+        return _SECURITY_BLOCK
+    return "".join(f"{k}: {v}\r\n" for k, v in (SECURITY_HEADERS | extra).items())
 
 
 __all__ = ["EventStream", "Guard", "HTTPError", "Request", "Response", "Router", "WebServer"]
