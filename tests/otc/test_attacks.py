@@ -20,11 +20,13 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from grenache import Link, PeerRPCClient, RPCError
 from grenache.grapes import GrapeNetwork
@@ -45,6 +47,14 @@ from .attackers import (
 )
 
 Spawn = Callable[..., PeerProcess]
+
+
+@pytest.fixture
+def grapes() -> Iterator[GrapeNetwork]:
+    """Grapes of each attack's own: junk announcements and silent listeners must not outlive it (a
+    Grape keeps a record for minutes, and later tests would look through the junk)."""
+    with GrapeNetwork(2) as net:
+        yield net
 
 
 def rpc_addr(peer: PeerProcess) -> str:
