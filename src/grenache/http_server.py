@@ -45,6 +45,7 @@ ERR_HEADER_PARSE_GR = "ERR_HEADER_PARSE_GR"
 
 _HEAD_BYTES = 512  # of an oversize body kept to find its rid
 _HEAD_SLICE = 16 * 1024
+_LINGER = 1.0  # seconds a refused connection is drained before it is closed
 
 _STATUS = {
     200: b"200 OK",
@@ -90,7 +91,10 @@ class HTTPListener:
         if len(self.connections) >= self.max_connections:
             idle = [c for c in self.connections if c.is_idle]
             if idle:
-                min(idle, key=lambda c: c.idle_since).close()
+                victim = min(idle, key=lambda c: c.idle_since)
+                victim.dead = True
+                victim.close()
+                self.connections.discard(victim)  # its connection_lost comes later
         if len(self.connections) >= self.max_connections:
             return False
         self.connections.add(conn)
@@ -490,8 +494,7 @@ class _Connection(asyncio.Protocol):
             self._pause("pipeline", False)
         if transport is not None and not self.pending:
             if self.closing:
-                self.dead = True
-                transport.close()
+                self._linger(transport)
             elif self.phase == _IDLE:
                 self.idle_since = time.monotonic()
                 self._arm(self.limits.idle_timeout, self.close)
@@ -525,6 +528,20 @@ class _Connection(asyncio.Protocol):
             self.streaming_reply = False
             self._flush()
 
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close after the last reply. If the client may still be sending (a refused request), closing
+        with unread bytes would reset the connection and could destroy our reply in flight: send FIN,
+        go on reading and discarding for ``_LINGER`` seconds, then close (Apache's lingering close)."""
+        refused = self.dead
+        self.dead = True
+        if not refused or not transport.can_write_eof():
+            transport.close()
+            return
+        with contextlib.suppress(Exception):
+            transport.resume_reading()
+        transport.write_eof()
+        self._arm(_LINGER, transport.close)
+
     def _write_head(self, status: int, length: int, close: bool) -> None:
         assert self.transport is not None
         self.transport.write(
@@ -539,13 +556,13 @@ class _Connection(asyncio.Protocol):
         self.dead = True
         self._cancel_timer()
         self._uncharge()
+        self.body = []  # what was charged goes, now
         if self.stream is not None:
             self.stream.end(RPCError(code, message))
             self.stream = None
         body = raw if raw is not None else wire.encode_reply(None, f"{code}: {message}", None)
         self.closing = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self.pauses.clear()
         fut: asyncio.Future[bytes | StreamReply] = asyncio.get_running_loop().create_future()
         fut.set_result(body)
         self.pending.append(_Reply(fut, 0, status))
