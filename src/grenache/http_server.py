@@ -69,7 +69,7 @@ class HTTPListener:
         self.server = server
         self.limits = server.limits
         self.connections: set[_Connection] = set()
-        self.budget = BodyBudget(server.limits.body_budget)
+        self.budget = BodyBudget(server.limits.body_budget, server.limits.body_reserve)
         self.max_connections = server.limits.effective_max_connections()
         self._server: asyncio.Server | None = None
 
@@ -306,7 +306,7 @@ class _Connection(asyncio.Protocol):
         if length is not None:
             if length > self.limits.max_body:
                 self.too_large = True  # drained, not kept; answered at the end with the rid it started with
-            elif length > self.limits.small_body and not self._charge(length):
+            elif not self._charge(length, length <= self.limits.small_body):
                 return
 
     def on_body(self, data: bytes) -> None:
@@ -323,9 +323,9 @@ class _Connection(asyncio.Protocol):
             self.body = []
             self._uncharge()
             return
-        if self.content_length is None and self.size > self.limits.small_body:
-            if not self._charge(self.size - self.charged):  # chunked: charged as it grows
-                return
+        # chunked: charged as it grows
+        if self.content_length is None and not self._charge(len(data), self.size <= self.limits.small_body):
+            return
         self.body.append(data)
 
     def on_message_complete(self) -> None:
@@ -363,8 +363,8 @@ class _Connection(asyncio.Protocol):
         self._after_enqueue()
 
     # budget ------------------------------------------------------------------------------------------
-    def _charge(self, n: int) -> bool:
-        if self.listener.budget.take(n):
+    def _charge(self, n: int, small: bool) -> bool:
+        if self.listener.budget.take(n, small):
             self.charged += n
             return True
         self._uncharge()
@@ -388,10 +388,9 @@ class _Connection(asyncio.Protocol):
                 # as the Node server does: if it is not gzip after all, parse it raw
                 with contextlib.suppress(zlib.error):
                     inflated = wire.gunzip_bytes(body, self.limits.max_body)
-                    if len(inflated) > self.limits.small_body:
-                        if not self.listener.budget.take(len(inflated)):
-                            raise RPCError(ERR_SERVER_BUSY, "inflated body does not fit the server's budget")
-                        entry.charged += len(inflated)
+                    if not self.listener.budget.take(len(inflated), len(inflated) <= self.limits.small_body):
+                        raise RPCError(ERR_SERVER_BUSY, "inflated body does not fit the server's budget")
+                    entry.charged += len(inflated)
                     body = inflated
             try:
                 if gr is not None:

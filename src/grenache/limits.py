@@ -56,16 +56,26 @@ class ServerLimits:
     reply is written (so it also bounds requests being handled). A request whose declared length
     (or chunked body so far) does not fit is answered ``ERR_SERVER_BUSY`` and its connection closed.
     32 MiB = four maximal bodies at once: 40 connections each sending part of an 8 MiB body hold at
-    most this much, not 320 MiB. Gunzipped bodies are charged again for their inflated size."""
+    most this much, not 320 MiB. Gunzipped bodies are charged again for their inflated size;
+    WebSocket messages are charged as their bytes arrive."""
 
     small_body: int = 64 * KiB
-    """Bodies up to this size are not charged to the budget, so uploads that exhaust it never starve
-    ordinary RPCs; their total is already bounded by ``max_connections`` × ``max_pipelined`` × this."""
+    """Bodies up to this size may also draw on ``body_reserve``."""
+
+    body_reserve: int = 16 * MiB
+    """Budget only small bodies may use, so uploads that exhaust ``body_budget`` never starve
+    ordinary RPCs (a Grenache request is typically under 1 KiB). All buffered bodies together stay
+    under ``body_budget + body_reserve`` = 48 MiB."""
 
     max_pipelined: int = 16
-    """Requests of one connection being handled or awaiting their turn to be answered (HTTP/1.1
-    pipelining, or WebSocket requests in flight); beyond it the server stops reading that connection
-    until replies go out (backpressure, not an error)."""
+    """HTTP requests of one connection being handled or awaiting their turn to be answered
+    (pipelining); beyond it the server stops reading that connection until replies go out
+    (backpressure, not an error)."""
+
+    ws_max_inflight: int = 128
+    """WebSocket requests of one connection being handled at once (clients multiplex on one socket:
+    Node's keeps every request of a destination on at most 3); beyond it the server stops reading that
+    connection until replies go out."""
 
     stream_buffer: int = 256 * KiB
     """Body bytes queued for a streaming handler before the server stops reading that connection."""
@@ -99,18 +109,20 @@ class ClientLimits:
 
 
 class BodyBudget:
-    """Bytes buffered across all connections of one server: try to take, always give back."""
+    """Bytes buffered across all connections of one server: try to take, always give back. Small
+    bodies may go ``reserve`` bytes past ``capacity``."""
 
-    __slots__ = ("capacity", "used")
+    __slots__ = ("capacity", "reserve", "used")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, reserve: int = 0) -> None:
         self.capacity = capacity
+        self.reserve = reserve
         self.used = 0
 
-    def take(self, n: int) -> bool:
+    def take(self, n: int, small: bool = False) -> bool:
         if n <= 0:
             return True
-        if self.used + n > self.capacity:
+        if self.used + n > self.capacity + (self.reserve if small else 0):
             return False
         self.used += n
         return True

@@ -43,20 +43,52 @@ def stop(proc: subprocess.Popen[str]) -> None:
             stream.close()
 
 
+_pending: dict[int, list[str]] = {}  # per process: complete lines read but not yet taken, then a partial one
+
+
 def wait_line(proc: subprocess.Popen[str], prefix: str, deadline: float = READY_DEADLINE) -> str:
-    """The first stdout line starting with ``prefix``; fails the test if none comes in time."""
+    """The next stdout line starting with ``prefix`` (earlier lines are skipped); fails the test if none
+    comes in time. Reads the pipe's file descriptor itself: a text-mode ``readline`` would buffer lines
+    that a later ``select`` cannot see."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buffered = _pending.setdefault(proc.pid, [""])
     end = time.monotonic() + deadline
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while (left := end - time.monotonic()) > 0:
-            if sel.select(left):
-                line = proc.stdout.readline()
-                if not line:
-                    break  # exited
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            while len(buffered) > 1:
+                line = buffered.pop(0)
                 if line.startswith(prefix):
-                    return line.rstrip("\n")
-    pytest.fail(f"{proc.args} printed no {prefix!r} line within {deadline} s (rc={proc.poll()})")
+                    return line
+            left = end - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                break
+            chunk = os.read(fd, 65536).decode()
+            if not chunk:
+                break  # exited
+            parts = (buffered.pop() + chunk).split("\n")
+            buffered.extend(parts)
+    err = ""
+    rc = proc.poll()
+    if proc.stderr is not None:
+        if rc is None:
+            proc.kill()
+            proc.wait()
+        err = proc.stderr.read()[-2000:]
+    pytest.fail(f"{proc.args} printed no {prefix!r} line within {deadline} s (rc={rc}) {err}")
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A process with piped stdout and stderr (text); stop it with :func:`stop`."""
+    return subprocess.Popen(
+        list(args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(env)
+    )
+
+
+def run_example(grape: str, example: Path) -> subprocess.Popen[str]:
+    """One of grenache-nodejs-ws's own examples, unchanged, through ``tests/node/run_example.js``."""
+    return spawn(str(NODE), str(NODE_DIR / "run_example.js"), grape, str(example))
 
 
 @contextmanager

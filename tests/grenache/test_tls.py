@@ -220,7 +220,7 @@ async def test_pinned_ed25519_identity(link: Link) -> None:
 
 
 async def test_pin_refusal_sends_nothing(link: Link) -> None:
-    impostor_seed, impostor_public, _ = identity()
+    impostor_seed, _, _ = identity()
     _, wanted_public, _ = identity()
     cert_pem, key_pem = tls.self_signed(impostor_seed, "impostor")
     impostor = RecordingTLSServer(tls.server_context(cert_pem, key_pem))
