@@ -38,6 +38,7 @@ from .http import (
 )
 from .limits import ClientLimits
 from .link import Link
+from .stream import RPCStream
 from .tls import VerifyPeer
 
 ERR_TIMEOUT = "ERR_TIMEOUT"
@@ -211,6 +212,24 @@ class PeerRPCClient:
             raise RPCError(ERR_PEER_AUTH, str(exc), dest) from None
         except ConnectFailed as exc:
             raise RPCError(ERR_REQUEST_GENERIC, f"connect to {dest} failed: {exc}", dest) from None
+
+    def stream(
+        self,
+        key: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        dest: str | None = None,
+    ) -> RPCStream:
+        """A streaming request to one destination of ``key`` (or ``dest``), as grenache-nodejs-http's
+        ``peer.stream``: ``async with client.stream(key) as s: await s.write(b"..."); result = await
+        s.reply()``. HTTP only (grenache-nodejs-ws has no streams)."""
+        if self.transport != "http":
+            raise RPCError("ERR_STREAM_UNSUPPORTED", "streams need the HTTP transport")
+        return RPCStream(self, key, headers=headers, timeout=timeout, dest=dest)
+
+    def _pick(self, dests: list[str]) -> str:
+        return random.choice(dests)
 
     async def stop(self) -> None:
         for pool in self._pools.values():

@@ -196,10 +196,13 @@ class _Connection(asyncio.Protocol):
             self.write_paused.set_result(None)
 
     def pause_writing(self) -> None:
+        # the client does not read its replies: read no more requests from it until it does
+        self._pause("write", True)
         if self.write_paused is None or self.write_paused.done():
             self.write_paused = asyncio.get_running_loop().create_future()
 
     def resume_writing(self) -> None:
+        self._pause("write", False)
         if self.write_paused is not None and not self.write_paused.done():
             self.write_paused.set_result(None)
 
