@@ -66,7 +66,7 @@ CLIENTS = {
 PAIRS = [("node", "node"), ("python", "python"), ("python", "node"), ("node", "python")]
 LABEL = {"node": "Node", "python": "Python"}
 
-console = Console()
+console = Console(width=max(120, shutil.get_terminal_size((120, 40)).columns))
 
 
 class Processes:
@@ -224,7 +224,8 @@ def main() -> int:
                         )
                         results.append(stats)
                         console.print(
-                            f"[dim]{transport:<5} {pair:<16} {inflight:>3} in flight {stats['rps']:>7.0f} req/s"
+                            f"[dim]{transport:<5} {pair:<16} {inflight:>3} in flight"
+                            f" {stats['rps']:>7.0f} req/s"
                             f"  p50 {fmt(stats['p50_ms'])}  p99 {fmt(stats['p99_ms'])} ms"
                             f"  errors {stats['errors']}[/dim]",
                             no_wrap=True,
@@ -269,8 +270,8 @@ def main() -> int:
         ratio = f"{r['rps'] / base:.2f}×" if base else "-"
         vs_plain = f"{r['rps'] / plain:.2f}×" if plain and r["transport"] != "http" else "-"
         table.add_row(
-            r["transport"], r["pair"], str(r["inflight"]), f"{r['rps']:.0f}", fmt(r["p50_ms"]), fmt(r["p99_ms"]),
-            ratio, vs_plain, str(r["errors"]),
+            r["transport"], r["pair"], str(r["inflight"]), f"{r['rps']:.0f}", fmt(r["p50_ms"]),
+            fmt(r["p99_ms"]), ratio, vs_plain, str(r["errors"]),
         )  # fmt: skip
     console.print(table)
     versions = f"{os.cpu_count()} CPUs; Node {_node_version()}; Python {sys.version.split()[0]}"
@@ -279,7 +280,8 @@ def main() -> int:
         args.json.write_text(json.dumps(results, indent=2))
     if any(r["errors"] for r in results):
         console.print("[red]some requests failed[/red]: " + "; ".join(
-            f"{r['transport']} {r['pair']}/{r['inflight']}: {r['first_error']}" for r in results if r["errors"]
+            f"{r['transport']} {r['pair']}/{r['inflight']}: {r['first_error']}"
+            for r in results if r["errors"]
         ))  # fmt: skip
         return 1
     return 0

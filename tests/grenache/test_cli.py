@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from grenache.grapes import Grape, free_port
+from grenache.grapes import Grape
 from otc.launch import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +26,11 @@ def grenache(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str
 
 
 def consecutive_free_ports(n: int, kind: int) -> int:
-    """A port p such that p .. p+n-1 are all free on loopback right now."""
-    for _ in range(100):
-        base = free_port(kind)
+    """A port p such that p .. p+n-1 are all free on loopback right now. Drawn below the kernel's
+    ephemeral range (32768+), where outgoing connections of a busy machine take most ports."""
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(10_000, 32_000)
         socks = []
         try:
             for port in range(base, base + n):
@@ -123,7 +126,8 @@ def test_serve_request_map_over_each_transport(cli_grapes: str, transport: str) 
     args = ["--transport", transport, "--grape", cli_grapes]
     echo = subprocess.Popen([sys.executable, "-m", "grenache.cli", "serve", key, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    fixed = subprocess.Popen([sys.executable, "-m", "grenache.cli", "serve", key, "--reply", '{"fixed": 1}', *args],
+    reply = ["--reply", '{"fixed": 1}']
+    fixed = subprocess.Popen([sys.executable, "-m", "grenache.cli", "serve", key, *reply, *args],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     try:
         for proc in (echo, fixed):

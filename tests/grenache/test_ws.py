@@ -268,7 +268,7 @@ async def test_grenache_nodejs_ws_examples(pkg: str) -> None:
                     await client.stop()
         finally:
             stop(proc)
-    # Python (`grenache serve`) ← examples/rpc_client_map.js and examples/rpc_client.js (100,000 requests).
+    # Python (`grenache serve`) ← examples/rpc_client_map.js.
     # Fresh Grapes: the stopped Node server is still listed, and grenache-nodejs-ws's client crashes its
     # process on a refused connection (no 'error' listener on the socket)
     with GrapeNetwork(2) as net:
@@ -285,16 +285,12 @@ async def test_grenache_nodejs_ws_examples(pkg: str) -> None:
                         await link.lookup("rpc_test", cache=False)
                         break
                     await asyncio.sleep(0.1)
-            # one after the other (2 cores); the 100,000 requests (about 15 s) with one version only
-            names = ["rpc_client_map.js"] + (["rpc_client.js"] if pkg == "grenache-nodejs-ws-1" else [])
-            for name in names:
-                clients.append(run_example(net.urls[1], examples / name))
-                if name == "rpc_client_map.js":
-                    mapped = [await asyncio.to_thread(wait_line, clients[0], "null", 20) for _ in range(10)]
-                    assert mapped == ["null [ 'world' ]"] * 10
-                else:
-                    elapsed = await asyncio.to_thread(wait_line, clients[1], "", 45)
-                    assert elapsed.isdigit()  # it prints the milliseconds its 100,000 requests took
+            # (examples/rpc_client.js is a load test: 100,000 requests at once, each with a 10 s timeout
+            # that Node checks every 10 s; whether it passes depends on the machine's speed, so it is run
+            # by hand, not here: see BENCHMARKS.md)
+            clients.append(run_example(net.urls[1], examples / "rpc_client_map.js"))
+            mapped = [await asyncio.to_thread(wait_line, clients[0], "null", 20) for _ in range(10)]
+            assert mapped == ["null [ 'world' ]"] * 10
         finally:
             for proc in [*clients, serve]:
                 stop(proc)
