@@ -58,6 +58,8 @@ _STATUS = {
     503: b"503 Service Unavailable",
 }
 
+_SPECIAL = frozenset((b"content-length", b"transfer-encoding", b"grc-compress", b"_gr", b"_a", b"_ar"))
+
 # connection phases
 _IDLE, _HEAD, _BODY = 0, 1, 2
 
@@ -146,7 +148,8 @@ class _Connection(asyncio.Protocol):
         self.url_bytes = 0
         self.header_bytes = 0
         self.header_count = 0
-        self.headers: dict[str, str] = {}
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.special: dict[bytes, bytes] = {}  # the headers Grenache gives a meaning to
         self.content_length: int | None = None
         self.body: list[bytes] = []
         self.size = 0
@@ -262,12 +265,13 @@ class _Connection(asyncio.Protocol):
                 f"headers exceed {self.limits.max_header_bytes} bytes or {self.limits.max_headers} lines",
             )
             return
-        lname = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        self.headers[lname] = text
-        if lname == "content-length":
-            with contextlib.suppress(ValueError):
-                self.content_length = int(text)
+        self.headers.append((name, value))
+        lname = name.lower()
+        if lname in _SPECIAL:
+            self.special[lname] = value
+            if lname == b"content-length":
+                with contextlib.suppress(ValueError):
+                    self.content_length = int(value)
 
     def on_headers_complete(self) -> None:
         if self.dead:
@@ -275,23 +279,24 @@ class _Connection(asyncio.Protocol):
         self.phase = _BODY
         self.head_base = self.fed
         self._arm(self.limits.body_timeout, self._body_timeout)
-        headers = self.headers
+        special = self.special
+        action = special.get(b"_a")
         request = self.request = Request(
             key="",
             rid=None,
             transport="http",
             peer=self.peer,
             cert=self.cert,
-            action=headers.get("_a"),
-            args=_json_or(headers.get("_ar"), {}),
-            headers=headers,
-            is_stream="chunked" in headers.get("transfer-encoding", "").lower(),
-            compress=wire.is_gzip(headers.get("grc-compress")),
+            action=None if action is None else action.decode("latin-1"),
+            args=_json_or(special.get(b"_ar"), {}),
+            raw_headers=self.headers,
+            is_stream=b"chunked" in special.get(b"transfer-encoding", b"").lower(),
+            compress=wire.is_gzip(special.get(b"grc-compress")),
         )
-        gr_text = headers.get("_gr")
-        if gr_text is not None:
+        gr_raw = special.get(b"_gr")
+        if gr_raw is not None:
             try:
-                gr = wire.decode(gr_text.encode("latin-1"))
+                gr = wire.decode(gr_raw)
             except Exception:
                 gr = None
             if not isinstance(gr, list):
@@ -593,11 +598,11 @@ class _Connection(asyncio.Protocol):
         self._refuse(408, ERR_REQUEST_TIMEOUT, f"body stalled for {self.limits.body_timeout:g} s")
 
 
-def _json_or(text: str | None, default: Any) -> Any:
-    if text is None:
+def _json_or(raw: bytes | None, default: Any) -> Any:
+    if raw is None:
         return default
     try:
-        return wire.decode(text.encode("latin-1"))
+        return wire.decode(raw)
     except Exception:
         return default
 

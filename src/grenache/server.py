@@ -53,11 +53,16 @@ class Request:
     """Node's ``meta.action``: the ``_a`` header (HTTP)."""
     args: Any = field(default_factory=dict)
     """Node's ``meta.args``: the ``_ar`` header parsed as JSON, ``{}`` when absent or invalid."""
-    headers: dict[str, str] = field(default_factory=dict)
-    """The request's HTTP headers, names lower-cased (empty on WebSocket)."""
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """The request's HTTP headers as received (the WebSocket handshake's on WebSocket)."""
     is_stream: bool = False
     """The body came chunked (Node's ``meta.isStream``)."""
     compress: bool = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers, names lower-cased (decoded on demand: most handlers never look)."""
+        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.raw_headers}
 
 
 class RequestStream:

@@ -107,7 +107,7 @@ class _Connection(WSProtocol):
         self.pauses: set[str] = set()
         self.peer: str | None = None
         self.cert: bytes | None = None
-        self.headers: dict[str, str] = {}
+        self.headers: list[tuple[bytes, bytes]] = []
         self.on_write_paused = lambda paused: self._pause("write", paused)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -167,7 +167,7 @@ class _Connection(WSProtocol):
             self.flush()
             return
         self.listener.connections.add(self)
-        self.headers = {k.lower(): v for k, v in event.headers.raw_items()}
+        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in event.headers.raw_items()]
         self.idle_since = time.monotonic()
         self._arm(self.limits.idle_timeout, self._idle)
 
@@ -182,7 +182,7 @@ class _Connection(WSProtocol):
         if self.inflight >= self.limits.ws_max_inflight:
             self._pause("inflight", True)
         request = Request(
-            key="", rid=None, transport="ws", peer=self.peer, cert=self.cert, headers=self.headers
+            key="", rid=None, transport="ws", peer=self.peer, cert=self.cert, raw_headers=self.headers
         )
         task = asyncio.ensure_future(self._answer(data, request, size))
         self.tasks.add(task)
