@@ -34,6 +34,7 @@ class WSProtocol(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_timer: asyncio.TimerHandle | None = None
         self.write_paused = False
+        self.flush_soon = False
         self.on_write_paused: Callable[[bool], None] | None = None
 
     # asyncio.Protocol ----------------------------------------------------------------------------------
@@ -107,22 +108,36 @@ class WSProtocol(asyncio.Protocol):
 
     # output --------------------------------------------------------------------------------------------
     def send_text(self, data: bytes) -> None:
-        """Send ``data`` (UTF-8 JSON) as one text frame, as Node's ``ws`` sends strings."""
+        """Send ``data`` (UTF-8 JSON) as one text frame, as Node's ``ws`` sends strings. Frames sent in
+        one turn of the event loop leave in one write (one system call for many replies or requests)."""
         if self.proto.state is State.OPEN:
             self.proto.send_text(data)
-            self.flush()
+            if not self.flush_soon:
+                self.flush_soon = True
+                asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self.flush_soon = False
+        self.flush()
 
     def flush(self) -> None:
         transport = self.transport
         if transport is None:
             return
+        pending: list[bytes] = []
         for data in self.proto.data_to_send():
             if data:
-                transport.write(data)
-            elif transport.can_write_eof():
+                pending.append(data)
+                continue
+            if pending:
+                transport.write(b"".join(pending))
+                pending = []
+            if transport.can_write_eof():
                 transport.write_eof()
             else:
                 transport.close()
+        if pending:
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         if self.proto.close_expected() and self.close_timer is None:
             # the other side should close the TCP connection now; if it does not, we do
             self.close_timer = asyncio.get_running_loop().call_later(2.0, self.abort)
