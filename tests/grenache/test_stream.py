@@ -74,8 +74,9 @@ async def test_node_stream_client_python_server(grapes: GrapeNetwork, link: Link
         assert isinstance(rid, str) and err is None  # the rid Node put in _gr
         assert result["text"] == "".join(chunks)
         assert (result["action"], result["args"]) == ("upload", {"n": 1})
-        assert result["chunks"] >= 2  # handed over as they came (Node writes them 20 ms apart)
-        assert arrivals[-1] - arrivals[0] > 0.03  # the handler had the first before the body ended
+        # handed over chunk by chunk (that each is handed over before the body ends is shown, without
+        # timing, by test_python_stream_full_duplex)
+        assert result["chunks"] >= 2 and len(arrivals) == result["chunks"]
         # a buffered handler: rid and key from _gr, payload = body[2], as grenache-nodejs-http does
         out = await node_run(
             "stream_client.js", grapes.urls[1], key + ":buffered", '["x", "y", ', '{"a": 1}]'
