@@ -18,7 +18,7 @@ import inspect
 import logging
 import ssl as _ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
 import msgspec
@@ -38,31 +38,65 @@ ERR_INVALID_PAYLOAD = "ERR_INVALID_PAYLOAD"
 ERR_INTERNAL = "ERR_INTERNAL"
 
 
-@dataclass(slots=True)
 class Request:
-    """What a handler may know about a request besides its payload (Node's ``meta`` and ``cert``)."""
+    """What a handler may know about a request besides its payload (Node's ``meta`` and ``cert``).
 
-    key: str
-    rid: Any
-    transport: Transport
-    peer: str | None = None
-    """The caller's ``"ip:port"``."""
-    cert: bytes | None = None
-    """The caller's TLS certificate (DER) when it presented one (see ``grenache.tls.public_key_of``)."""
-    action: str | None = None
-    """Node's ``meta.action``: the ``_a`` header (HTTP)."""
-    args: Any = field(default_factory=dict)
-    """Node's ``meta.args``: the ``_ar`` header parsed as JSON, ``{}`` when absent or invalid."""
-    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    """The request's HTTP headers as received (the WebSocket handshake's on WebSocket)."""
-    is_stream: bool = False
-    """The body came chunked (Node's ``meta.isStream``)."""
-    compress: bool = False
+    Built for every request, so it stores what it is given and works out the rest when asked."""
+
+    __slots__ = ("_special", "cert", "key", "peer", "raw_headers", "rid", "transport")
+
+    def __init__(
+        self,
+        key: str,
+        rid: Any,
+        transport: Transport,
+        peer: str | None = None,
+        cert: bytes | None = None,
+        raw_headers: list[tuple[bytes, bytes]] | None = None,
+        special: dict[bytes, bytes] | None = None,
+    ) -> None:
+        self.key = key
+        self.rid = rid
+        self.transport: Transport = transport
+        self.peer = peer
+        """The caller's ``"ip:port"``."""
+        self.cert = cert
+        """The caller's TLS certificate (DER) when it presented one (see ``grenache.tls.public_key_of``)."""
+        self.raw_headers = raw_headers or []
+        """The request's HTTP headers as received (the WebSocket handshake's on WebSocket)."""
+        self._special = special or {}
 
     @property
     def headers(self) -> dict[str, str]:
-        """The headers, names lower-cased (decoded on demand: most handlers never look)."""
+        """The headers, names lower-cased."""
         return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.raw_headers}
+
+    @property
+    def action(self) -> str | None:
+        """Node's ``meta.action``: the ``_a`` header (HTTP)."""
+        value = self._special.get(b"_a")
+        return None if value is None else value.decode("latin-1")
+
+    @property
+    def args(self) -> Any:
+        """Node's ``meta.args``: the ``_ar`` header parsed as JSON, ``{}`` when absent or invalid."""
+        value = self._special.get(b"_ar")
+        if value is None:
+            return {}
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            return {}
+
+    @property
+    def is_stream(self) -> bool:
+        """The body came chunked (Node's ``meta.isStream``)."""
+        return b"chunked" in self._special.get(b"transfer-encoding", b"").lower()
+
+    @property
+    def compress(self) -> bool:
+        """``grc-compress: gzip`` (Node's ``meta.compress``)."""
+        return b"gzip" in self._special.get(b"grc-compress", b"").lower()
 
 
 class RequestStream:

@@ -181,9 +181,7 @@ class _Connection(WSProtocol):
         self.inflight += 1
         if self.inflight >= self.limits.ws_max_inflight:
             self._pause("inflight", True)
-        request = Request(
-            key="", rid=None, transport="ws", peer=self.peer, cert=self.cert, raw_headers=self.headers
-        )
+        request = Request("", None, "ws", self.peer, self.cert, self.headers)
         task = asyncio.ensure_future(self._answer(data, request, size))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
