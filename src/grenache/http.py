@@ -145,7 +145,8 @@ class ConnectionPool:
         self.busy = 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def acquire(self) -> HTTPConnection:
+    def try_acquire(self) -> HTTPConnection | None:
+        """An idle keep-alive connection, at once, or None."""
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()  # most recently used first: the likeliest to be alive
@@ -153,6 +154,12 @@ class ConnectionPool:
                 self.busy += 1
                 return conn
             conn.close()
+        return None
+
+    async def acquire(self) -> HTTPConnection:
+        conn = self.try_acquire()
+        if conn is not None:
+            return conn
         while self.busy >= self.limit:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.waiters.append(fut)
@@ -222,19 +229,32 @@ async def exchange(
     returns False the connection is closed and ``PeerAuthFailed`` raised. Raises ``ConnectFailed`` when
     no connection could be made (nothing was sent), ``TimeoutError`` at the deadline (a
     ``time.monotonic()`` value) and ``ConnectionError`` if the connection broke."""
-    conn: HTTPConnection | None = None
+    loop = asyncio.get_running_loop()
+    when = loop_deadline(deadline)
+    conn = pool.try_acquire()
+    if conn is None:
+        async with asyncio.timeout_at(when):
+            conn = await pool.acquire()
     reusable = False
     try:
-        async with asyncio.timeout_at(loop_deadline(deadline)):
-            conn = await pool.acquire()
-            if verify is not None and not verify(conn):
-                raise PeerAuthFailed(f"{pool.dest} refused by the verify_peer hook")
-            result = await conn.send(data)
+        if verify is not None and not verify(conn):
+            raise PeerAuthFailed(f"{pool.dest} refused by the verify_peer hook")
+        waiter = conn.send(data)
+        # a timer on the reply, not a timeout scope per request: the cheaper of the two
+        timer = loop.call_at(when, _expire, waiter)
+        try:
+            result = await waiter
+        finally:
+            timer.cancel()
         reusable = True
         return result
     finally:
-        if conn is not None:
-            pool.release(conn, reusable)
+        pool.release(conn, reusable)
+
+
+def _expire(waiter: asyncio.Future[tuple[int, bytes]]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def loop_deadline(deadline: float) -> float:

@@ -97,6 +97,11 @@ class _Connection(WSProtocol):
         )
 
 
+def _expire(fut: asyncio.Future[bytes], key: str, dest: str) -> None:
+    if not fut.done():
+        fut.set_exception(RPCError("ERR_TIMEOUT", f"{key!r} at {dest} did not answer in time", dest))
+
+
 class WSClientTransport:
     def __init__(self, client: PeerRPCClient) -> None:
         self.client = client
@@ -108,24 +113,31 @@ class WSClientTransport:
     ) -> Any:
         # (``compress`` has no meaning here: grenache-nodejs-ws has no compression either)
         rid = str(uuid.uuid4())
+        loop = asyncio.get_running_loop()
+        when = loop_deadline(deadline)
+        conn = self.conns.get(dest)
+        if conn is None or not conn.usable():
+            try:
+                async with asyncio.timeout_at(when):
+                    conn = await self._connection(dest)
+            except TimeoutError:
+                raise RPCError("ERR_TIMEOUT", f"could not connect to {dest} in time", dest) from None
+        if not self.client.approve(dest, key, conn.cert, conn.approved):
+            self.conns.pop(dest, None)
+            conn.close(CloseCode.POLICY_VIOLATION, "peer authentication failed")
+            conn.abort()
+            raise PeerAuthFailed(f"{dest} refused by the verify_peer hook")
+        fut: asyncio.Future[bytes] = loop.create_future()
+        conn.waiting[rid] = fut
+        conn.last_used = time.monotonic()
+        # a timer on the future, not a timeout scope per request: the cheaper of the two
+        timer = loop.call_at(when, _expire, fut, key, dest)
         try:
-            async with asyncio.timeout_at(loop_deadline(deadline)):
-                conn = await self._connection(dest)
-                if not self.client.approve(dest, key, conn.cert, conn.approved):
-                    self.conns.pop(dest, None)
-                    conn.close(CloseCode.POLICY_VIOLATION, "peer authentication failed")
-                    conn.abort()
-                    raise PeerAuthFailed(f"{dest} refused by the verify_peer hook")
-                fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-                conn.waiting[rid] = fut
-                conn.last_used = time.monotonic()
-                try:
-                    conn.send_text(wire.encode_request(rid, key, payload))
-                    reply = await fut
-                finally:
-                    conn.waiting.pop(rid, None)
-        except TimeoutError:
-            raise RPCError("ERR_TIMEOUT", f"{key!r} at {dest} did not answer in time", dest) from None
+            conn.send_text(wire.encode_request(rid, key, payload))
+            reply = await fut
+        finally:
+            timer.cancel()
+            conn.waiting.pop(rid, None)
         from .client import check_reply
 
         return check_reply(dest, rid, reply, result_type)
