@@ -53,6 +53,8 @@ class WSProtocol(asyncio.Protocol):
         self.on_closed(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return  # refused or closed: nothing more is read
         self.proto.receive_data(data)
         self.process()
 

@@ -6,8 +6,8 @@ server does. Unlike Node's server, a malformed message is answered (``ERR_BAD_RE
 when it can be read), not ignored. The protocol is the ``websockets`` library's (``ws.py``); the
 bounds, from ``ServerLimits``, are enforced here:
 
-* connections: the cap is checked at the handshake; the longest-idle connection (no request in flight)
-  makes room, otherwise the newcomer gets 503 ``ERR_TOO_MANY_CONNECTIONS``;
+* connections (handshaking ones included): at the cap the longest-idle open connection (no request in
+  flight) makes room, otherwise the newcomer gets 503 ``ERR_TOO_MANY_CONNECTIONS`` and is closed;
 * the handshake: ``websockets`` caps its request at 128 headers of at most 8 KiB each; it must complete
   within ``header_timeout`` of the connection;
 * messages: at most ``ws_max_message`` bytes (close 1009); bytes of partly received messages are
@@ -68,14 +68,21 @@ class WSListener:
         )
         return int(self._server.sockets[0].getsockname()[1])
 
-    def admit(self) -> bool:
-        if len(self.connections) >= self.max_connections:
+    def admit(self, conn: _Connection) -> bool:
+        """Count a new TCP connection (handshaking ones too); at the cap, close the longest-idle open
+        connection to make room, or refuse."""
+        if len(self.all) >= self.max_connections:
             idle = [c for c in self.connections if not c.inflight]
             if idle:
                 victim = min(idle, key=lambda c: c.idle_since)
                 self.connections.discard(victim)
+                self.all.discard(victim)
                 victim.close(CloseCode.TRY_AGAIN_LATER, "connection cap: closing the longest idle")
-        return len(self.connections) < self.max_connections
+                victim.abort()
+        if len(self.all) >= self.max_connections:
+            return False
+        self.all.add(conn)
+        return True
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -112,7 +119,16 @@ class _Connection(WSProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.listener.all.add(self)
+        if not self.listener.admit(self):
+            body = wire.encode_reply(None, f"{ERR_TOO_MANY_CONNECTIONS}: server at its connection cap", None)
+            assert self.transport is not None
+            self.transport.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (len(body), body)
+            )
+            self.transport.close()
+            self.transport = None
+            return
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
@@ -157,11 +173,7 @@ class _Connection(WSProtocol):
             return
         proto = self.proto
         assert isinstance(proto, ServerProtocol)
-        if not self.listener.admit():
-            body = wire.encode_reply(None, f"{ERR_TOO_MANY_CONNECTIONS}: server at its connection cap", None)
-            response = proto.reject(503, body.decode())
-        else:
-            response = proto.accept(event)
+        response = proto.accept(event)
         proto.send_response(response)
         if response.status_code != 101:
             self.flush()

@@ -405,3 +405,29 @@ async def test_ws_connection_cap(link: Link) -> None:
 async def _slow(seconds: Any) -> Any:
     await asyncio.sleep(seconds)
     return seconds
+
+
+async def test_ws_silent_handshakes_count_and_time_out(link: Link) -> None:
+    """Connections that never send their opening handshake hold a slot for header_timeout at most."""
+    limits = ServerLimits(max_connections=4, header_timeout=0.5)
+    server = PeerRPCServer(link, transport="ws", limits=limits)
+    server.add_handler("echo", _identity)
+    port = await server.listen(0)
+    url = f"ws://127.0.0.1:{port}/ws"
+    try:
+        silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+        with pytest.raises(InvalidStatus) as info:  # they count: no room, and none is idle and open
+            await connect(url, compression=None, proxy=None)
+        assert info.value.response.status_code == 503
+        started = time.monotonic()
+        for reader, _ in silent:  # closed by the handshake deadline
+            async with asyncio.timeout(3):
+                assert await reader.read() == b""
+        assert time.monotonic() - started < 2
+        async with connect(url, compression=None, proxy=None) as ws:
+            await ws.send('["r", "echo", 5]')
+            assert json.loads(await ws.recv()) == ["r", None, 5]
+        for _, writer in silent:
+            writer.close()
+    finally:
+        await server.stop()
