@@ -1,13 +1,16 @@
 'use strict'
-// Benchmark load generator on grenache-nodejs-http.
-// usage: node node_client.js GRAPE_URL KEY INFLIGHT SECONDS WARMUP_SECONDS
+// Benchmark load generator on grenache-nodejs-http (or grenache-nodejs-ws 1.0.0 with TRANSPORT=ws).
+// usage: node node_client.js GRAPE_URL KEY INFLIGHT SECONDS WARMUP_SECONDS [http|ws]
 // Keeps INFLIGHT requests outstanding; after the warm-up, records every request started and finished
 // inside the measured window. Prints one JSON line: {requests, errors, seconds, rps, p50_ms, p99_ms}.
+// With GRENACHE_TLS_DIR (key.pem, cert.pem, ca.pem) it uses the `secure` mode (https / wss).
 
-const { PeerRPCClient } = require('grenache-nodejs-http')
+const fs = require('fs')
+const path = require('path')
 const Link = require('grenache-nodejs-link')
 
-const [grape, key, inflightArg, secondsArg, warmupArg] = process.argv.slice(2)
+const [grape, key, inflightArg, secondsArg, warmupArg, transport = 'http'] = process.argv.slice(2)
+const { PeerRPCClient } = transport === 'ws' ? require('grenache-nodejs-ws-1') : require('grenache-nodejs-http')
 const inflight = parseInt(inflightArg, 10)
 const seconds = parseFloat(secondsArg)
 const warmup = parseFloat(warmupArg)
@@ -18,7 +21,13 @@ if (!grape || !key || !(inflight > 0) || !(seconds > 0) || !(warmup >= 0)) {
 
 const link = new Link({ grape })
 link.start()
-const peer = new PeerRPCClient(link, {})
+const tlsDir = process.env.GRENACHE_TLS_DIR
+const conf = {}
+if (tlsDir) {
+  const read = (name) => fs.readFileSync(path.join(tlsDir, name))
+  conf.secure = { key: read('key.pem'), cert: read('cert.pem'), ca: read('ca.pem') }
+}
+const peer = new PeerRPCClient(link, conf)
 peer.init()
 
 const now = () => Number(process.hrtime.bigint()) / 1e6 // ms

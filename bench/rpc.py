@@ -1,13 +1,18 @@
 """RPC throughput and latency: the Python Grenache library against the Node originals, in one run.
 
-    .venv/bin/python bench/rpc.py [--seconds 3] [--warmup 1] [--inflight 1,32] [--json out.json]
+    .venv/bin/python bench/rpc.py [--seconds 3] [--warmup 1] [--inflight 1,32] [--transports http,https,ws]
+                                  [--json out.json]
 
-Starts two Grapes on loopback, one Node server (grenache-nodejs-http 1.0.2, tests/node/server.js) and one
-Python server (bench/rpc_server.py, uvloop), each in its own process, then for every pair and in-flight
-count runs a load-generator process (bench/node_client.js or bench/rpc_client.py) that keeps that many
-requests outstanding for a warm-up and then a measured window, and prints JSON stats. Node client → Node
-server is the anchor: the ratio column compares each pair's req/s with it at the same in-flight count.
-Every process started here is stopped at the end, also on Ctrl-C or SIGTERM.
+Starts two Grapes on loopback and, for each transport, one Node server and one Python server
+(bench/rpc_server.py, uvloop), each in its own process: ``http`` = grenache-nodejs-http 1.0.2
+(tests/node/server.js); ``https`` = the same in its ``secure`` mode, with a CA and certificates made
+for the run (client certificates too); ``ws`` = grenache-nodejs-ws 1.0.0 (tests/node/ws_server.js).
+Then for every pair and in-flight count a load-generator process (bench/node_client.js or
+bench/rpc_client.py) keeps that many requests outstanding for a warm-up and then a measured window, and
+prints JSON stats. Node client → Node server of the same transport is the anchor: "ratio" compares each
+pair's req/s with it at the same in-flight count; "vs http" compares it with the same pair over plain
+HTTP (the cost of TLS, or the gain of WebSocket). Every process started here is stopped at the end,
+also on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -32,15 +39,25 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from grenache import tls  # noqa: E402
 from grenache.grapes import GrapeNetwork  # noqa: E402
 
 BENCH = ROOT / "bench"
+NODE_TESTS = ROOT / "tests" / "node"
 PYTHON = sys.executable
 NODE = shutil.which("node") or "node"
 
-SERVERS = {
-    "node": [NODE, str(ROOT / "tests" / "node" / "server.js")],  # the interop tests' server
-    "python": [PYTHON, str(BENCH / "rpc_server.py")],
+TRANSPORTS = ["http", "https", "ws"]
+WIRE = {"http": "http", "https": "http", "ws": "ws"}  # the RPC transport under each benchmarked one
+SERVERS: dict[str, dict[str, Callable[[str, str], list[str]]]] = {
+    "node": {
+        "http": lambda grape, key: [NODE, str(NODE_TESTS / "server.js"), grape, key],
+        "ws": lambda grape, key: [NODE, str(NODE_TESTS / "ws_server.js"), "grenache-nodejs-ws-1", grape, key],
+    },
+    "python": {
+        "http": lambda grape, key: [PYTHON, str(BENCH / "rpc_server.py"), grape, key, "http"],
+        "ws": lambda grape, key: [PYTHON, str(BENCH / "rpc_server.py"), grape, key, "ws"],
+    },
 }
 CLIENTS = {
     "node": [NODE, str(BENCH / "node_client.js")],
@@ -49,7 +66,7 @@ CLIENTS = {
 PAIRS = [("node", "node"), ("python", "python"), ("python", "node"), ("node", "python")]
 LABEL = {"node": "Node", "python": "Python"}
 
-console = Console()
+console = Console(width=max(120, shutil.get_terminal_size((120, 40)).columns))
 
 
 class Processes:
@@ -58,9 +75,9 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[str]] = []
 
-    def start(self, cmd: list[str]) -> subprocess.Popen[str]:
+    def start(self, cmd: list[str], tls_dir: Path | None = None) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tls_dir)
         )
         self.procs.append(proc)
         return proc
@@ -84,10 +101,22 @@ class Processes:
             self.stop(proc)
 
 
-def _env() -> dict[str, str]:
+def _env(tls_dir: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    env.pop("GRENACHE_TLS_DIR", None)
+    if tls_dir is not None:
+        env["GRENACHE_TLS_DIR"] = str(tls_dir)
     return env
+
+
+def make_pki(folder: Path) -> Path:
+    """A CA and one certificate (for 127.0.0.1) that every TLS server and client of the run uses."""
+    ca = tls.CertificateAuthority("bench CA")
+    cert, key = ca.issue("bench-peer")
+    for name, data in (("cert.pem", cert), ("key.pem", key), ("ca.pem", ca.cert_pem)):
+        (folder / name).write_bytes(data)
+    return folder
 
 
 def wait_ready(proc: subprocess.Popen[str], name: str, deadline_s: float = 20.0) -> int:
@@ -107,9 +136,18 @@ def wait_ready(proc: subprocess.Popen[str], name: str, deadline_s: float = 20.0)
 
 
 def run_client(
-    procs: Processes, kind: str, grape: str, key: str, inflight: int, seconds: float, warmup: float
+    procs: Processes,
+    kind: str,
+    grape: str,
+    key: str,
+    inflight: int,
+    seconds: float,
+    warmup: float,
+    transport: str,
+    tls_dir: Path | None,
 ) -> dict[str, Any]:
-    proc = procs.start([*CLIENTS[kind], grape, key, str(inflight), str(seconds), str(warmup)])
+    cmd = [*CLIENTS[kind], grape, key, str(inflight), str(seconds), str(warmup), WIRE[transport]]
+    proc = procs.start(cmd, tls_dir)
     try:
         out, err = proc.communicate(timeout=warmup + seconds + 30)
     finally:
@@ -143,38 +181,57 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured window per cell (default 3)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured warm-up per cell (default 1)")
     parser.add_argument("--inflight", default="1,32", help="comma-separated in-flight counts (default 1,32)")
+    parser.add_argument("--transports", default=",".join(TRANSPORTS), help="default http,https,ws")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     args = parser.parse_args()
     inflights = [int(x) for x in args.inflight.split(",") if x.strip()]
+    transports = [t for t in args.transports.split(",") if t.strip()]
+    if any(t not in TRANSPORTS for t in transports):
+        parser.error(f"--transports takes {', '.join(TRANSPORTS)}")
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     procs = Processes()
     results: list[dict[str, Any]] = []
     try:
-        with GrapeNetwork(2) as net:
+        with GrapeNetwork(2) as net, tempfile.TemporaryDirectory(prefix="bench-rpc-") as tmp:
+            pki = make_pki(Path(tmp))
             server_grape, client_grape = net.urls
-            keys: dict[str, str] = {}
-            for kind, cmd in SERVERS.items():
-                keys[kind] = f"bench:rpc:{kind}:{uuid.uuid4().hex[:6]}"
-                port = wait_ready(procs.start([*cmd, server_grape, keys[kind]]), kind)
-                console.print(f"[dim]{kind} server on 127.0.0.1:{port} as {keys[kind]}[/dim]")
-            for inflight in inflights:
-                for client_kind, server_kind in PAIRS:
-                    pair = f"{LABEL[client_kind]} → {LABEL[server_kind]}"
-                    with console.status(f"{pair}, {inflight} in flight…"):
-                        stats = run_client(
-                            procs, client_kind, client_grape, keys[server_kind], inflight,
-                            args.seconds, args.warmup,
-                        )  # fmt: skip
-                    stats.update(pair=pair, client=client_kind, server=server_kind, inflight=inflight)
-                    results.append(stats)
-                    console.print(
-                        f"[dim]{pair:<16} {inflight:>3} in flight {stats['rps']:>7.0f} req/s"
-                        f"  p50 {fmt(stats['p50_ms'])}  p99 {fmt(stats['p99_ms'])} ms"
-                        f"  errors {stats['errors']}[/dim]",
-                        no_wrap=True,
-                    )
+            for transport in transports:
+                tls_dir = pki if transport == "https" else None
+                keys: dict[str, str] = {}
+                servers = []
+                for kind, commands in SERVERS.items():
+                    keys[kind] = f"bench:rpc:{transport}:{kind}:{uuid.uuid4().hex[:6]}"
+                    proc = procs.start(commands[WIRE[transport]](server_grape, keys[kind]), tls_dir)
+                    servers.append(proc)
+                    port = wait_ready(proc, f"{kind} {transport}")
+                    console.print(f"[dim]{kind} {transport} server on 127.0.0.1:{port} as {keys[kind]}[/dim]")
+                for inflight in inflights:
+                    for client_kind, server_kind in PAIRS:
+                        pair = f"{LABEL[client_kind]} → {LABEL[server_kind]}"
+                        with console.status(f"{transport} {pair}, {inflight} in flight…"):
+                            stats = run_client(
+                                procs, client_kind, client_grape, keys[server_kind], inflight,
+                                args.seconds, args.warmup, transport, tls_dir,
+                            )  # fmt: skip
+                        stats.update(
+                            pair=pair,
+                            client=client_kind,
+                            server=server_kind,
+                            inflight=inflight,
+                            transport=transport,
+                        )
+                        results.append(stats)
+                        console.print(
+                            f"[dim]{transport:<5} {pair:<16} {inflight:>3} in flight"
+                            f" {stats['rps']:>7.0f} req/s"
+                            f"  p50 {fmt(stats['p50_ms'])}  p99 {fmt(stats['p99_ms'])} ms"
+                            f"  errors {stats['errors']}[/dim]",
+                            no_wrap=True,
+                        )
+                for proc in servers:  # one transport's servers at a time: 2 cores
+                    procs.stop(proc)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process[/yellow]")
         return 130
@@ -184,20 +241,37 @@ def main() -> int:
     finally:
         procs.stop_all()
 
-    anchor = {r["inflight"]: r["rps"] for r in results if (r["client"], r["server"]) == ("node", "node")}
+    def rps(transport: str, client: str, server: str, inflight: int) -> float | None:
+        for r in results:
+            if (r["transport"], r["client"], r["server"], r["inflight"]) == (
+                transport,
+                client,
+                server,
+                inflight,
+            ):
+                return float(r["rps"])
+        return None
+
     table = Table(
-        title=f"Grenache HTTP RPC, loopback, {args.seconds:g} s per cell after {args.warmup:g} s warm-up",
-        caption="ratio = req/s ÷ Node → Node req/s at the same in-flight count",
+        title=f"Grenache RPC, loopback, {args.seconds:g} s per cell after {args.warmup:g} s warm-up",
+        caption="ratio = req/s ÷ Node → Node req/s on the same transport at the same in-flight count; "
+        "vs http = req/s ÷ the same pair's plain-HTTP req/s",
     )
+    table.add_column("transport", no_wrap=True)
     table.add_column("pair", no_wrap=True)
-    for col in ("in-flight", "req/s", "p50 ms", "p99 ms", "ratio", "errors"):
+    for col in ("in-flight", "req/s", "p50 ms", "p99 ms", "ratio", "vs http", "errors"):
         table.add_column(col, justify="right", no_wrap=True)
-    for r in sorted(results, key=lambda r: (r["inflight"], PAIRS.index((r["client"], r["server"])))):
-        base = anchor.get(r["inflight"])
+    order = {t: i for i, t in enumerate(TRANSPORTS)}
+    for r in sorted(
+        results, key=lambda r: (order[r["transport"]], r["inflight"], PAIRS.index((r["client"], r["server"])))
+    ):
+        base = rps(r["transport"], "node", "node", r["inflight"])
+        plain = rps("http", r["client"], r["server"], r["inflight"])
         ratio = f"{r['rps'] / base:.2f}×" if base else "-"
+        vs_plain = f"{r['rps'] / plain:.2f}×" if plain and r["transport"] != "http" else "-"
         table.add_row(
-            r["pair"], str(r["inflight"]), f"{r['rps']:.0f}", fmt(r["p50_ms"]), fmt(r["p99_ms"]), ratio,
-            str(r["errors"]),
+            r["transport"], r["pair"], str(r["inflight"]), f"{r['rps']:.0f}", fmt(r["p50_ms"]),
+            fmt(r["p99_ms"]), ratio, vs_plain, str(r["errors"]),
         )  # fmt: skip
     console.print(table)
     versions = f"{os.cpu_count()} CPUs; Node {_node_version()}; Python {sys.version.split()[0]}"
@@ -206,7 +280,8 @@ def main() -> int:
         args.json.write_text(json.dumps(results, indent=2))
     if any(r["errors"] for r in results):
         console.print("[red]some requests failed[/red]: " + "; ".join(
-            f"{r['pair']}/{r['inflight']}: {r['first_error']}" for r in results if r["errors"]
+            f"{r['transport']} {r['pair']}/{r['inflight']}: {r['first_error']}"
+            for r in results if r["errors"]
         ))  # fmt: skip
         return 1
     return 0

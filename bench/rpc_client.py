@@ -1,20 +1,24 @@
 """Benchmark load generator on the Python Grenache library (uvloop).
 
-usage: python bench/rpc_client.py GRAPE_URL KEY INFLIGHT SECONDS WARMUP_SECONDS
+usage: python bench/rpc_client.py GRAPE_URL KEY INFLIGHT SECONDS WARMUP_SECONDS [http|ws]
 Keeps INFLIGHT requests outstanding; after the warm-up, records every request started and finished inside
 the measured window. Prints one JSON line: {requests, errors, seconds, rps, p50_ms, p99_ms}.
+With GRENACHE_TLS_DIR (key.pem, cert.pem, ca.pem) it uses TLS, verifying the server against that CA.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
+from pathlib import Path
+from typing import Literal
 
 import uvloop
 
-from grenache import Link, PeerRPCClient, RPCError
+from grenache import Link, PeerRPCClient, RPCError, tls
 
 
 def pct(sorted_ms: list[float], p: float) -> float | None:
@@ -23,10 +27,17 @@ def pct(sorted_ms: list[float], p: float) -> float | None:
     return sorted_ms[min(len(sorted_ms) - 1, int(p * len(sorted_ms)))]
 
 
-async def main(grape: str, key: str, inflight: int, seconds: float, warmup: float) -> dict[str, object]:
+async def main(
+    grape: str, key: str, inflight: int, seconds: float, warmup: float, transport: Literal["http", "ws"]
+) -> dict[str, object]:
+    folder = os.environ.get("GRENACHE_TLS_DIR")
+    ctx = None
+    if folder:
+        pem = {name: (Path(folder) / f"{name}.pem").read_bytes() for name in ("cert", "key", "ca")}
+        ctx = tls.client_context(cert_pem=pem["cert"], key_pem=pem["key"], ca_pem=pem["ca"])
     # lookups cached 10 s, as grenache-nodejs-link does, so both clients ask the Grape equally rarely
     async with Link(grape, lookup_cache_ttl=10.0) as link:
-        client = PeerRPCClient(link, max_conns_per_dest=max(64, inflight))
+        client = PeerRPCClient(link, transport=transport, ssl=ctx, max_conns_per_dest=max(64, inflight))
         t0 = time.perf_counter()
         measure_from = t0 + warmup
         measure_to = measure_from + seconds
@@ -72,8 +83,9 @@ async def main(grape: str, key: str, inflight: int, seconds: float, warmup: floa
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 6:
-        sys.exit("usage: python bench/rpc_client.py GRAPE_URL KEY INFLIGHT SECONDS WARMUP_SECONDS")
-    grape_url, service, n_inflight, n_seconds, n_warmup = sys.argv[1:]
-    stats = uvloop.run(main(grape_url, service, int(n_inflight), float(n_seconds), float(n_warmup)))
+    if len(sys.argv) not in (6, 7):
+        sys.exit("usage: python bench/rpc_client.py GRAPE_URL KEY INFLIGHT SECONDS WARMUP_SECONDS [http|ws]")
+    grape_url, service, n_inflight, n_seconds, n_warmup = sys.argv[1:6]
+    mode: Literal["http", "ws"] = "ws" if sys.argv[6:] == ["ws"] else "http"
+    stats = uvloop.run(main(grape_url, service, int(n_inflight), float(n_seconds), float(n_warmup), mode))
     print(json.dumps(stats), flush=True)

@@ -1,28 +1,84 @@
-"""``grenache``: the Python counterpart of grenache-cli (Grape networks, announce, lookup, RPC, DHT)."""
+"""``grenache``: the Python counterpart of grenache-cli (Grape networks, announce, lookup, RPC, DHT), plus
+``grenache serve`` to answer a name from the command line on either transport."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import socket
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
 
 import click
 
+from . import tls
 from .client import PeerRPCClient
 from .errors import GrenacheError, RPCError
 from .grapes import GrapeNetwork
 from .link import Link
+from .server import PeerRPCServer
 
 T = TypeVar("T")
 DEFAULT_GRAPE = "http://127.0.0.1:30001"
 
+
+def normalize_grape(value: str) -> str:
+    """``127.0.0.1:30001`` -> ``http://127.0.0.1:30001``; anything Link refuses -> a clear message."""
+    url = value.strip()
+    if "://" not in url:
+        url = "http://" + url
+    try:
+        Link(url)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a Grape API address: use http://HOST:PORT or HOST:PORT, "
+            "e.g. http://127.0.0.1:30001"
+        ) from None
+    return url.rstrip("/")
+
+
 grape_option = click.option(
-    "--grape", default=DEFAULT_GRAPE, show_default=True, envvar="GRENACHE_GRAPE", help="Grape HTTP API URL."
+    "--grape",
+    default=DEFAULT_GRAPE,
+    show_default=True,
+    envvar="GRENACHE_GRAPE",
+    callback=lambda ctx, param, value: normalize_grape(value),
+    help="Grape HTTP API: http://HOST:PORT or HOST:PORT.",
 )
+transport_option = click.option(
+    "--transport",
+    type=click.Choice(["http", "ws"]),
+    default="http",
+    show_default=True,
+    help="RPC transport: grenache-nodejs-http or grenache-nodejs-ws.",
+)
+
+
+def _client_tls(tls_: bool, ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if not (tls_ or ca or cert or key):
+        return None
+    if (cert is None) != (key is None):
+        raise click.BadParameter("--cert and --key go together")
+    return tls.client_context(
+        ca_pem=ca.read_bytes() if ca else None,
+        cert_pem=cert.read_bytes() if cert else None,
+        key_pem=key.read_bytes() if key else None,
+    )
+
+
+def _tls_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    file = click.Path(exists=True, dir_okay=False, path_type=Path)
+    fn = click.option("--pin", help="Hex public key the server's certificate must carry (implies --tls).")(fn)
+    fn = click.option("--key", "key_file", type=file, help="Our private key (PEM), with --cert.")(fn)
+    fn = click.option("--cert", type=file, help="Our certificate (PEM), sent to the server.")(fn)
+    fn = click.option("--ca", type=file, help="CA (PEM) the server's certificate must chain to.")(fn)
+    return click.option("--tls", "tls_", is_flag=True, help="Use TLS (https/wss).")(fn)
 
 
 def _run(fn: Callable[[Link], Awaitable[T]], grape: str) -> T:
@@ -111,18 +167,59 @@ def lookup(name: str, grape: str) -> None:
         click.echo(dest)
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 @main.command()
 @click.argument("name")
 @click.argument("port", type=click.IntRange(1, 65535))
+@transport_option
 @grape_option
-def announce(name: str, port: int, grape: str) -> None:
-    """Announce NAME on PORT once (records expire unless re-announced)."""
-    _print(_run(lambda link: link.announce(name, port), grape))
+def announce(name: str, port: int, transport: str, grape: str) -> None:
+    """Announce NAME on PORT once (records expire unless re-announced).
+
+    The Grape records its own address with PORT, so announce through a Grape on the service's host.
+    """
+    nodes = _run(lambda link: link.announce(name, port), grape)
+    click.echo(
+        f"announced {name!r} on port {port} through {grape}: {nodes} other Grape node"
+        f"{'' if nodes == 1 else 's'} stored it. Clients reach it with --transport {transport}. "
+        "Records expire 80-160 s after the last announce: `grenache serve` keeps announcing."
+    )
+    if not _listening(port):
+        click.echo(f"warning: nothing listens on 127.0.0.1:{port} yet", err=True)
 
 
-def _rpc(grape: str, key: str, payload: Any, timeout: float, compress: bool, fanout: bool) -> Any:
+def _rpc(
+    grape: str,
+    key: str,
+    payload: Any,
+    timeout: float,
+    compress: bool,
+    fanout: bool,
+    transport: str = "http",
+    ssl_ctx: ssl.SSLContext | None = None,
+    pin: str | None = None,
+) -> Any:
+    verify = None
+    if pin is not None:
+        try:
+            verify = tls.pin_public_key(bytes.fromhex(pin))
+        except ValueError:
+            raise click.BadParameter("--pin takes a hex public key") from None
+        ssl_ctx = ssl_ctx or tls.client_context()
+
     async def call(link: Link) -> Any:
-        client = PeerRPCClient(link, timeout=timeout)
+        client = PeerRPCClient(
+            link,
+            timeout=timeout,
+            transport=cast(Literal["http", "ws"], transport),
+            ssl=ssl_ctx,
+            verify_peer=verify,
+        )
         try:
             if fanout:
                 return [
@@ -140,22 +237,118 @@ def _rpc(grape: str, key: str, payload: Any, timeout: float, compress: bool, fan
 @click.argument("name")
 @click.argument("payload", type=_json_arg, default="null")
 @click.option("--timeout", type=float, default=10.0, show_default=True)
-@click.option("--compress", is_flag=True, help="gzip the request (grc-compress: gzip).")
+@click.option("--compress", is_flag=True, help="gzip the request (grc-compress: gzip; HTTP only).")
+@transport_option
+@_tls_options
 @grape_option
-def request(name: str, payload: Any, timeout: float, compress: bool, grape: str) -> None:
+def request(
+    name: str,
+    payload: Any,
+    timeout: float,
+    compress: bool,
+    transport: str,
+    tls_: bool,
+    ca: Path | None,
+    cert: Path | None,
+    key_file: Path | None,
+    pin: str | None,
+    grape: str,
+) -> None:
     """Send the JSON PAYLOAD to one destination of NAME and print the result."""
-    _print(_rpc(grape, name, payload, timeout, compress, fanout=False))
+    ctx = _client_tls(tls_, ca, cert, key_file)
+    _print(_rpc(grape, name, payload, timeout, compress, False, transport, ctx, pin))
 
 
 @main.command(name="map")
 @click.argument("name")
 @click.argument("payload", type=_json_arg, default="null")
 @click.option("--timeout", type=float, default=10.0, show_default=True)
-@click.option("--compress", is_flag=True, help="gzip the request (grc-compress: gzip).")
+@click.option("--compress", is_flag=True, help="gzip the request (grc-compress: gzip; HTTP only).")
+@transport_option
+@_tls_options
 @grape_option
-def map_(name: str, payload: Any, timeout: float, compress: bool, grape: str) -> None:
+def map_(
+    name: str,
+    payload: Any,
+    timeout: float,
+    compress: bool,
+    transport: str,
+    tls_: bool,
+    ca: Path | None,
+    cert: Path | None,
+    key_file: Path | None,
+    pin: str | None,
+    grape: str,
+) -> None:
     """Send the JSON PAYLOAD to every destination of NAME and print each outcome."""
-    _print(_rpc(grape, name, payload, timeout, compress, fanout=True))
+    ctx = _client_tls(tls_, ca, cert, key_file)
+    _print(_rpc(grape, name, payload, timeout, compress, True, transport, ctx, pin))
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--echo", "mode", flag_value="echo", default=True, help="Reply with the payload (default).")
+@click.option("--reply", "reply_json", type=_json_arg, help="Reply with this JSON value instead.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0: any free port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--no-announce", is_flag=True, help="Serve without announcing (no Grape needed).")
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TLS certificate.")
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@transport_option
+@grape_option
+def serve(
+    names: tuple[str, ...],
+    mode: str,
+    reply_json: Any,
+    port: int,
+    host: str,
+    no_announce: bool,
+    cert: Path | None,
+    key_file: Path | None,
+    transport: str,
+    grape: str,
+) -> None:
+    """Answer requests to NAMES (echo, or a fixed JSON reply) and keep announcing them; Ctrl-C stops.
+
+    For tests and demos: `grenache serve rpc_test --reply '"world"' --transport ws` answers the
+    grenache-nodejs-ws examples.
+    """
+    if (cert is None) != (key_file is None):
+        raise click.BadParameter("--cert and --key go together")
+    ctx = tls.server_context(cert.read_bytes(), key_file.read_bytes()) if cert and key_file else None
+    fixed = reply_json is not None
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with Link(grape) as link:
+            server = PeerRPCServer(link, host=host, transport=cast(Literal["http", "ws"], transport), ssl=ctx)
+
+            async def answer(payload: Any) -> Any:
+                return reply_json if fixed else payload
+
+            for name in names:
+                server.add_handler(name, answer)
+            bound = await server.listen(port)
+            scheme = {"http": "https", "ws": "wss"}[transport] if ctx else transport
+            where = "not announced" if no_announce else f"announced through {grape}"
+            click.echo(f"serving {', '.join(names)} on {host}:{bound} over {scheme}, {where}; Ctrl-C stops")
+            sys.stdout.flush()
+            if not no_announce:
+                for name in names:
+                    outcome = await server.announce(name)
+                    if isinstance(outcome, GrenacheError):
+                        click.echo(f"warning: announcing {name!r} failed ({outcome}); retrying", err=True)
+            try:
+                await stop.wait()
+            finally:
+                await server.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    click.echo("stopped", err=True)
 
 
 @main.command()

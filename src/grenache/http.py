@@ -1,29 +1,46 @@
 """A small HTTP/1.1 client on llhttp (``httptools``): keep-alive connection pools, one request in
-flight per connection. Used by the RPC client and by ``Link`` for the Grape API: both send short POSTs
-to few hosts, where a general-purpose client costs more time and memory than it gives."""
+flight per connection, optionally over TLS. Used by the RPC client and by ``Link`` for the Grape API:
+both send short POSTs to few hosts, where a general-purpose client costs more time and memory than it
+gives. A reply is bounded in header bytes and body bytes (``limits.ClientLimits``)."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
+import ssl as _ssl
 import time
+from collections.abc import Callable
 from typing import cast
 
 import httptools
+
+from .limits import ClientLimits
 
 
 class ConnectFailed(Exception):
     """The request never left: safe to try another destination."""
 
 
-MAX_REPLY = 256 * 1024 * 1024  # a peer must not be able to exhaust our memory with one reply
+class PeerAuthFailed(ConnectFailed):
+    """The server's TLS certificate was refused (verification or pinning); nothing was sent."""
+
+
+class ReplyTooLarge(ConnectionError):
+    """The reply exceeded the client's cap; the connection was closed."""
+
+
+MAX_REPLY = ClientLimits().max_reply
+MAX_REPLY_HEAD = ClientLimits().max_reply_header_bytes
 
 
 class HTTPConnection(asyncio.Protocol):
-    def __init__(self, max_body: int = MAX_REPLY) -> None:
+    def __init__(self, max_body: int = MAX_REPLY, max_head: int = MAX_REPLY_HEAD) -> None:
         self.max_body = max_body
+        self.max_head = max_head
         self.size = 0
+        self.head_bytes = 0
+        self.in_head = True
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
@@ -31,10 +48,15 @@ class HTTPConnection(asyncio.Protocol):
         self.keep_alive = True
         self.idle_since = time.monotonic()
         self.lost = False
+        self.cert: bytes | None = None  # the server's TLS certificate (DER), once connected
+        self.approved: set[str] = set()  # service keys the verify hook accepted for this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # not an isinstance check: uvloop's TCPTransport does not subclass asyncio.Transport
         self.transport = cast(asyncio.Transport, transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.cert = ssl_object.getpeercert(binary_form=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -42,28 +64,42 @@ class HTTPConnection(asyncio.Protocol):
             self.waiter.set_exception(ConnectionResetError("connection closed before the reply"))
 
     def data_received(self, data: bytes) -> None:
+        if self.in_head:
+            # httptools holds a header whole until it ends: count the bytes of an unfinished head
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_exception(ConnectionError(f"malformed HTTP reply: {exc}"))
-            self.close()
+            self._fail(ConnectionError(f"malformed HTTP reply: {exc}"))
+            return
+        if self.in_head and self.head_bytes > self.max_head:
+            self._fail(ReplyTooLarge(f"reply headers exceed {self.max_head} bytes"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+        self.close()
 
     def on_message_begin(self) -> None:
         self.body = []
         self.size = 0
 
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+
     def on_body(self, data: bytes) -> None:
+        if self.lost:
+            return
         self.size += len(data)
         if self.size > self.max_body:
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_exception(ConnectionError(f"reply larger than {self.max_body} bytes"))
-            self.close()
+            self._fail(ReplyTooLarge(f"reply larger than {self.max_body} bytes"))
             return
         self.body.append(data)
 
     def on_message_complete(self) -> None:
         self.keep_alive = self.parser.should_keep_alive()
+        self.in_head = True
+        self.head_bytes = 0
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result((self.parser.get_status_code(), b"".join(self.body)))
 
@@ -86,17 +122,31 @@ class HTTPConnection(asyncio.Protocol):
 class ConnectionPool:
     """Keep-alive connections to one ``host:port``."""
 
-    def __init__(self, dest: str, limit: int, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        dest: str,
+        limit: int,
+        idle_timeout: float,
+        *,
+        ssl: _ssl.SSLContext | None = None,
+        max_reply: int = MAX_REPLY,
+        max_reply_head: int = MAX_REPLY_HEAD,
+    ) -> None:
         host, _, port = dest.rpartition(":")
+        self.dest = dest
         self.host = host.strip("[]")
         self.port = int(port)
         self.limit = limit
         self.idle_timeout = idle_timeout
+        self.ssl = ssl
+        self.max_reply = max_reply
+        self.max_reply_head = max_reply_head
         self.idle: collections.deque[HTTPConnection] = collections.deque()
         self.busy = 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def acquire(self) -> HTTPConnection:
+    def try_acquire(self) -> HTTPConnection | None:
+        """An idle keep-alive connection, at once, or None."""
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()  # most recently used first: the likeliest to be alive
@@ -104,6 +154,12 @@ class ConnectionPool:
                 self.busy += 1
                 return conn
             conn.close()
+        return None
+
+    async def acquire(self) -> HTTPConnection:
+        conn = self.try_acquire()
+        if conn is not None:
+            return conn
         while self.busy >= self.limit:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.waiters.append(fut)
@@ -116,11 +172,23 @@ class ConnectionPool:
                 return await self.acquire()
         self.busy += 1
         try:
-            _, conn = await asyncio.get_running_loop().create_connection(HTTPConnection, self.host, self.port)
+            _, conn = await asyncio.get_running_loop().create_connection(
+                lambda: HTTPConnection(self.max_reply, self.max_reply_head),
+                self.host,
+                self.port,
+                ssl=self.ssl,
+                ssl_handshake_timeout=10.0 if self.ssl is not None else None,
+            )
+        except _ssl.SSLCertVerificationError as exc:
+            self.busy -= 1
+            self._wake()
+            raise PeerAuthFailed(f"TLS certificate of {self.dest} refused: {exc.verify_message}") from None
         except OSError as exc:
             self.busy -= 1
             self._wake()
-            raise ConnectFailed(str(exc)) from None
+            raise ConnectFailed(
+                f"{type(exc).__name__}: {exc}" if isinstance(exc, _ssl.SSLError) else str(exc)
+            ) from None
         except BaseException:
             self.busy -= 1
             self._wake()
@@ -149,22 +217,44 @@ class ConnectionPool:
         self.idle.clear()
 
 
-async def exchange(pool: ConnectionPool, data: bytes, deadline: float) -> tuple[int, bytes]:
+Verify = Callable[[HTTPConnection], bool]
+
+
+async def exchange(
+    pool: ConnectionPool, data: bytes, deadline: float, verify: Verify | None = None
+) -> tuple[int, bytes]:
     """Send one request (head and body in ``data``) on a pooled connection; (status, body).
 
-    Raises ``ConnectFailed`` when no connection could be made (nothing was sent), ``TimeoutError`` at
-    the deadline (a ``time.monotonic()`` value) and ``ConnectionError`` if the connection broke."""
-    conn: HTTPConnection | None = None
+    ``verify`` is called with the connection (its ``cert`` known) before anything is written: if it
+    returns False the connection is closed and ``PeerAuthFailed`` raised. Raises ``ConnectFailed`` when
+    no connection could be made (nothing was sent), ``TimeoutError`` at the deadline (a
+    ``time.monotonic()`` value) and ``ConnectionError`` if the connection broke."""
+    loop = asyncio.get_running_loop()
+    when = loop_deadline(deadline)
+    conn = pool.try_acquire()
+    if conn is None:
+        async with asyncio.timeout_at(when):
+            conn = await pool.acquire()
     reusable = False
     try:
-        async with asyncio.timeout_at(loop_deadline(deadline)):
-            conn = await pool.acquire()
-            result = await conn.send(data)
+        if verify is not None and not verify(conn):
+            raise PeerAuthFailed(f"{pool.dest} refused by the verify_peer hook")
+        waiter = conn.send(data)
+        # a timer on the reply, not a timeout scope per request: the cheaper of the two
+        timer = loop.call_at(when, _expire, waiter)
+        try:
+            result = await waiter
+        finally:
+            timer.cancel()
         reusable = True
         return result
     finally:
-        if conn is not None:
-            pool.release(conn, reusable)
+        pool.release(conn, reusable)
+
+
+def _expire(waiter: asyncio.Future[tuple[int, bytes]]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def loop_deadline(deadline: float) -> float:

@@ -67,7 +67,8 @@ class Link:
     # lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> Self:
         if self._pool is None:
-            self._pool = ConnectionPool(self._dest, limit=64, idle_timeout=4.0)
+            # Grape replies are small (lookups list at most 100 addresses, DHT values < 1000 bytes)
+            self._pool = ConnectionPool(self._dest, limit=64, idle_timeout=4.0, max_reply=1024 * 1024)
         return self
 
     async def stop(self) -> None:

@@ -1,47 +1,181 @@
-"""``PeerRPCServer``: the Grenache HTTP RPC transport, server side.
+"""``PeerRPCServer``: serve Grenache RPC on the HTTP or the WebSocket transport.
 
-One asyncio protocol per connection with llhttp (``httptools``) parsing: HTTP/1.1 keep-alive, chunked
-request bodies, pipelined requests answered in order. Unlike grenache-nodejs-http it answers every
-request: malformed bodies get ``[rid, "ERR_BAD_REQUEST: …", null]``, oversize ones
-``ERR_REQUEST_TOO_LARGE``, unknown keys ``ERR_UNKNOWN_SERVICE`` — never a hang.
+The server holds the handlers and announces its keys; the transport (``http_server.py``,
+``ws_server.py``) carries the ``[rid, key, payload]`` → ``[rid, error, result]`` frames. Unlike the Node
+originals it answers every request: malformed bodies get ``[rid, "ERR_BAD_REQUEST: …", null]``, oversize
+ones ``ERR_REQUEST_TOO_LARGE``, unknown keys ``ERR_UNKNOWN_SERVICE``, never a hang. Every resource it
+spends on a client is bounded (``limits.ServerLimits``).
+
+Handlers are async functions of the payload, optionally with a second parameter, the
+:class:`Request` (the caller's address and TLS certificate, Node's ``meta``). Streaming handlers
+(HTTP only, Node's ``stream`` event with ``disableBuffered``) get a :class:`RequestStream`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import inspect
 import logging
-import zlib
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+import ssl as _ssl
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
 
-import httptools
 import msgspec
 
-from . import wire
 from .errors import RPCError
+from .limits import ServerLimits
 from .link import Link
 
 log = logging.getLogger("grenache.server")
 
-Handler = Callable[[Any], Awaitable[Any]]
+Handler = Callable[..., Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
+Transport = Literal["http", "ws"]
 
 ERR_UNKNOWN_SERVICE = "ERR_UNKNOWN_SERVICE"
 ERR_INVALID_PAYLOAD = "ERR_INVALID_PAYLOAD"
 ERR_INTERNAL = "ERR_INTERNAL"
 
-_HEAD_BYTES = 512  # of an oversize body kept to find its rid
 
-_STATUS = {200: b"200 OK", 400: b"400 Bad Request", 413: b"413 Payload Too Large"}
+class Request:
+    """What a handler may know about a request besides its payload (Node's ``meta`` and ``cert``).
+
+    Built for every request, so it stores what it is given and works out the rest when asked."""
+
+    __slots__ = ("_special", "cert", "key", "peer", "raw_headers", "rid", "transport")
+
+    def __init__(
+        self,
+        key: str,
+        rid: Any,
+        transport: Transport,
+        peer: str | None = None,
+        cert: bytes | None = None,
+        raw_headers: list[tuple[bytes, bytes]] | None = None,
+        special: dict[bytes, bytes] | None = None,
+    ) -> None:
+        self.key = key
+        self.rid = rid
+        self.transport: Transport = transport
+        self.peer = peer
+        """The caller's ``"ip:port"``."""
+        self.cert = cert
+        """The caller's TLS certificate (DER) when it presented one (see ``grenache.tls.public_key_of``)."""
+        self.raw_headers = raw_headers or []
+        """The request's HTTP headers as received (the WebSocket handshake's on WebSocket)."""
+        self._special = special or {}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers, names lower-cased."""
+        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.raw_headers}
+
+    @property
+    def action(self) -> str | None:
+        """Node's ``meta.action``: the ``_a`` header (HTTP)."""
+        value = self._special.get(b"_a")
+        return None if value is None else value.decode("latin-1")
+
+    @property
+    def args(self) -> Any:
+        """Node's ``meta.args``: the ``_ar`` header parsed as JSON, ``{}`` when absent or invalid."""
+        value = self._special.get(b"_ar")
+        if value is None:
+            return {}
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            return {}
+
+    @property
+    def is_stream(self) -> bool:
+        """The body came chunked (Node's ``meta.isStream``)."""
+        return b"chunked" in self._special.get(b"transfer-encoding", b"").lower()
+
+    @property
+    def compress(self) -> bool:
+        """``grc-compress: gzip`` (Node's ``meta.compress``)."""
+        return b"gzip" in self._special.get(b"grc-compress", b"").lower()
+
+
+class RequestStream:
+    """A streaming request (``_gr`` header, chunked body) as its handler sees it: iterate the body's
+    chunks as they arrive (the server stops reading the connection while ``stream_buffer`` bytes wait),
+    then return a result (sent as ``[rid, null, result]``), raise ``RPCError``, or return a
+    :class:`StreamReply` to send raw bytes back."""
+
+    def __init__(self, request: Request, high_water: int, pause: Callable[[bool], None]) -> None:
+        self.request = request
+        self._chunks: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        self._queued = 0
+        self._high = high_water
+        self._pause = pause
+        self._paused = False
+        self.received = 0
+
+    @property
+    def rid(self) -> Any:
+        return self.request.rid
+
+    @property
+    def key(self) -> str:
+        return self.request.key
+
+    def feed(self, data: bytes) -> None:
+        self._queued += len(data)
+        self.received += len(data)
+        self._chunks.put_nowait(data)
+        if self._queued > self._high and not self._paused:
+            self._paused = True
+            self._pause(True)
+
+    def end(self, error: BaseException | None = None) -> None:
+        self._chunks.put_nowait(error)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item = await self._chunks.get()
+        if item is None:
+            self._chunks.put_nowait(None)  # stay at the end for later reads
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self._chunks.put_nowait(item)
+            raise item
+        self._queued -= len(item)
+        if self._paused and self._queued <= self._high // 2:
+            self._paused = False
+            self._pause(False)
+        return item
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body, or ``RPCError(ERR_REQUEST_TOO_LARGE)`` past ``limit`` bytes."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self:
+            size += len(chunk)
+            if size > limit:
+                raise RPCError("ERR_REQUEST_TOO_LARGE", f"stream exceeds {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+@dataclass(slots=True)
+class StreamReply:
+    """Returned by a streaming handler: the reply body is these bytes, sent chunked as they come
+    (Node's handler writing to ``rep``), instead of a ``[rid, error, result]`` array."""
+
+    chunks: AsyncIterable[bytes]
 
 
 class PeerRPCServer:
-    """Serve Grenache RPC over HTTP and announce the served keys through ``link``.
+    """Serve Grenache RPC and announce the served keys through ``link``.
 
-    ``max_body`` caps a request body (after gunzip too); ``idle_timeout`` closes silent connections.
+    ``transport``: ``"http"`` (grenache-nodejs-http) or ``"ws"`` (grenache-nodejs-ws); ``ssl``: a server
+    ``ssl.SSLContext`` for HTTPS/WSS (Node's ``secure``; see ``grenache.tls``). ``limits`` bounds what a
+    client can make the server hold; ``max_body`` and ``idle_timeout`` override those two fields.
     """
 
     def __init__(
@@ -49,21 +183,41 @@ class PeerRPCServer:
         link: Link,
         *,
         host: str = "127.0.0.1",
-        max_body: int = 8 * 1024 * 1024,
-        idle_timeout: float = 60.0,
+        transport: Transport = "http",
+        ssl: _ssl.SSLContext | None = None,
+        limits: ServerLimits | None = None,
+        max_body: int | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
+        if transport not in ("http", "ws"):
+            raise ValueError(f"transport must be 'http' or 'ws', not {transport!r}")
         self.link = link
         self.host = host
-        self.max_body = max_body
-        self.idle_timeout = idle_timeout
+        self.transport: Transport = transport
+        self.ssl = ssl
+        self.limits = (limits or ServerLimits()).with_overrides(max_body=max_body, idle_timeout=idle_timeout)
         self.port: int = 0
-        self._handlers: dict[str, tuple[Handler, type[Any] | None]] = {}
-        self._server: asyncio.Server | None = None
+        self._handlers: dict[str, tuple[Handler, type[Any] | None, bool]] = {}
+        self._stream_handlers: dict[str, Callable[[RequestStream], Awaitable[Any]]] = {}
+        self._listener: Any = None
         self._announced: set[str] = set()
-        self._connections: set[_Connection] = set()
 
+    @property
+    def max_body(self) -> int:
+        return self.limits.max_body
+
+    @property
+    def idle_timeout(self) -> float:
+        return self.limits.idle_timeout
+
+    @property
+    def _connections(self) -> set[Any]:
+        return cast(set[Any], getattr(self._listener, "connections", set()))
+
+    # registration ------------------------------------------------------------------------------------
     def handle(self, key: str, payload_type: type[Any] | None = None) -> Callable[[H], H]:
-        """Register an async handler for requests sent to ``key``.
+        """Register an async handler for requests sent to ``key``: ``async def f(payload)`` or
+        ``async def f(payload, request: Request)``.
 
         With ``payload_type`` (a msgspec Struct or any type msgspec can convert to), the payload is
         validated and converted first; a mismatch is answered ``ERR_INVALID_PAYLOAD: <where>``.
@@ -72,7 +226,7 @@ class PeerRPCServer:
         def register(fn: H) -> H:
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"handler for {key!r} must be an async function")
-            self._handlers[key] = (fn, payload_type)
+            self._handlers[key] = (fn, payload_type, _wants_request(fn))
             return cast(H, fn)
 
         return register
@@ -80,12 +234,31 @@ class PeerRPCServer:
     def add_handler(self, key: str, fn: Handler, payload_type: type[Any] | None = None) -> None:
         self.handle(key, payload_type)(fn)
 
+    def handle_stream(self, key: str) -> Callable[[H], H]:
+        """Register a streaming handler for ``key`` (HTTP only): ``async def f(stream: RequestStream)``.
+
+        Requests with a ``_gr: [rid, key]`` header naming ``key`` reach it while their body arrives
+        (Node's ``stream`` event with ``disableBuffered``); others still go to :meth:`handle`'s."""
+
+        def register(fn: H) -> H:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"stream handler for {key!r} must be an async function")
+            self._stream_handlers[key] = fn
+            return cast(H, fn)
+
+        return register
+
+    # lifecycle ---------------------------------------------------------------------------------------
     async def listen(self, port: int = 0) -> int:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), self.host, port, reuse_address=True, backlog=1024
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        if self.transport == "ws":
+            from .ws_server import WSListener
+
+            self._listener = WSListener(self)
+        else:
+            from .http_server import HTTPListener
+
+            self._listener = HTTPListener(self)
+        self.port = await self._listener.start(self.host, port)
         return self.port
 
     def announce(self, key: str, interval: float | None = None) -> asyncio.Future[Any]:
@@ -102,187 +275,38 @@ class PeerRPCServer:
     async def stop(self) -> None:
         for key in list(self._announced):
             self.unannounce(key)
-        if self._server is not None:
-            self._server.close()
-            for conn in list(self._connections):
-                conn.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
 
-    # dispatch --------------------------------------------------------------------------------------
-    async def dispatch(self, key: str, payload: Any) -> Any:
+    # dispatch ----------------------------------------------------------------------------------------
+    def stream_handler(self, key: Any) -> Callable[[RequestStream], Awaitable[Any]] | None:
+        return self._stream_handlers.get(key) if isinstance(key, str) else None
+
+    async def dispatch(self, key: str, payload: Any, request: Request | None = None) -> Any:
         entry = self._handlers.get(key)
         if entry is None:
             raise RPCError(ERR_UNKNOWN_SERVICE, f"no handler for {key!r}")
-        fn, payload_type = entry
+        fn, payload_type, wants_request = entry
         if payload_type is not None:
             try:
                 payload = msgspec.convert(payload, payload_type, strict=True)
             except msgspec.ValidationError as exc:
                 raise RPCError(ERR_INVALID_PAYLOAD, str(exc)) from None
+        if wants_request:
+            return await fn(payload, request or Request(key=key, rid=None, transport=self.transport))
         return await fn(payload)
 
 
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection. Replies are written in request order even if handlers finish out of order."""
-
-    def __init__(self, server: PeerRPCServer) -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.body: list[bytes] = []
-        self.size = 0
-        self.too_large = False
-        self.head = b""
-        self.gzip = False
-        self.pending: collections.deque[asyncio.Future[bytes]] = collections.deque()
-        self.closing = False
-        self.idle: asyncio.TimerHandle | None = None
-        self._header_name = b""
-
-    # asyncio.Protocol --------------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # not an isinstance check: uvloop's TCPTransport does not subclass asyncio.Transport
-        self.transport = cast(asyncio.Transport, transport)
-        self.server._connections.add(self)
-        self._arm_idle()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server._connections.discard(self)
-        self.transport = None
-        if self.idle is not None:
-            self.idle.cancel()
-        for fut in self.pending:
-            fut.cancel()
-
-    def data_received(self, data: bytes) -> None:
-        self._arm_idle()  # silence is measured from the last byte, mid-request too
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail_and_close(400, None, wire.ERR_BAD_REQUEST, "protocol upgrade not supported")
-        except httptools.HttpParserError as exc:
-            self._fail_and_close(400, None, wire.ERR_BAD_REQUEST, f"malformed HTTP: {exc}")
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    # httptools callbacks -----------------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.body = []
-        self.size = 0
-        self.too_large = False
-        self.head = b""
-        self.gzip = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"grc-compress" and wire.is_gzip(value):
-            self.gzip = True
-
-    def on_body(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.server.max_body:
-            if not self.too_large:  # keep the start, to echo the rid in the error reply
-                self.head = (b"".join(self.body) + data)[:_HEAD_BYTES]
-            self.too_large = True
-            self.body = []
-        elif not self.too_large:
-            self.body.append(data)
-
-    def on_message_complete(self) -> None:
-        keep_alive = self.parser.should_keep_alive()
-        if self.too_large:
-            # the body was drained by the parser, so the connection stays usable
-            rid = None if self.gzip else wire.rid_of_head(self.head)
-            reply = wire.encode_reply(
-                rid, f"{wire.ERR_REQUEST_TOO_LARGE}: body exceeds {self.server.max_body} bytes", None
-            )
-            self._enqueue_ready(reply, keep_alive, gzip=self.gzip)
-            return
-        body = b"".join(self.body)
-        gzip = self.gzip
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.pending.append(fut)
-        fut.add_done_callback(lambda _f: self._flush())
-        task = asyncio.ensure_future(self._answer(body, gzip))
-        task.add_done_callback(lambda t: _settle(fut, t))
-        if not keep_alive:
-            self.closing = True
-
-    # replies -----------------------------------------------------------------------------------------
-    async def _answer(self, body: bytes, gzip: bool) -> bytes:
-        rid: Any = None
-        try:
-            if gzip:
-                # as the Node server does: if it is not gzip after all, parse it raw
-                with contextlib.suppress(zlib.error):
-                    body = wire.gunzip_bytes(body, self.server.max_body)
-            try:
-                rid, key, payload = wire.parse_request(body)
-            except RPCError:
-                rid = wire.rid_of(body)
-                raise
-            result = await self.server.dispatch(key, payload)
-            reply = wire.encode_reply(rid, None, result)
-        except RPCError as exc:
-            reply = wire.encode_reply(rid, exc.wire, None)
-        except Exception:
-            log.exception("RPC handler failed")
-            reply = wire.encode_reply(rid, ERR_INTERNAL, None)
-        return wire.gzip_bytes(reply) if gzip else reply
-
-    def _enqueue_ready(self, reply: bytes, keep_alive: bool, gzip: bool = False) -> None:
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        fut.set_result(wire.gzip_bytes(reply) if gzip else reply)
-        self.pending.append(fut)
-        if not keep_alive:
-            self.closing = True
-        self._flush()
-
-    def _flush(self) -> None:
-        transport = self.transport
-        while self.pending and self.pending[0].done():
-            fut = self.pending.popleft()
-            if transport is None or fut.cancelled():
-                continue
-            body = fut.result()
-            head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n" % (
-                len(body),
-                b"close" if self.closing and not self.pending else b"keep-alive",
-            )
-            transport.write(head + body)
-        if transport is not None and not self.pending:
-            if self.closing:
-                transport.close()
-            else:
-                self._arm_idle()
-
-    def _fail_and_close(self, status: int, rid: Any, code: str, message: str) -> None:
-        if self.transport is None:
-            return
-        body = wire.encode_reply(rid, f"{code}: {message}", None)
-        self.transport.write(
-            b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (_STATUS.get(status, b"400 Bad Request"), len(body), body)
-        )
-        self.transport.close()
-
-    def _arm_idle(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-            self.idle = None
-        if self.transport is not None and self.server.idle_timeout:
-            self.idle = asyncio.get_running_loop().call_later(self.server.idle_timeout, self.close)
-
-
-def _settle(fut: asyncio.Future[bytes], task: asyncio.Future[bytes]) -> None:
-    if fut.done():
-        return
-    if task.cancelled():
-        fut.cancel()
-    else:
-        with contextlib.suppress(Exception):
-            fut.set_result(task.result())
-        if not fut.done():
-            fut.cancel()
+def _wants_request(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` takes a second positional parameter without a default (the Request)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is inspect.Parameter.empty
+    ]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)

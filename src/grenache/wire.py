@@ -76,6 +76,23 @@ def parse_request(body: bytes) -> tuple[Any, str, Any]:
     return frame[0], key, frame[2] if len(frame) == 3 else None
 
 
+def parse_request_with_info(body: bytes, info: list[Any]) -> tuple[Any, str, Any]:
+    """A body that came with a ``_gr: [rid, key]`` header (grenache-nodejs-http's stream requests): rid
+    and key come from the header when set there, else from the body; the payload is ``body[2]`` of a
+    JSON array body, as Node takes it, or the whole JSON value of any other body (Node would index it)."""
+    try:
+        data = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise RPCError(ERR_BAD_REQUEST, f"body is not JSON: {exc}") from None
+    frame = data if isinstance(data, list) else []
+    rid = info[0] if info and info[0] else (frame[0] if frame else None)
+    key = info[1] if len(info) > 1 and info[1] else (frame[1] if len(frame) > 1 else None)
+    if not isinstance(key, str) or not key:
+        raise RPCError(ERR_BAD_REQUEST, "key must be a non-empty string")
+    payload = (frame[2] if len(frame) > 2 else None) if isinstance(data, list) else data
+    return rid, key, payload
+
+
 def rid_of(body: bytes) -> Any:
     """The rid of a request whose other parts may be invalid, or None."""
     try:

@@ -2,7 +2,11 @@
 // One grenache-nodejs-http request (or map), for interop tests.
 // usage: node client.js GRAPE_URL KEY JSON [request|map] [compress]
 // Prints the JSON result, or "ERROR <message>", on stdout and exits.
+// With GRENACHE_TLS_DIR=<dir holding key.pem, cert.pem, ca.pem> it uses HTTPS (the `secure` mode):
+// the server must present a certificate from that CA naming 127.0.0.1; ours is sent to it.
 
+const fs = require('fs')
+const path = require('path')
 const { PeerRPCClient } = require('grenache-nodejs-http')
 const Link = require('grenache-nodejs-link')
 
@@ -15,7 +19,13 @@ if (!grape || !key || json === undefined || !['request', 'map'].includes(mode)) 
 const link = new Link({ grape })
 link.start()
 
-const peer = new PeerRPCClient(link, {})
+const tlsDir = process.env.GRENACHE_TLS_DIR
+const conf = {}
+if (tlsDir) {
+  const read = (name) => fs.readFileSync(path.join(tlsDir, name))
+  conf.secure = { key: read('key.pem'), cert: read('cert.pem'), ca: read('ca.pem') }
+}
+const peer = new PeerRPCClient(link, conf)
 peer.init()
 
 const opts = { timeout: 10000, compress: compress === 'compress' }

@@ -3,7 +3,11 @@
 // usage: node server.js GRAPE_URL KEY
 // Replies {"from":"node","got":payload}; replies Error('ERR_NODE_FAIL') to {"fail":true}.
 // Prints "READY <port>" once listening on 127.0.0.1 (and after the first announce went out).
+// With GRENACHE_TLS_DIR=<dir holding key.pem, cert.pem, ca.pem> it serves HTTPS (the `secure` mode),
+// asks for a client certificate, and adds "cn": the client certificate's CN (null without one).
 
+const fs = require('fs')
+const path = require('path')
 const { PeerRPCServer } = require('grenache-nodejs-http')
 const Link = require('grenache-nodejs-link')
 
@@ -16,7 +20,19 @@ if (!grape || !key) {
 const link = new Link({ grape })
 link.start()
 
-const peer = new PeerRPCServer(link, { timeout: 300000 })
+const tlsDir = process.env.GRENACHE_TLS_DIR
+const conf = { timeout: 300000 }
+if (tlsDir) {
+  const read = (name) => fs.readFileSync(path.join(tlsDir, name))
+  conf.secure = {
+    key: read('key.pem'),
+    cert: read('cert.pem'),
+    ca: read('ca.pem'),
+    requestCert: true,
+    rejectUnauthorized: false
+  }
+}
+const peer = new PeerRPCServer(link, conf)
 peer.init()
 
 const service = peer.transport('server')
@@ -30,12 +46,14 @@ service.getSocket = (secure) => {
 }
 service.listen(0)
 
-service.on('request', (rid, k, payload, handler) => {
+service.on('request', (rid, k, payload, handler, cert) => {
   if (payload && payload.fail === true) {
     handler.reply(new Error('ERR_NODE_FAIL'))
     return
   }
-  handler.reply(null, { from: 'node', got: payload })
+  const reply = { from: 'node', got: payload }
+  if (tlsDir) reply.cn = cert && cert.subject ? cert.subject.CN : null
+  handler.reply(null, reply)
 })
 
 service.socket.on('listening', () => {
