@@ -19,6 +19,7 @@ from typing import Any, Self, TypeVar
 import msgspec
 
 from grenache import Link, PeerRPCClient, PeerRPCServer, RPCError
+from grenache.tls import client_context, self_signed, server_context
 from otc.core.desk import Desk
 from otc.core.identity import Identity
 from otc.core.messages import Chat, Heartbeat, Offer, Take, Updates
@@ -33,6 +34,11 @@ def now_ms() -> int:
 
 def wire(msg: msgspec.Struct) -> Any:
     return msgspec.to_builtins(msg)
+
+
+def raw_client(link: Link, timeout: float = 5) -> PeerRPCClient:
+    """A Grenache client that speaks TLS to peers, as they require, and checks nobody's identity."""
+    return PeerRPCClient(link, timeout=timeout, ssl=client_context())
 
 
 class BackgroundLoop:
@@ -74,8 +80,9 @@ async def announce_junk(grape: str, name: str, count: int) -> None:
 
 
 class Squatter:
-    """Answers on ``otc:peer:<maker id>`` without the maker's key: relays every take and confirm to the
-    real maker, then tells the taker the offer is closed (an unsigned refusal)."""
+    """Answers on ``otc:peer:<maker id>`` without the maker's key (over TLS, as peers require, with a
+    certificate of its own): relays every take and confirm to the real maker, then tells the taker the
+    offer is closed (an unsigned refusal)."""
 
     def __init__(self, grape: str, maker_id: str, maker_addr: str) -> None:
         self.grape = grape
@@ -83,14 +90,17 @@ class Squatter:
         self.maker_addr = maker_addr
         self.relayed: Counter[str] = Counter()
         self.link = Link(grape)
-        self.server = PeerRPCServer(self.link)
-        self.client = PeerRPCClient(self.link, timeout=5)
+        cert, key = self_signed(Identity.generate().seed(), "squatter")
+        self.server = PeerRPCServer(self.link, ssl=server_context(cert, key))
+        self.client = raw_client(self.link)
 
     async def start(self) -> Self:
         await self.link.start()
         self.server.add_handler(self.key, self.relay)
         await self.server.listen(0)
-        await self.server.announce(self.key)
+        # announced behind a counting proxy: how many connections came to it, whatever happened next
+        self.front = await CountingProxy(f"127.0.0.1:{self.server.port}").start()
+        self.link.start_announcing(self.key, self.front.port)
         return self
 
     async def relay(self, payload: Any) -> Any:
@@ -115,9 +125,46 @@ class Squatter:
             await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
+        await self.front.stop()
         await self.server.stop()
         await self.client.stop()
         await self.link.stop()
+
+
+class CountingProxy:
+    """Forwards TCP connections to ``target`` byte for byte, counting them."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self.target = (host, int(port))
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> Self:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
 
 
 class SilentListener:

@@ -12,6 +12,7 @@ import pytest
 
 from grenache import Link, PeerRPCClient, RPCError
 from grenache.grapes import GrapeNetwork
+from grenache.tls import client_context
 
 from ..harness import APIError, PeerProcess, book_state, http, wait_for
 
@@ -128,7 +129,7 @@ def test_rpc_refuses_bad_payloads_and_keeps_serving(spawn: Spawn, grapes: GrapeN
         # straight to alice's RPC port: the shared Grapes also list peers of earlier tests, long gone
         dest = f"127.0.0.1:{alice.get('/api/health')['rpc_port']}"
         async with Link(grapes.urls[0]) as link:
-            client = PeerRPCClient(link, timeout=5)
+            client = PeerRPCClient(link, timeout=5, ssl=client_context())
             for target, payload, _ in BAD_RPC:
                 key = "otc:market" if target == "market" else f"otc:peer:{alice.peer_id}"
                 try:

@@ -30,6 +30,7 @@ import pytest
 
 from grenache import Link, PeerRPCClient, RPCError
 from grenache.grapes import GrapeNetwork
+from grenache.tls import client_context
 from otc.core import limits
 from otc.core.identity import Identity
 
@@ -66,14 +67,19 @@ def visible(peer: PeerProcess, offer_id: str) -> dict[str, Any] | None:
     return next((o for o in book["bids"] + book["asks"] if o["id"] == offer_id), None)
 
 
-def test_a_squatter_relaying_with_unsigned_refusals_cannot_make_maker_and_taker_disagree(
+def test_a_squatter_on_the_makers_name_fails_the_handshake_and_maker_and_taker_agree(
     spawn: Spawn, grapes: GrapeNetwork
 ) -> None:
+    """A third party announces itself on ``otc:peer:<maker id>`` and buries the maker's real address
+    under junk on ``otc:market``, so the taker never vouches for it and asks the DHT name they share.
+    It would relay every take and confirm to the maker and answer the taker with an unsigned "offer
+    closed". The taker pins the maker's key in TLS: the squatter fails the handshake before it reads a
+    byte of any request, the request goes to the next destination, and both sides end with the same
+    trades. (Were a request ever to reach it, its unsigned refusal would still count for nothing:
+    only the maker's signed refusal of that very request fails a trade; see test_desk.py.)"""
     maker = spawn("maker", grape=0)
     offer = maker.offer("sell", "100", "8000")
     with BackgroundLoop() as bg:
-        # junk on otc:market, so the taker's lookups (at most 100 random records) rarely list the maker's
-        # real address: it is not vouched for, and takes go through the DHT name the squatter shares
         bg.run(announce_junk(grapes.urls[1], "otc:market", 1000))
         squatter = bg.run(Squatter(grapes.urls[1], maker.peer_id, rpc_addr(maker)).start())
         taker = spawn("taker", grape=1)
@@ -89,14 +95,14 @@ def test_a_squatter_relaying_with_unsigned_refusals_cannot_make_maker_and_taker_
         with ThreadPoolExecutor(4) as pool:
             outcomes = Counter(pool.map(take, range(24)))
         wait_for(lambda: taker.get("/api/health")["pending_trades"] == 0, 60, what="pending trades to settle")
-        relayed = dict(squatter.relayed)
+        relayed, knocked = dict(squatter.relayed), squatter.front.connections
         bg.run(squatter.stop())
-    assert relayed.get("confirm", 0) > 0, f"the squatter saw no confirm: {relayed}, {outcomes}"
+    assert knocked > 0, "the taker never came to the squatter: the attack did not happen"
+    assert relayed == {}, f"requests reached the squatter: {relayed}"
     maker_done = {r["id"]: (r["maker_sig"], r["taker_sig"]) for r in maker.get("/api/trades")}
     taker_done = {r["id"]: (r["maker_sig"], r["taker_sig"]) for r in taker.get("/api/trades")}
-    assert maker_done == taker_done, outcomes  # not one trade done at one side and failed at the other
-    assert "ERR_OFFER_CLOSED" not in outcomes  # the squatter's lie never became the taker's answer
-    assert len(maker_done) == outcomes["done"] > 0
+    assert maker_done == taker_done, outcomes
+    assert outcomes == Counter({"done": 24}), outcomes
 
 
 def held_by(db: Path, taker: str) -> Decimal:
@@ -130,7 +136,7 @@ def test_a_taker_that_never_confirms_holds_at_most_a_fifth_and_honest_takers_fil
 
     async def grief() -> None:
         async with Link(grapes.urls[0]) as link:
-            client = PeerRPCClient(link, timeout=3)
+            client = PeerRPCClient(link, timeout=3, ssl=client_context())
             grabs = ["10", "2", "1", "0.5"]  # all of it, or just what a newcomer may hold
             while not stop.is_set():
                 take = signed_take(griefer, offer, grabs[answers.total() % len(grabs)])
@@ -184,7 +190,7 @@ def test_a_storm_of_tiny_takes_from_fresh_keys_leaves_the_maker_bounded(
 
     async def storm() -> None:
         async with Link(grapes.urls[0]) as link:
-            client = PeerRPCClient(link, timeout=10)
+            client = PeerRPCClient(link, timeout=10, ssl=client_context())
             keys = [Identity.generate() for _ in range(300)]
 
             async def one(key: Identity) -> None:
@@ -231,7 +237,7 @@ def test_signed_offers_from_makers_that_never_answer_cost_a_sweep_one_short_wait
 
             async def attack() -> None:
                 async with Link(grapes.urls[0]) as link:
-                    client = PeerRPCClient(link, timeout=3)
+                    client = PeerRPCClient(link, timeout=3, ssl=client_context())
                     for f in fakes:
                         await f.announce(grapes.urls[0])
                     await asyncio.gather(*(f.keep_alive(client, rpc_addr(taker)) for f in fakes))
@@ -269,7 +275,7 @@ def test_a_chat_flood_is_refused_past_its_rate_and_future_dates_hide_nothing(
 
     async def flood() -> None:
         async with Link(grapes.urls[0]) as link:
-            client = PeerRPCClient(link, timeout=5)
+            client = PeerRPCClient(link, timeout=5, ssl=client_context())
             key = f"otc:peer:{victim.peer_id}"
             for i in range(100):  # one sender, as fast as it can
                 msg = signed_chat(flooder, victim.peer_id, f"spam {i}")

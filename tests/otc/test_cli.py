@@ -28,6 +28,7 @@ import pytest
 
 from grenache import Link, PeerRPCClient
 from grenache.grapes import GrapeNetwork, free_port
+from grenache.tls import client_context
 from otc.core.identity import Identity
 from otc.core.messages import Take
 from otc.core.money import CONTEXT
@@ -534,7 +535,7 @@ async def hold(grape: str, maker: str, offer: dict[str, Any], amount: str) -> di
         ),
     )  # fmt: skip
     async with Link(grape) as link:
-        client = PeerRPCClient(link, timeout=5)
+        client = PeerRPCClient(link, timeout=5, ssl=client_context())
         try:
             reply: dict[str, Any] = await client.request(f"otc:peer:{maker}", take)
         finally:

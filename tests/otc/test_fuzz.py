@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +30,7 @@ from otc.core.signing import sign
 from ..harness import PeerProcess, book_state, wait_for
 
 DEADLINE_S = 5.0
+UNVERIFIED = ssl._create_unverified_context()
 ERROR = re.compile(r"^ERR_[A-Z_]+$")
 CASES: Counter[str] = Counter()
 MALLORY = Identity.from_seed(bytes([66]) * 32)
@@ -44,14 +46,14 @@ class Target:
     def __init__(self, peer: PeerProcess, offers: list[dict[str, Any]], rpc_port: int) -> None:
         self.peer = peer
         self.offers = offers
-        self.rpc = f"http://127.0.0.1:{rpc_port}/"
+        self.rpc = f"https://127.0.0.1:{rpc_port}/"  # peers speak TLS; a fuzzer checks no identity
         self.state = book_state(peer)
 
     def rpc_call(self, key: str, payload: Any, raw: bytes | None = None) -> tuple[Any, str | None, float]:
         body = raw if raw is not None else json.dumps(["fuzz-rid", key, payload]).encode()
         start = time.monotonic()
         req = urllib.request.Request(self.rpc, data=body, method="POST", headers={"grc-compress": "none"})
-        with urllib.request.urlopen(req, timeout=DEADLINE_S + 1) as resp:
+        with urllib.request.urlopen(req, timeout=DEADLINE_S + 1, context=UNVERIFIED) as resp:
             _, err, result = json.loads(resp.read())
         return result, err, time.monotonic() - start
 

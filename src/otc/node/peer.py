@@ -27,6 +27,7 @@ from ..core.desk import Desk
 from ..core.errors import OTCError
 from ..core.messages import Chat, Confirm, OffersRequest, PeerRequest, Ping, Take
 from ..core.taker import Taker
+from . import tls
 from .chat import Messenger
 from .config import PeerConfig, announced_host
 from .directory import MARKET, Directory, peer_key
@@ -71,8 +72,11 @@ class Peer:
         for offer in self.desk.open_offers():
             self.book.apply(offer)
         self.link = Link(config.grape, announce_interval=config.announce_interval_s)
-        self.server = PeerRPCServer(self.link, host=config.rpc_host)
-        self.client = PeerRPCClient(self.link, timeout=config.rpc_timeout_s)
+        server_tls, client_tls = tls.contexts(self.identity)
+        self.server = PeerRPCServer(self.link, host=config.rpc_host, ssl=server_tls)
+        self.client = PeerRPCClient(
+            self.link, timeout=config.rpc_timeout_s, ssl=client_tls, verify_peer=tls.verify_peer
+        )
         self.events = Listeners()
         self.tasks = Tasks()
         self.directory = Directory(self.link, self.client, self._head_addr)
