@@ -94,11 +94,13 @@ class PeerProcess:
         *,
         home: bool = False,
         ephemeral: bool = False,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.grape = grape
         self.name = name
         self.home = home
         self.ephemeral = ephemeral
+        self.args = args  # more `otc peer` options
         self.own_dir = data_dir is None and not home and not ephemeral  # removed when it stops
         self._data_dir: Path | None = data_dir
         if self.own_dir:
@@ -154,6 +156,7 @@ class PeerProcess:
             cmd.append("--ephemeral")
         elif not self.home:
             cmd += ["--data-dir", str(self.data_dir)]
+        cmd += self.args
         self._token = None  # a new one at every start
         log = open(self.log_dir / f"{self.name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
         nofile = self.nofile

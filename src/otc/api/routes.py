@@ -16,7 +16,7 @@ import msgspec
 from ..core import errors as E
 from ..core.errors import OTCError
 from ..core.limits import API_MAX_BODY_BYTES
-from ..core.messages import Chat, Offer, Receipt
+from ..core.messages import Chat, GrapevineNote, Offer, Receipt
 from ..core.money import PAIRS, canonical, get_pair
 from ..core.offer import available
 from ..core.sweep import average_text
@@ -45,6 +45,7 @@ class TradeIn(msgspec.Struct, forbid_unknown_fields=True):
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
     to: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    via: Literal["otc", "grapevine"] = "otc"  # grapevine: to a Grapevine (Node chat) peer by name, unsigned
 
 
 class SweepIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -134,12 +135,15 @@ class HealthOut(msgspec.Struct):
 class MessageOut(msgspec.Struct):
     id: str
     direction: str
-    sender: str
+    sender: str  # a peer id; for Grapevine, the caller's address (no identity at all)
     sender_name: str  # the name the sender claims: anyone can claim any name; the id is who it is
-    to: str
+    to: str  # a peer id; for Grapevine, the name we sent to
     text: str
     ts: int  # the sender's clock, as it claims
     received_at: int  # our clock: messages are ordered by this
+    via: Literal["otc", "grapevine"] = "otc"
+    verified: bool = True  # signed by the sender's key (never, for Grapevine)
+    reply: str | None = None  # what a Grapevine peer answered, when we send to one
 
 
 class ErrorOut(msgspec.Struct):
@@ -231,7 +235,13 @@ def receipt_out(receipt: Receipt, role: str) -> ReceiptOut:
     )
 
 
-def message_out(direction: str, msg: Chat, received_at: int) -> MessageOut:
+def message_out(direction: str, msg: Chat | GrapevineNote, received_at: int) -> MessageOut:
+    if isinstance(msg, GrapevineNote):
+        inbound = direction == "in"
+        return MessageOut(
+            msg.id, direction, msg.peer if inbound else "", "", "" if inbound else msg.peer, msg.text, msg.ts,
+            received_at, via="grapevine", verified=False,
+        )  # fmt: skip
     return MessageOut(msg.id, direction, msg.sender, msg.sender_name, msg.to, msg.text, msg.ts, received_at)
 
 
@@ -417,6 +427,11 @@ class API:
 
     async def post_message(self, request: Request) -> Response:
         body: MessageIn = await read_body(request, MessageIn)
+        if body.via == "grapevine":
+            note, reply = await self.peer.grapevine.send(body.to, body.text)
+            out = message_out("out", note, note.ts)
+            out.reply = reply
+            return json_response(out, 201)
         msg = await self.peer.chat.send(body.to, body.text)
         return json_response(message_out("out", msg, now_ms()), 201)
 

@@ -104,6 +104,11 @@ def ip_address_arg(value: str, name: str) -> str:
 )
 @click.option("--pair", type=click.Choice(list(PAIRS)), default=DEFAULT_PAIR, show_default=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--grapevine",
+    is_flag=True,
+    help="Also answer Grapevine (Node chat) clients under --name; their messages arrive unsigned.",
+)
 def peer(
     grape: str,
     api_port: int,
@@ -115,6 +120,7 @@ def peer(
     ephemeral: bool,
     pair: str,
     log_level: str,
+    grapevine: bool,
 ) -> None:
     """Run a peer: join the market through GRAPE and serve the control API on 127.0.0.1:API_PORT.
 
@@ -150,6 +156,7 @@ def peer(
             rpc_port=rpc_port,
             announce_host=announce,
             default_pair=pair,
+            grapevine=grapevine,
         )
         node = Peer(config)
         api = API(node)
@@ -458,11 +465,20 @@ def chat() -> None:
 @api_command(chat, "send")
 @click.argument("to", metavar="NAME_OR_ID")
 @click.argument("text", nargs=-1, required=True)
-def chat_send(out: Out, to: str, text: tuple[str, ...]) -> None:
+@click.option(
+    "--grapevine",
+    is_flag=True,
+    help="Send to a Grapevine (Node chat) peer by name instead: unsigned, and anyone may hold the name.",
+)
+def chat_send(out: Out, to: str, text: tuple[str, ...], grapevine: bool) -> None:
     """Send TEXT to a live peer, by name (if unique) or id (a prefix of 4+ characters will do)."""
-    data, raw = out.client.call("POST", "/api/messages", {"to": to, "text": " ".join(text)})
+    body = {"to": to, "text": " ".join(text)} | ({"via": "grapevine"} if grapevine else {})
+    data, raw = out.client.call("POST", "/api/messages", body)
     if out.as_json:
         out.json(raw)
+        return
+    if grapevine:
+        out.console.print(f"Sent to Grapevine peer {to} (unsigned): {data['text']}\nReply: {data['reply']}")
         return
     names = {p["id"]: p["name"] for p in out.client.get("/api/peers")}
     out.console.print(f"Sent to {names.get(data['to'], '?')} ({data['to'][:16]}): {data['text']}")

@@ -193,3 +193,14 @@ TradeAnswer = TradeReply | TradeRefusal
 class MakerOffers(msgspec.Struct, kw_only=True):
     head: Head
     offers: list[Offer]
+
+
+# --- Grapevine (the Node chat this project grew from): unsigned, kept apart from our signed chat ---------
+class GrapevineNote(msgspec.Struct, frozen=True, kw_only=True):
+    """A message exchanged with a Grapevine peer (``{"message": m}`` over grenache-nodejs-ws, by name).
+    Nothing in it is signed: ``peer`` is the caller's address or the name we sent to, never an identity."""
+
+    id: Id
+    peer: Annotated[str, msgspec.Meta(max_length=128)]
+    text: Text
+    ts: Millis  # our clock

@@ -26,6 +26,7 @@ class PeerConfig:
     take_deadline_s: float = 10.0  # a take whose maker has not answered by then is given up
     announce_interval_s: float = 30.0
     snapshot_sources: int = 2  # peers a joiner reads the book from at once
+    grapevine: bool = False  # also answer Grapevine (Node chat) clients under our name (unsigned)
 
 
 def announced_host(config: PeerConfig) -> str:

@@ -32,6 +32,7 @@ from .chat import Messenger
 from .config import PeerConfig, announced_host
 from .directory import MARKET, Directory, peer_key
 from .events import Listeners
+from .grapevine import GrapevineBridge
 from .keyfile import load_or_create
 from .market import Market
 from .store import Store
@@ -88,6 +89,7 @@ class Peer:
             self.directory, self.tasks, self.events,
         )  # fmt: skip
         self.chat = Messenger(config, self.identity, self.book, self.store, self.directory, self.events)
+        self.grapevine = GrapevineBridge(config, self.link, self.store, self.events)
         self.sweeps = Sweeper(
             self.peer_id, self.book, config.default_pair, self.trading.take, self.market.sync_maker,
             self.trading.post_offer, self.directory,
@@ -120,6 +122,7 @@ class Peer:
         await self._announce()
         self.market.start(self.addr)
         self.trading.start()
+        await self.grapevine.start()
         await self.market.join(
             me={self.addr, f"127.0.0.1:{self.rpc_port}", f"{self.config.rpc_host}:{self.rpc_port}"}
         )
@@ -132,6 +135,7 @@ class Peer:
     async def stop(self) -> None:
         self.tasks.stopping = True  # no new background work from here on
         await self.server.stop()  # first: no handler may start work on what we are closing
+        await self.grapevine.stop()
         await self.tasks.stop()
         await self.client.stop()
         await self.link.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from ..core.messages import Chat, Offer
+from ..core.messages import Chat, GrapevineNote, Offer
 from ..core.trade import MakerTrade, TakerTrade
 
 SCHEMA = """
@@ -37,17 +37,23 @@ CREATE TABLE IF NOT EXISTS contacts (peer_id TEXT PRIMARY KEY, name TEXT NOT NUL
 MIGRATIONS = [
     # a sender's timestamp is its claim: the inbox is ordered by when we received a message
     ("messages", "received_at", "ALTER TABLE messages ADD COLUMN received_at INTEGER NOT NULL DEFAULT 0"),
+    # 'otc' (a signed Chat) or 'grapevine' (an unsigned GrapevineNote)
+    ("messages", "kind", "ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'otc'"),
 ]
 INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_by_arrival ON messages (received_at);
 CREATE INDEX IF NOT EXISTS contacts_by_time ON contacts (last_seen);
 """
 
+INSERT_MESSAGE = """INSERT OR IGNORE INTO messages (id, direction, ts, body, received_at, kind)
+                    VALUES (?, ?, ?, ?, ?, ?)"""
+
 _enc = msgspec.json.Encoder()
 _offer = msgspec.json.Decoder(Offer)
 _maker = msgspec.json.Decoder(MakerTrade)
 _taker = msgspec.json.Decoder(TakerTrade)
 _chat = msgspec.json.Decoder(Chat)
+_note = msgspec.json.Decoder(GrapevineNote)
 
 
 class Store:
@@ -102,12 +108,12 @@ class Store:
         if trade_ids:
             self.db.executemany("DELETE FROM maker_trades WHERE id = ?", [(t,) for t in trade_ids])
 
-    def add_message(self, msg: Chat, direction: str, received_at: int, keep: int) -> bool:
+    def add_message(self, msg: Chat | GrapevineNote, direction: str, received_at: int, keep: int) -> bool:
         """Store a chat message once (False if it was already stored: a duplicate delivery), keeping
         only the latest ``keep`` messages by arrival."""
-        row = (msg.id, direction, msg.ts, _enc.encode(msg), received_at)
-        sql = "INSERT OR IGNORE INTO messages (id, direction, ts, body, received_at) VALUES (?, ?, ?, ?, ?)"
-        cur = self.db.execute(sql, row)
+        kind = "grapevine" if isinstance(msg, GrapevineNote) else "otc"
+        row = (msg.id, direction, msg.ts, _enc.encode(msg), received_at, kind)
+        cur = self.db.execute(INSERT_MESSAGE, row)
         if cur.rowcount != 1:
             return False
         self.db.execute(
@@ -185,11 +191,15 @@ class Store:
             for row in self.db.execute(f"SELECT body FROM taker_trades{where} ORDER BY updated_at")
         ]
 
-    def messages(self, limit: int = 500) -> list[tuple[str, Chat, int]]:
+    def messages(self, limit: int = 500) -> list[tuple[str, Chat | GrapevineNote, int]]:
         """The latest ``limit`` messages, oldest first, by when we received (or sent) them: a sender's
         own timestamp is never trusted for order. Each: (direction, message, received_at)."""
         rows = self.db.execute(
-            "SELECT direction, body, received_at FROM messages ORDER BY received_at DESC, rowid DESC LIMIT ?",
+            "SELECT direction, body, received_at, kind FROM messages ORDER BY received_at DESC, rowid DESC "
+            "LIMIT ?",
             (limit,),
         ).fetchall()
-        return [(str(d), _chat.decode(b), int(r)) for d, b, r in reversed(rows)]
+        return [
+            (str(d), _note.decode(b) if k == "grapevine" else _chat.decode(b), int(r))
+            for d, b, r, k in reversed(rows)
+        ]
