@@ -18,7 +18,7 @@ from typing import Any, Self, TypeVar
 
 import msgspec
 
-from grenache import Link, PeerRPCClient, PeerRPCServer, RPCError
+from grenache import GrenacheError, Link, PeerRPCClient, PeerRPCServer, RPCError
 from grenache.tls import client_context, self_signed, server_context
 from otc.core.desk import Desk
 from otc.core.identity import Identity
@@ -110,6 +110,14 @@ class Squatter:
             self.relayed[kind] += 1
             raise RPCError("ERR_OFFER_CLOSED", "offer is filled")  # a lie, unsigned
         return result
+
+    async def listed(self) -> bool:
+        """Whether a lookup of the maker's name lists us."""
+        try:
+            dests = await self.link.lookup(self.key, cache=False)
+        except GrenacheError:
+            return False
+        return any(d.endswith(f":{self.front.port}") for d in dests)
 
     async def feed(self, victim_rpc: str, every_s: float = 1.0) -> None:
         """Relay the maker's signed head and offers to a victim, so it trades with the maker (through

@@ -40,7 +40,6 @@ from .attackers import (
     FakeMaker,
     SilentListener,
     Squatter,
-    announce_junk,
     now_ms,
     signed_chat,
     signed_take,
@@ -70,21 +69,22 @@ def visible(peer: PeerProcess, offer_id: str) -> dict[str, Any] | None:
 def test_a_squatter_on_the_makers_name_fails_the_handshake_and_maker_and_taker_agree(
     spawn: Spawn, grapes: GrapeNetwork
 ) -> None:
-    """A third party announces itself on ``otc:peer:<maker id>`` and buries the maker's real address
-    under junk on ``otc:market``, so the taker never vouches for it and asks the DHT name they share.
-    It would relay every take and confirm to the maker and answer the taker with an unsigned "offer
-    closed". The taker pins the maker's key in TLS: the squatter fails the handshake before it reads a
-    byte of any request, the request goes to the next destination, and both sides end with the same
-    trades. (Were a request ever to reach it, its unsigned refusal would still count for nothing:
-    only the maker's signed refusal of that very request fails a trade; see test_desk.py.)"""
-    maker = spawn("maker", grape=0)
+    """A third party announces itself on ``otc:peer:<maker id>``. The maker's signed head names an
+    address that does not answer (its ``--announce`` is wrong, as behind a bad NAT), so every take
+    falls back to the DHT name the squatter shares. The squatter would relay every take and confirm to
+    the maker and answer the taker with an unsigned "offer closed" (147 trades done at the maker and
+    failed at the taker, in 60 s, before). The taker pins the maker's key in TLS: the squatter fails
+    the handshake before it reads a byte of any request, the request goes to the next destination, and
+    both sides end with the same trades. (Were a request ever to reach it, its unsigned refusal would
+    still count for nothing: only the maker's signed refusal of that very request fails a trade; see
+    test_desk.py.)"""
+    maker = spawn("maker", grape=0, args=("--announce", "127.0.0.2"))  # listens on 127.0.0.1 only
     offer = maker.offer("sell", "100", "8000")
+    taker = spawn("taker", grape=1)
+    wait_for(lambda: visible(taker, offer["id"]), what="the offer at the taker")
     with BackgroundLoop() as bg:
-        bg.run(announce_junk(grapes.urls[1], "otc:market", 1000))
         squatter = bg.run(Squatter(grapes.urls[1], maker.peer_id, rpc_addr(maker)).start())
-        taker = spawn("taker", grape=1)
-        bg.spawn(squatter.feed(rpc_addr(taker)))  # it wants the taker to trade with the maker, through it
-        wait_for(lambda: visible(taker, offer["id"]), what="the offer at the taker")
+        wait_for(lambda: bg.run(squatter.listed()), what="the squatter to be listed under the maker's name")
 
         def take(_: int) -> str:
             try:

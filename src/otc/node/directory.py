@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from grenache import GrenacheError, Link, PeerRPCClient, RPCError
-from grenache.client import ERR_REQUEST_GENERIC, ERR_TIMEOUT
+from grenache.client import ERR_PEER_AUTH, ERR_REQUEST_GENERIC, ERR_TIMEOUT
 from grenache.link import ERR_GRAPE_LOOKUP_EMPTY
 from grenache.server import ERR_UNKNOWN_SERVICE
 
@@ -138,19 +138,21 @@ class Directory:
 
     async def _ask(self, peer_id: str, msg: Any, *, timeout: float, result_type: Any = None) -> Any:
         """A request to one peer's own service (``otc:peer:<id>``): first straight to the address its
-        signed heartbeat gives, when the Grape has listed it (no lookup, works while a Grape has
-        forgotten the name, and a squatter on the name cannot intercept it); then through the DHT, if
-        that address is gone (the peer restarted on another port) or we have none."""
+        signed head gives (no lookup: works while a Grape has forgotten the name, or is buried in junk),
+        then through the DHT if that address does not answer as that peer (it restarted elsewhere).
+        Either way the far end must prove it holds the peer's key in the TLS handshake before a byte is
+        sent (``tls.verify_peer``), so neither a head's address nor a squatter on the name can divert
+        the request; a head cannot aim our requests anywhere but at a TLS handshake either."""
         deadline = time.monotonic() + timeout
         addr = self.addr_of(peer_id)
-        if addr is not None and self.is_listed(addr):
+        if addr is not None:
             try:
                 return await self.client.request_dest(
                     addr, peer_key(peer_id), msg, timeout=timeout, result_type=result_type
                 )
             except RPCError as exc:
                 # every request to a peer is idempotent, so sending it again elsewhere is safe
-                if exc.code not in (ERR_REQUEST_GENERIC, ERR_UNKNOWN_SERVICE):
+                if exc.code not in (ERR_REQUEST_GENERIC, ERR_UNKNOWN_SERVICE, ERR_PEER_AUTH):
                     raise
         left = deadline - time.monotonic()
         if left <= 0:

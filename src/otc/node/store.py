@@ -80,7 +80,9 @@ class Store:
         offers: Iterable[Offer] = (),
         maker_trades: Iterable[MakerTrade] = (),
         taker_trades: Iterable[TakerTrade] = (),
+        contacts: Iterable[tuple[str, str, int]] = (),
     ) -> None:
+        """One transaction: a decision and everything it changed (``contacts``: (peer id, name, when))."""
         db = self.db
         db.execute("BEGIN")
         try:
@@ -98,6 +100,7 @@ class Store:
                 "INSERT OR REPLACE INTO taker_trades VALUES (?, ?, ?, ?)",
                 [(t.take.trade_id, t.state.value, t.updated_at, _enc.encode(t)) for t in taker_trades],
             )
+            db.executemany("INSERT OR REPLACE INTO contacts VALUES (?, ?, ?)", contacts)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

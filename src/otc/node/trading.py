@@ -124,8 +124,15 @@ class Trading:
         """Persist, then apply to our own book and publish: the order that makes crashes safe."""
         if not effects:
             return
+        now = now_ms()
+        # a counterparty, under the name it traded as: chat.py never gives that name to another id
+        contacts = [
+            (t.terms.taker, t.terms.taker_name, now) for t in effects.trades if t.state is MakerState.DONE
+        ]
         try:
-            self.store.save(seq=self.desk.seq, offers=effects.offers, maker_trades=effects.trades)
+            self.store.save(
+                seq=self.desk.seq, offers=effects.offers, maker_trades=effects.trades, contacts=contacts
+            )
         except Exception:
             # the desk already holds a decision the disk does not: answering anyone now could make
             # maker and taker disagree after a restart. Stop at once; the disk is the truth.
@@ -137,7 +144,6 @@ class Trading:
         for trade in effects.trades:
             if trade.state is MakerState.DONE:
                 assert trade.taker_sig is not None
-                self._contact(trade.terms.taker, trade.terms.taker_name)
                 self.events.emit(
                     {"type": "trade", "receipt": receipt_of(trade.terms, trade.maker_sig, trade.taker_sig)}
                 )
@@ -298,14 +304,14 @@ class Trading:
             self._driving.discard(tid)
 
     def _save_taker(self, trade: TakerTrade) -> None:
-        self.store.save(taker_trades=[trade])
+        done = trade.state is TakerState.DONE and trade.terms is not None
+        contacts = [(trade.terms.maker, trade.terms.maker_name, now_ms())] if done and trade.terms else []
+        self.store.save(taker_trades=[trade], contacts=contacts)
         if trade.state in (TakerState.REQUESTED, TakerState.RESERVED):
             self.open_takes[trade.take.trade_id] = trade
         else:
             self.open_takes.pop(trade.take.trade_id, None)
         if trade.state is TakerState.DONE:
-            assert trade.terms is not None
-            self._contact(trade.terms.maker, trade.terms.maker_name)
             self.events.emit({"type": "trade", "receipt": receipt(trade)})
 
     async def _reconcile_loop(self) -> None:
@@ -315,10 +321,6 @@ class Trading:
                 if trade.state is TakerState.RESERVED and trade.take.trade_id not in self._driving:
                     self.tasks.spawn(self._drive(trade, self.config.take_deadline_s))
             await asyncio.sleep(1.0)
-
-    def _contact(self, peer_id: str, name: str) -> None:
-        # a counterparty, under the name it traded as: chat.py never gives that name to another id
-        self.store.add_contact(peer_id, name, now_ms())
 
     # --- views --------------------------------------------------------------------------------------
     def receipts(self) -> list[tuple[str, Receipt]]:
