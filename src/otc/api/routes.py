@@ -22,6 +22,7 @@ from ..core.offer import available
 from ..core.sweep import average_text
 from ..home import new_token, remove_token, write_token
 from ..node.clock import now_ms
+from ..node.notify import notice
 from ..node.peer import Peer
 from .auth import SESSION_PATH, Auth, LoginIn, SessionOut
 from .server import EventStream, HTTPError, Request, Response, Router, WebServer
@@ -187,6 +188,13 @@ STATUS = {
     E.ERR_TRADE_NOT_FOUND: 404,
     E.ERR_NOT_MAKER: 403,
     E.ERR_TRADE_PENDING: 409,
+    # requests for quote, settlement, webhooks (api/rfq_routes.py)
+    E.ERR_RFQ_NOT_FOUND: 404,
+    E.ERR_QUOTE_NOT_FOUND: 404,
+    E.ERR_RULE_NOT_FOUND: 404,
+    E.ERR_WEBHOOK_NOT_FOUND: 404,
+    E.ERR_QUOTE_FOREIGN: 403,
+    E.ERR_NOT_ENTITLED: 403,
 }
 BAD_REQUEST = {
     E.ERR_INVALID_PAYLOAD,
@@ -199,6 +207,8 @@ BAD_REQUEST = {
     E.ERR_TOO_MANY_OFFERS,
     E.ERR_AMBIGUOUS_ID,
     E.ERR_AMBIGUOUS_PEER,
+    E.ERR_INVALID_WEBHOOK,
+    E.ERR_TOO_MANY_WEBHOOKS,
 }
 
 _encoder = msgspec.json.Encoder()
@@ -323,6 +333,9 @@ class API:
             ("POST", SESSION_PATH, self.auth.login),
             ("DELETE", SESSION_PATH, self.auth.logout),
         ]
+        from .rfq_routes import RfqAPI  # it builds on this module's helpers
+
+        routes += RfqAPI(peer).routes()
         for method, path, handler in routes:
             r.add(method, path, endpoint(handler))
         self.server = WebServer(r, http_error, guard=self.auth, max_body=API_MAX_BODY_BYTES)
@@ -399,7 +412,9 @@ class API:
         return json_response(receipt_out(receipt, "taker"), 201)
 
     async def trades(self, request: Request) -> Response:
-        return json_response([receipt_out(r, role) for role, r in self.peer.trading.receipts()])
+        receipts = self.peer.trading.receipts() + self.peer.rfq.receipts()  # quotes we honoured too
+        receipts.sort(key=lambda r: (r[1].created_at, r[1].id))
+        return json_response([receipt_out(r, role) for role, r in receipts])
 
     async def peers(self, request: Request) -> Response:
         book = self.peer.book
@@ -449,6 +464,9 @@ class API:
                 offer = event.get("offer")
                 if offer is not None:  # enough for a watcher to tell which update arrived
                     summary.update(id=offer.id, seq=offer.seq, status=offer.status)
+                note = notice(event, self.peer.peer_id)  # fills, requests, quotes, settlement, messages
+                if note is not None:
+                    summary["data"] = note["data"]
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(summary)
 
@@ -540,7 +558,7 @@ def openapi_document() -> dict[str, Any]:
         "description": "1: also makers that are silent or awaiting a sync (alive false)",
         "schema": {"type": "string", "enum": ["1", "true"]},
     }
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Grenache OTC peer control API",
@@ -615,3 +633,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "security": [{"token": []}, {"session": []}],
     }
+    from .rfq_routes import openapi_paths
+
+    for path, operations in openapi_paths(error, components).items():
+        document["paths"].setdefault(path, {}).update(operations)
+    return document

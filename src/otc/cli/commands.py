@@ -20,11 +20,14 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import msgspec
-from rich.console import Console
+from rich.console import Console, Group
+from rich.text import Text
 
 from .. import home
+from ..core.errors import OTCError
 from ..core.money import DEFAULT_PAIR, PAIRS
 from . import render
+from . import rfq as rfq_cli
 from .client import DEFAULT_API, APIError, Client, ClientError, PeerUnreachable
 from .target import Target, TargetError, resolve
 
@@ -109,6 +112,14 @@ def ip_address_arg(value: str, name: str) -> str:
     is_flag=True,
     help="Also answer Grapevine (Node chat) clients under --name; their messages arrive unsigned.",
 )
+@click.option(
+    "--notify-url", "notify_urls", multiple=True, metavar="URL",
+    help="POST every notification (fills, RFQs, quotes, settlement, messages) here, HMAC-signed. Repeatable.",
+)  # fmt: skip
+@click.option(
+    "--settlement-deadline", "deadlines", multiple=True, metavar="STATE=SECONDS",
+    help="Time allowed in a settlement state before the trade is flagged overdue. Repeatable.",
+)  # fmt: skip
 def peer(
     grape: str,
     api_port: int,
@@ -121,6 +132,8 @@ def peer(
     pair: str,
     log_level: str,
     grapevine: bool,
+    notify_urls: tuple[str, ...],
+    deadlines: tuple[str, ...],
 ) -> None:
     """Run a peer: join the market through GRAPE and serve the control API on 127.0.0.1:API_PORT.
 
@@ -137,6 +150,9 @@ def peer(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not 1 <= len(name) <= 32 or not name.isprintable():
         raise click.BadParameter("a name is 1 to 32 printable characters", param_hint="--name")
+    from .rfq import parse_deadlines
+
+    deadline_ms = parse_deadlines(deadlines)  # before anything is made: a bad value changes nothing
     if ephemeral and data_dir is not None:
         raise click.UsageError("--ephemeral keeps nothing, --data-dir keeps everything: give one of them")
     if not ephemeral:
@@ -157,6 +173,8 @@ def peer(
             announce_host=announce,
             default_pair=pair,
             grapevine=grapevine,
+            notify_urls=list(notify_urls),
+            settlement_deadlines_ms=deadline_ms,
         )
         node = Peer(config)
         api = API(node)
@@ -195,7 +213,7 @@ def peer(
         uvloop.run(run())
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         asyncio.run(run())
-    except (OSError, RuntimeError) as exc:  # a port in use, a data directory held by another peer
+    except (OSError, RuntimeError, OTCError) as exc:  # a port or data directory in use, a bad --notify-url
         hint = ""
         if "another peer is running" in str(exc):
             hint = "\n(`otc peers --local` lists it; give another --name, --data-dir or --ephemeral)"
@@ -338,14 +356,19 @@ pair_option = click.option(
 )
 
 
-@api_command(main)
+@main.group(cls=rfq_cli.DefaultGroup, default="post")
+def offer() -> None:
+    """Post an offer (`otc offer sell 100 8000`), post one again (`again`), or amend one (`amend`)."""
+
+
+@api_command(offer, "post")
 @click.argument("side", type=click.Choice(["buy", "sell"]))
 @click.argument("amount")
 @click.argument("price")
 @pair_option
 @click.option("--min-fill", metavar="AMOUNT", help="Refuse takes smaller than this (but the last remainder).")
 @click.option("--ttl", type=click.IntRange(1, 30 * 24 * 3600), metavar="SECONDS", help="Expire after.")
-def offer(
+def offer_post(
     out: Out, side: str, amount: str, price: str, pair: str | None, min_fill: str | None, ttl: int | None
 ) -> None:
     """Post an offer to buy or sell AMOUNT of the base currency at PRICE (quote currency per unit)."""
@@ -524,13 +547,17 @@ def watch(out: Out, pair: str | None, depth: int, interval: float) -> None:
     def listen() -> None:  # a daemon thread: subscribes to the peer's events, reconnects when lost
         while True:
             with contextlib.suppress(ClientError):
-                for _ in client.events(on_open=connected):
+                for event in client.events(on_open=connected):
+                    if "data" in event:  # a notification: a summary line, and the bell
+                        last["note"] = f"{time.strftime('%H:%M:%S')}  {rfq_cli.note_line(event)}"
+                        if out.console.is_terminal:
+                            out.console.bell()
                     changed.set()
             stream["status"] = f"event stream lost: polling every {interval:g} s, reconnecting"
             changed.set()
             time.sleep(1.0)
 
-    last: dict[str, Any] = {"health": None, "book": None, "trades": [], "mine": []}
+    last: dict[str, Any] = {"health": None, "book": None, "trades": [], "mine": [], "note": None}
 
     def screen() -> Any:
         status = stream["status"]
@@ -543,10 +570,11 @@ def watch(out: Out, pair: str | None, depth: int, interval: float) -> None:
             status = f"disconnected ({exc.reason}): showing the last data; retrying"
         except ClientError as exc:
             status = f"error: {exc}"
-        return render.watch_screen(
+        screen = render.watch_screen(
             last["health"], last["book"], last["trades"], last["mine"], api=client.base, depth=depth,
             status=status,
         )  # fmt: skip
+        return screen if last["note"] is None else Group(Text(last["note"], style="bold yellow"), screen)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -567,3 +595,7 @@ def watch(out: Out, pair: str | None, depth: int, interval: float) -> None:
                 live.update(screen(), refresh=True)
     except KeyboardInterrupt:
         pass
+
+
+# requests for quote, quoting rules, settlement, notify, webhooks, offer again/amend (cli/rfq.py)
+rfq_cli.register(main, api_command)

@@ -55,3 +55,21 @@ ERR_TAKER_SUSPENDED = "ERR_TAKER_SUSPENDED"  # too many reservations left unconf
 ERR_MAKER_BUSY = "ERR_MAKER_BUSY"  # the maker holds as many reservations as it allows at all
 ERR_RATE_LIMITED = "ERR_RATE_LIMITED"  # too many requests from this sender (or in all) right now
 ERR_NOT_READY = "ERR_NOT_READY"  # a peer still joining does not serve its (partial) book
+
+# --- requests for quote, settlement, notifications (issue 12) ------------------------------------------
+ERR_RFQ_NOT_FOUND = "ERR_RFQ_NOT_FOUND"
+ERR_RFQ_EXPIRED = "ERR_RFQ_EXPIRED"
+ERR_TOO_MANY_RFQS = "ERR_TOO_MANY_RFQS"
+ERR_QUOTE_NOT_FOUND = "ERR_QUOTE_NOT_FOUND"
+ERR_QUOTE_EXPIRED = "ERR_QUOTE_EXPIRED"
+ERR_QUOTE_USED = "ERR_QUOTE_USED"  # honoured already (up to its amount)
+ERR_QUOTE_FOREIGN = "ERR_QUOTE_FOREIGN"  # the quote was made for another requester
+ERR_TOO_MANY_QUOTES = "ERR_TOO_MANY_QUOTES"
+ERR_INSUFFICIENT_BALANCE = "ERR_INSUFFICIENT_BALANCE"  # past the quoting rule's balance
+ERR_RULE_NOT_FOUND = "ERR_RULE_NOT_FOUND"
+ERR_RATE_LIMITED = "ERR_RATE_LIMITED"
+ERR_SETTLEMENT_STEP = "ERR_SETTLEMENT_STEP"  # not a step the settlement's state allows
+ERR_NOT_ENTITLED = "ERR_NOT_ENTITLED"  # the step belongs to the other party
+ERR_INVALID_WEBHOOK = "ERR_INVALID_WEBHOOK"
+ERR_TOO_MANY_WEBHOOKS = "ERR_TOO_MANY_WEBHOOKS"
+ERR_WEBHOOK_NOT_FOUND = "ERR_WEBHOOK_NOT_FOUND"

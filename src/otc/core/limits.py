@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Final
 
-# --- reservations: what one taker may hold at a maker (issue 8 item 3) ------------------------------------
+# --- reservations: what one taker may hold at a maker (issue 8 item 3) --------------------------------------
 # A reservation holds liquidity until the taker's confirm, which an honest taker sends automatically within
 # a round trip; holding and never confirming is free, so a maker bounds what each taker id may hold.
 
@@ -61,7 +61,7 @@ KEEP_RELEASED_MS: Final = 2 * TAKE_MAX_AGE_MS
 deleted: a storm of tiny takes that are never confirmed leaves nothing behind. Longer than the take
 window, so any take still accepted finds its earlier record."""
 
-# --- reaching makers (issue 8 item 6) ------------------------------------------------------------------
+# --- reaching makers (issue 8 item 6) -----------------------------------------------------------------------
 UNREACHABLE_S: Final = 10.0
 MAX_UNREACHABLE_S: Final = 300.0
 """A peer that did not answer a request (timeout, refused connection) is unreachable for 10 s, doubling
@@ -82,7 +82,7 @@ what is left, so no number of slow makers makes a sweep hang."""
 PEERS_TRACKED: Final = 10_000
 """Per-peer records kept for reachability and rate limits (least recently used dropped first)."""
 
-# --- chat (issue 8 items 5 and 9) ------------------------------------------------------------------------
+# --- chat (issue 8 items 5 and 9) ---------------------------------------------------------------------------
 CHAT_TEXT_MAX: Final = 2000
 CHAT_PER_SENDER_PER_MINUTE: Final = 30
 CHAT_BURST: Final = 10
@@ -174,3 +174,86 @@ uses one or two browsers; the bound keeps a script that logs in in a loop from g
 
 API_SESSION_TTL_S: Final = 24 * 3600
 """A session lasts a trading day from its login, then the desk asks for the token again."""
+# --- requests for quote (issue 12) --------------------------------------------------------------------------
+# Rates are per sending key: keys are free, so a rate bounds what one key costs, the caps bound memory.
+
+RFQ_PER_PEER_PER_MIN: Final = 30
+"""Requests for quote a maker takes from one requester a minute (bursts of as many): a desk asks a few
+times a minute, a bot more; each costs the maker a signature check and perhaps a signed, stored quote.
+Every request counts, refused or not."""
+
+RFQ_MAX_OPEN_IN: Final = 2000
+"""Open requests a maker holds from all requesters: each is ~600 bytes and lives at most
+RFQ_MAX_TTL_MS, so ~1.2 MB at worst."""
+
+RFQ_MAX_OPEN_PER_PEER: Final = 5
+"""Open requests a maker holds from one requester: a desk compares a few at a time; without it one key
+could hold 30 x 2 minutes' worth of the slots above."""
+
+RFQ_MAX_OPEN_OUT: Final = 50
+"""A requester's own open requests: every open request takes quotes, so this bounds those too."""
+
+RFQ_DEFAULT_TTL_MS: Final = 10_000
+RFQ_MAX_TTL_MS: Final = 120_000
+"""How long a request takes quotes: OTC quotes come in seconds (AirSwap's default is 60 s)."""
+
+RFQ_FANOUT_CONCURRENCY: Final = 32
+RFQ_SEND_TIMEOUT_S: Final = 1.0
+"""A request goes to every live peer, 32 at once, 1 s each, failures ignored: a market of hundreds with
+a few dead peers is asked within about a second, and no slow peer holds it up."""
+
+MAX_CLOCK_SKEW_MS: Final = 30_000
+"""How far in our future a request, quote or settlement step may be dated (clocks differ)."""
+
+# --- quotes (issue 12) --------------------------------------------------------------------------------------
+QUOTES_PER_PEER_PER_MIN: Final = 120
+"""Quotes a requester takes from one maker a minute (bursts of as many): a maker quotes each open
+request at most QUOTES_PER_MAKER_PER_RFQ times."""
+
+QUOTES_PER_RFQ: Final = 100
+QUOTES_PER_MAKER_PER_RFQ: Final = 5
+"""Quotes kept per request (the best of 100 makers is plenty), and per maker per request (a re-quote
+improves a price; five is generous). Only peers the request was sent to may quote at all."""
+
+QUOTE_DEFAULT_TTL_MS: Final = 5_000
+QUOTE_MAX_TTL_MS: Final = 60_000
+"""A firm quote binds its maker for its lifetime: seconds, as on every RFQ venue (FIX ValidUntilTime)."""
+
+QUOTES_MAX_OPEN: Final = 10_000
+"""Open quotes a maker holds (private offers of its quote desk, with their reservations): bounds its
+memory and the balance bookkeeping scanned when it quotes."""
+
+QUOTES_KEEP_CLOSED: Final = 1000
+"""Closed quotes (and a requester's closed requests) kept in memory for retries; SQLite has them all."""
+
+QUOTING_RULES_MAX: Final = 32
+"""Quoting rules: at most one per pair and side (5 pairs x 2 sides today), room for more pairs."""
+
+# --- settlement (issue 12) ----------------------------------------------------------------------------------
+SETTLE_SYNCS_PER_PEER_PER_MIN: Final = 240
+"""Settlement exchanges a peer answers from one counterparty a minute (bursts of as many): an honest
+one sends one per step and retries with backoff."""
+
+SETTLE_MAX_STEPS: Final = 16
+SETTLE_NOTE_MAX: Final = 200
+"""Steps in one exchange (four of the happy path and a dispute each, with room), and a step's note."""
+
+SETTLE_BATCH: Final = 200
+SETTLE_RETRY_MAX_S: Final = 10.0
+"""Settlements the background loop re-sends or checks per pass; an unanswered exchange is retried
+from 0.5 s doubling up to 10 s, so a returning peer is brought level within seconds."""
+
+# --- notifications (issue 12) -------------------------------------------------------------------------------
+WEBHOOKS_MAX: Final = 8
+WEBHOOK_URL_MAX: Final = 2000
+"""Webhook endpoints per peer (a bot, a phone bridge, a log), each with its own queue and worker."""
+
+WEBHOOK_QUEUE: Final = 1000
+"""Undelivered notifications queued per webhook: a receiver down for a while loses the oldest (counted),
+never slows trading, and holds at most ~1000 x 1 kB."""
+
+WEBHOOK_ATTEMPTS: Final = 8
+WEBHOOK_BACKOFF_MAX_S: Final = 30.0
+WEBHOOK_TIMEOUT_S: Final = 5.0
+"""A delivery is retried with exponential backoff (0.5 s, 1 s, 2 s ... up to 30 s) eight times, each
+attempt given 5 s, then that one notification is given up (counted)."""

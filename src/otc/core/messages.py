@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .limits import SETTLE_MAX_STEPS, SETTLE_NOTE_MAX
 from .money import Money
 
 PeerId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
@@ -153,7 +154,8 @@ class Chat(msgspec.Struct, frozen=True, tag="chat", tag_field="type", kw_only=Tr
     sig: Sig = ""
 
 
-PeerRequest = Take | Confirm | OffersRequest | Ping | Chat
+# ``PeerRequest``, the union of what arrives on a peer's own key, is at the end of the file, after the
+# message types of every section.
 
 
 class TradeReply(msgspec.Struct, tag="trade", tag_field="type", kw_only=True):
@@ -204,3 +206,73 @@ class GrapevineNote(msgspec.Struct, frozen=True, kw_only=True):
     peer: Annotated[str, msgspec.Meta(max_length=128)]
     text: Text
     ts: Millis  # our clock
+
+
+# --- requests for quote and settlement (issue 12) ------------------------------------------------------
+# FIX's names where they fit (QuoteReqID, QuoteID, ValidUntilTime), so a FIX gateway maps onto them.
+class QuoteRequest(msgspec.Struct, frozen=True, tag="rfq", tag_field="type", kw_only=True):
+    """A requester's signed request for quote, sent to each live peer on the peer's own key."""
+
+    quote_req_id: Id
+    requester: PeerId
+    requester_name: Name
+    side: Side  # the requester's: "buy" asks makers to sell to it
+    pair: PairSymbol
+    amount: Money
+    created_at: Millis
+    valid_until: Millis  # quotes are accepted for it until then
+    sig: Sig = ""
+
+
+class Quote(msgspec.Struct, frozen=True, tag="quote", tag_field="type", kw_only=True):
+    """A maker's signed firm quote, for its requester only: up to ``amount`` at ``price`` until
+    ``valid_until``. It is accepted with a ``take`` (then a ``confirm``) whose ``offer_id`` is the
+    ``quote_id``: the maker holds the quote as a private firm offer (core/rfq.py)."""
+
+    quote_id: Id
+    quote_req_id: Id
+    maker: PeerId
+    maker_name: Name
+    requester: PeerId
+    side: Side  # the maker's, as an offer's side: the opposite of the request's
+    pair: PairSymbol
+    price: Money
+    amount: Money
+    created_at: Millis
+    valid_until: Millis
+    sig: Sig = ""
+
+
+SettleStepName = Literal["payment_sent", "payment_received", "delivery_sent", "settled", "disputed"]
+TermsDigest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+Note = Annotated[str, msgspec.Meta(min_length=1, max_length=SETTLE_NOTE_MAX, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class SettleStep(msgspec.Struct, frozen=True, kw_only=True):
+    """One settlement transition, signed by the party entitled to make it (core/settlement.py)."""
+
+    trade_id: Id
+    terms: TermsDigest  # hash of the trade's signed terms: the step is about exactly that trade
+    step: SettleStepName
+    actor: PeerId
+    ts: Millis
+    note: Note | None = None  # a payment reference, a transaction id
+    sig: Sig = ""
+
+
+class SettleSync(msgspec.Struct, frozen=True, tag="settle", tag_field="type", kw_only=True):
+    """A party's signed settlement steps for one trade, sent to the other party; the answer is the
+    receiver's steps (``SettleSteps``), so one exchange brings both sides level."""
+
+    trade_id: Id
+    sender: PeerId
+    steps: Annotated[list[SettleStep], msgspec.Meta(max_length=SETTLE_MAX_STEPS)]
+    ts: Millis
+    sig: Sig = ""
+
+
+class SettleSteps(msgspec.Struct, kw_only=True):
+    steps: Annotated[list[SettleStep], msgspec.Meta(max_length=SETTLE_MAX_STEPS)]
+
+
+PeerRequest = Take | Confirm | OffersRequest | Ping | Chat | QuoteRequest | Quote | SettleSync

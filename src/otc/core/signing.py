@@ -9,7 +9,20 @@ import msgspec
 
 from .errors import OTCError
 from .identity import Identity, verify
-from .messages import Chat, Confirm, Head, Offer, Receipt, Take, Terms, TradeRefusal
+from .messages import (
+    Chat,
+    Confirm,
+    Head,
+    Offer,
+    Quote,
+    QuoteRequest,
+    Receipt,
+    SettleStep,
+    SettleSync,
+    Take,
+    Terms,
+    TradeRefusal,
+)
 from .offer import check_consistent
 
 _encoder = msgspec.json.Encoder()
@@ -81,3 +94,24 @@ def receipt_is_valid(receipt: Receipt) -> bool:
 def request_digest(request: Take | Confirm) -> str:
     """SHA-256 of a trade request's whole encoding, signatures included: what a refusal names."""
     return hashlib.sha256(REQUEST_DOMAINS[type(request)] + _encoder.encode(request)).hexdigest()
+
+
+# --- requests for quote and settlement (issue 12) ------------------------------------------------------
+DOMAINS.update(
+    {
+        QuoteRequest: b"grenache-otc/1 rfq\n",
+        Quote: b"grenache-otc/1 quote\n",
+        SettleStep: b"grenache-otc/1 settle-step\n",
+        SettleSync: b"grenache-otc/1 settle-sync\n",
+    }
+)
+
+
+def is_signed_by(msg: QuoteRequest | Quote | SettleStep | SettleSync, signer: str) -> bool:
+    """Whether ``msg`` carries ``signer``'s valid signature (the caller names who must have signed)."""
+    return bool(msg.sig) and verify(signer, msg.sig, signing_bytes(msg))
+
+
+def terms_digest(terms: Terms) -> str:
+    """What settlement steps name a trade by: the hash of its signed terms (the same on both sides)."""
+    return hashlib.sha256(signing_bytes(terms)).hexdigest()[:32]

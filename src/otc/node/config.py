@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,6 +27,11 @@ class PeerConfig:
     announce_interval_s: float = 30.0
     snapshot_sources: int = 2  # peers a joiner reads the book from at once
     grapevine: bool = False  # also answer Grapevine (Node chat) clients under our name (unsigned)
+    # --- requests for quote, settlement, notifications (issue 12) ---
+    # per open settlement state, ms until it is overdue (the rest: core/settlement.py's defaults)
+    settlement_deadlines_ms: dict[str, int] = field(default_factory=dict)
+    settle_interval_s: float = 0.5  # how often settlements are re-sent and deadlines checked
+    notify_urls: list[str] = field(default_factory=list)  # webhooks given at start (--notify-url)
 
 
 def announced_host(config: PeerConfig) -> str:

@@ -5,6 +5,10 @@
 - ``Messenger`` (chat.py)      signed direct messages
 - ``Sweeper``   (sweeps.py)    sweep orders across makers
 - ``Directory`` (directory.py) where other peers are, and how to reach one by id
+- ``RFQ``       (rfq.py)       requests for quote, quotes, quoting rules, the quote desk
+- ``Settlements`` (settlement.py) the steps after a trade is done, kept level on both sides
+- ``Notifier``  (notify.py)    webhooks
+- ``Templates`` (templates.py) offers posted again, amended
 
 ``Peer`` owns what they share (identity, store, book, desk, the Grenache link, server and client), wires
 the RPC keys to the parts, and runs the lifecycle. Everything that mutates the core runs synchronously
@@ -25,7 +29,17 @@ from grenache import Link, PeerRPCClient, PeerRPCServer, RPCError
 from ..core.book import Book
 from ..core.desk import Desk
 from ..core.errors import OTCError
-from ..core.messages import Chat, Confirm, OffersRequest, PeerRequest, Ping, Take
+from ..core.messages import (
+    Chat,
+    Confirm,
+    OffersRequest,
+    PeerRequest,
+    Ping,
+    Quote,
+    QuoteRequest,
+    SettleSync,
+    Take,
+)
 from ..core.taker import Taker
 from . import tls
 from .chat import Messenger
@@ -35,9 +49,13 @@ from .events import Listeners
 from .grapevine import GrapevineBridge
 from .keyfile import load_or_create
 from .market import Market
+from .notify import Notifier
+from .rfq import RFQ
+from .settlement import Settlements
 from .store import Store
 from .sweeps import Sweeper
 from .tasks import Tasks
+from .templates import Templates
 from .trading import KEEP_SETTLED, Trading
 from .wire import decode
 
@@ -94,6 +112,18 @@ class Peer:
             self.peer_id, self.book, config.default_pair, self.trading.take, self.market.sync_maker,
             self.trading.post_offer, self.directory,
         )  # fmt: skip
+        self.templates = Templates(self.trading, self.store)
+        self.rfq = RFQ(
+            config, self.identity, self.book, self.desk, self.store, self.directory, self.tasks, self.events,
+            self.trading,
+        )  # fmt: skip
+        self.settlements = Settlements(
+            config, self.identity, self.store, self.directory, self.tasks, self.events,
+            self.trading.taker_trades,
+        )  # fmt: skip
+        self.notify = Notifier(
+            self.peer_id, self.data_dir, self.store, self.events, self.tasks, config.notify_urls
+        )
 
     @property
     def rpc_port(self) -> int:
@@ -123,6 +153,9 @@ class Peer:
         self.market.start(self.addr)
         self.trading.start()
         await self.grapevine.start()
+        self.rfq.start()
+        self.settlements.start()
+        self.notify.start()
         await self.market.join(
             me={self.addr, f"127.0.0.1:{self.rpc_port}", f"{self.config.rpc_host}:{self.rpc_port}"}
         )
@@ -140,6 +173,7 @@ class Peer:
         await self.client.stop()
         await self.link.stop()
         self.market.stop()
+        self.notify.stop()
         self.store.close()
         self._lock.close()
         if self._tmp is not None:
@@ -149,6 +183,8 @@ class Peer:
     async def _on_peer(self, payload: Any) -> Any:
         msg = decode(payload, PeerRequest)
         try:
+            if isinstance(msg, (Take, Confirm)) and (quoted := self.rfq.route(msg)) is not None:
+                return quoted  # about a quote: the quote desk's
             if isinstance(msg, Take):
                 return self.trading.on_take(msg)
             if isinstance(msg, Confirm):
@@ -157,6 +193,12 @@ class Peer:
                 return self.market.own_offers(msg)
             if isinstance(msg, Ping):
                 return {"ok": True}
+            if isinstance(msg, QuoteRequest):
+                return self.rfq.on_request(msg)
+            if isinstance(msg, Quote):
+                return self.rfq.on_quote(msg)
+            if isinstance(msg, SettleSync):
+                return self.settlements.on_sync(msg)
             assert isinstance(msg, Chat)
             return self.chat.receive(msg)
         except OTCError as exc:

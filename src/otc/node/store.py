@@ -7,13 +7,16 @@ in the OS page cache); only an OS crash or power loss may lose the last commits.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import msgspec
 
-from ..core.messages import Chat, GrapevineNote, Offer
+from ..core.messages import Chat, GrapevineNote, Offer, Quote, QuoteRequest
+from ..core.rfq import Rule
+from ..core.settlement import Record
 from ..core.trade import MakerTrade, TakerTrade
 
 SCHEMA = """
@@ -68,6 +71,10 @@ class Store:
             if column not in columns:
                 self.db.execute(sql)
         self.db.executescript(INDEXES)
+        # requests for quote, settlement, notifications: their own tables (end of file)
+        self.rfq = RfqTables(self.db)
+        self.settlements = SettlementTables(self.db)
+        self.webhooks = WebhookTables(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -206,3 +213,227 @@ class Store:
             (str(d), _note.decode(b) if k == "grapevine" else _chat.decode(b), int(r))
             for d, b, r, k in reversed(rows)
         ]
+
+
+# --- requests for quote, settlement, notifications (issue 12) ------------------------------------------
+# Their own tables on the same connection (and file): one transaction may span them and the trading
+# tables, and nothing above needs to know them.
+RFQ_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rfq_sent (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rfq_quotes_in (id TEXT PRIMARY KEY, rfq_id TEXT NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS rfq_quotes_in_by_rfq ON rfq_quotes_in (rfq_id);
+CREATE TABLE IF NOT EXISTS quote_offers (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, status TEXT NOT NULL,
+                                         body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS quotes_out (id TEXT PRIMARY KEY, rfq_id TEXT NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS quote_trades (id TEXT PRIMARY KEY, state TEXT NOT NULL,
+                                         created_at INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS quote_trades_by_state ON quote_trades (state, created_at);
+CREATE TABLE IF NOT EXISTS quoting_rules (pair TEXT NOT NULL, side TEXT NOT NULL, body BLOB NOT NULL,
+                                          PRIMARY KEY (pair, side));
+"""
+SETTLEMENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settlements (id TEXT PRIMARY KEY, state TEXT NOT NULL, due_at INTEGER,
+                                        overdue INTEGER NOT NULL, unacked INTEGER NOT NULL,
+                                        body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS settlements_due ON settlements (due_at) WHERE due_at IS NOT NULL AND overdue = 0;
+CREATE INDEX IF NOT EXISTS settlements_unacked ON settlements (unacked) WHERE unacked = 1;
+"""
+WEBHOOK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS webhooks (id TEXT PRIMARY KEY, url TEXT NOT NULL, created_at INTEGER NOT NULL);
+"""
+
+_request = msgspec.json.Decoder(QuoteRequest)
+_quote = msgspec.json.Decoder(Quote)
+_rule = msgspec.json.Decoder(Rule)
+_record = msgspec.json.Decoder(Record)
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    db.execute("BEGIN")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+class RfqTables:
+    """Our requests and the quotes they got; the quote desk (its offers, trades and seq), the quotes
+    we gave, our quoting rules."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        db.executescript(RFQ_SCHEMA)
+
+    def save(
+        self,
+        *,
+        seq: int | None = None,
+        requests: Iterable[QuoteRequest] = (),
+        received: Iterable[Quote] = (),
+        offers: Iterable[Offer] = (),
+        given: Iterable[Quote] = (),
+        trades: Iterable[MakerTrade] = (),
+        rules: Iterable[Rule] = (),
+        removed_rules: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        with transaction(self.db) as db:
+            if seq is not None:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('quote_seq', ?)", (str(seq),))
+            db.executemany(
+                "INSERT OR REPLACE INTO rfq_sent VALUES (?, ?, ?)",
+                [(r.quote_req_id, r.created_at, _enc.encode(r)) for r in requests],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO rfq_quotes_in VALUES (?, ?, ?)",
+                [(q.quote_id, q.quote_req_id, _enc.encode(q)) for q in received],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO quote_offers VALUES (?, ?, ?, ?)",
+                [(o.id, o.seq, o.status, _enc.encode(o)) for o in offers],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO quotes_out VALUES (?, ?, ?)",
+                [(q.quote_id, q.quote_req_id, _enc.encode(q)) for q in given],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO quote_trades VALUES (?, ?, ?, ?)",
+                [(t.terms.id, t.state.value, t.terms.created_at, _enc.encode(t)) for t in trades],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO quoting_rules VALUES (?, ?, ?)",
+                [(r.pair, r.side, _enc.encode(r)) for r in rules],
+            )
+            db.executemany("DELETE FROM quoting_rules WHERE pair = ? AND side = ?", list(removed_rules))
+
+    # requester side
+    def sent(self, limit: int) -> list[QuoteRequest]:
+        rows = self.db.execute("SELECT body FROM rfq_sent ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [_request.decode(r[0]) for r in rows.fetchall()[::-1]]
+
+    def request(self, rfq_id: str) -> QuoteRequest | None:
+        row = self.db.execute("SELECT body FROM rfq_sent WHERE id = ?", (rfq_id,)).fetchone()
+        return None if row is None else _request.decode(row[0])
+
+    def received(self, rfq_ids: Iterable[str]) -> list[Quote]:
+        ids = list(rfq_ids)
+        out: list[Quote] = []
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            sql = f"SELECT body FROM rfq_quotes_in WHERE rfq_id IN ({','.join('?' * len(part))})"
+            out += [_quote.decode(r[0]) for r in self.db.execute(sql, part)]
+        return out
+
+    def received_quote(self, quote_id: str) -> Quote | None:
+        row = self.db.execute("SELECT body FROM rfq_quotes_in WHERE id = ?", (quote_id,)).fetchone()
+        return None if row is None else _quote.decode(row[0])
+
+    # maker side: the quote desk
+    def seq(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'quote_seq'").fetchone()
+        (top,) = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM quote_offers").fetchone()
+        return max(int(row[0]) if row else 0, int(top))
+
+    def open_offers(self) -> list[Offer]:
+        sql = "SELECT body FROM quote_offers WHERE status = 'open' ORDER BY seq"
+        return [_offer.decode(r[0]) for r in self.db.execute(sql)]
+
+    def offer(self, quote_id: str) -> Offer | None:
+        row = self.db.execute("SELECT body FROM quote_offers WHERE id = ?", (quote_id,)).fetchone()
+        return None if row is None else _offer.decode(row[0])
+
+    def given(self, quote_ids: Iterable[str] | None = None, *, rfq_id: str | None = None) -> list[Quote]:
+        if rfq_id is not None:
+            rows = self.db.execute("SELECT body FROM quotes_out WHERE rfq_id = ?", (rfq_id,)).fetchall()
+            return [_quote.decode(r[0]) for r in rows]
+        out: list[Quote] = []
+        ids = list(quote_ids or ())
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            sql = f"SELECT body FROM quotes_out WHERE id IN ({','.join('?' * len(part))})"
+            out += [_quote.decode(r[0]) for r in self.db.execute(sql, part)]
+        return out
+
+    def trades_to_load(self, recent: int) -> list[MakerTrade]:
+        live = self.db.execute("SELECT body FROM quote_trades WHERE state = 'reserved'").fetchall()
+        settled = self.db.execute(
+            "SELECT body FROM quote_trades WHERE state != 'reserved' ORDER BY created_at DESC LIMIT ?",
+            (recent,),
+        ).fetchall()
+        return [_maker.decode(r[0]) for r in live + settled[::-1]]
+
+    def trade(self, trade_id: str) -> MakerTrade | None:
+        row = self.db.execute("SELECT body FROM quote_trades WHERE id = ?", (trade_id,)).fetchone()
+        return None if row is None else _maker.decode(row[0])
+
+    def done_trades(self) -> list[MakerTrade]:
+        rows = self.db.execute("SELECT body FROM quote_trades WHERE state = 'done' ORDER BY created_at")
+        return [_maker.decode(r[0]) for r in rows]
+
+    def rules(self) -> list[Rule]:
+        return [_rule.decode(r[0]) for r in self.db.execute("SELECT body FROM quoting_rules")]
+
+
+class SettlementTables:
+    """One row per done trade: its settlement record, with the columns the background loop scans."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        db.executescript(SETTLEMENT_SCHEMA)
+
+    def save(self, rows: Iterable[tuple[Record, str, int | None, bool, bool]]) -> None:
+        """(record, state, due_at, overdue, unacked) each, in one transaction."""
+        with transaction(self.db) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO settlements VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (r.receipt.id, state, due, int(over), int(un), _enc.encode(r))
+                    for r, state, due, over, un in rows
+                ],
+            )
+
+    def get(self, trade_id: str) -> Record | None:
+        row = self.db.execute("SELECT body FROM settlements WHERE id = ?", (trade_id,)).fetchone()
+        return None if row is None else _record.decode(row[0])
+
+    def all(self, *, open_only: bool = False, limit: int = 1000) -> list[Record]:
+        where = "WHERE state NOT IN ('settled', 'disputed')" if open_only else ""
+        sql = f"SELECT body FROM settlements {where} ORDER BY rowid DESC LIMIT ?"
+        return [_record.decode(r[0]) for r in self.db.execute(sql, (limit,)).fetchall()[::-1]]
+
+    def due(self, now: int, limit: int) -> list[Record]:
+        sql = "SELECT body FROM settlements WHERE due_at IS NOT NULL AND overdue = 0 AND due_at <= ? LIMIT ?"
+        return [_record.decode(r[0]) for r in self.db.execute(sql, (now, limit))]
+
+    def unacked(self, limit: int) -> list[Record]:
+        sql = "SELECT body FROM settlements WHERE unacked = 1 LIMIT ?"
+        return [_record.decode(r[0]) for r in self.db.execute(sql, (limit,))]
+
+    def missing(self) -> list[MakerTrade | TakerTrade]:
+        """Done trades with no settlement row yet (rows are added just after a trade is done; a crash
+        in between leaves these)."""
+        out: list[MakerTrade | TakerTrade] = []
+        for table, decoder in (("maker_trades", _maker), ("quote_trades", _maker)):
+            sql = f"SELECT body FROM {table} WHERE state = 'done' AND id NOT IN (SELECT id FROM settlements)"
+            out += [decoder.decode(r[0]) for r in self.db.execute(sql)]
+        sql = "SELECT body FROM taker_trades WHERE state = 'done' AND id NOT IN (SELECT id FROM settlements)"
+        out += [_taker.decode(r[0]) for r in self.db.execute(sql)]
+        return out
+
+
+class WebhookTables:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        db.executescript(WEBHOOK_SCHEMA)
+
+    def add(self, hook_id: str, url: str, created_at: int) -> None:
+        self.db.execute("INSERT INTO webhooks VALUES (?, ?, ?)", (hook_id, url, created_at))
+
+    def remove(self, hook_id: str) -> bool:
+        return self.db.execute("DELETE FROM webhooks WHERE id = ?", (hook_id,)).rowcount == 1
+
+    def all(self) -> list[tuple[str, str, int]]:
+        rows = self.db.execute("SELECT id, url, created_at FROM webhooks ORDER BY created_at")
+        return [(str(i), str(u), int(c)) for i, u, c in rows]

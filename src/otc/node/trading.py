@@ -213,12 +213,17 @@ class Trading:
         return offer
 
     async def take(self, oid: str, amount: Any = None, *, deadline_s: float | None = None) -> Receipt:
-        """Take ``amount`` (default: all that is available) of an offer; returns the done receipt.
+        """Take ``amount`` (default: all that is available) of an offer; returns the done receipt."""
+        return await self.take_offer(self.find_offer(oid), amount, deadline_s=deadline_s)
+
+    async def take_offer(
+        self, offer: Offer, amount: Any = None, *, deadline_s: float | None = None
+    ) -> Receipt:
+        """Take an offer we hold (from the book, or a quote's firm offer, see node/rfq.py).
 
         A refusal that means "not now" (``BUSY``: our other reservations at that maker, or its load)
         is tried again as a new trade until the take's deadline (``take_deadline_s``, or less); every
         other refusal is final."""
-        offer = self.find_offer(oid)
         if amount is None:
             amount = canonical(available(offer))
         limit_s = (
