@@ -221,8 +221,18 @@ def test_quotes_per_maker_and_per_request_are_bounded() -> None:
 
 def test_quotes_rank_best_first_for_the_requester() -> None:
     q = lambda side, price, amount, at: Quote(  # noqa: E731
-        quote_id=rid(at), quote_req_id=rid(0), maker=MAKER.peer_id, maker_name="m", requester=ALICE.peer_id,
-        side=side, pair="BTC/USD", price=price, amount=amount, created_at=at, valid_until=at + 1)  # fmt: skip
+        quote_id=rid(at),
+        quote_req_id=rid(0),
+        maker=MAKER.peer_id,
+        maker_name="m",
+        requester=ALICE.peer_id,
+        side=side,
+        pair="BTC/USD",
+        price=price,
+        amount=amount,
+        created_at=at,
+        valid_until=at + 1,
+    )
     asks = [
         q("sell", "8010", "1", 1),
         q("sell", "8000", "1", 2),
@@ -285,8 +295,15 @@ def test_a_quote_is_never_honoured_after_it_expires() -> None:
     quoter, quote = given_quote(ttl=1000)
     effects = quoter.tick(T0 + 1000)
     assert [o.status for o in effects.desk.offers] == ["expired"]
-    unknown = Take(trade_id=rid(8), offer_id=rid(99), amount="1", price="1", taker=ALICE.peer_id,
-                   taker_name="alice", ts=T0)  # fmt: skip
+    unknown = Take(
+        trade_id=rid(8),
+        offer_id=rid(99),
+        amount="1",
+        price="1",
+        taker=ALICE.peer_id,
+        taker_name="alice",
+        ts=T0,
+    )
     refused(E.ERR_QUOTE_NOT_FOUND, quoter.take, sign(ALICE, unknown), T0)
 
 

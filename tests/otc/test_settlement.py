@@ -28,9 +28,19 @@ HOUR = 3600_000
 
 
 def trade(side: str = "sell", price: str = "8000", amount: str = "2.5") -> Receipt:
-    terms = Terms(id="a" * 32, offer_id="b" * 32, maker=MAKER.peer_id, maker_name="maker",
-                  taker=TAKER.peer_id, taker_name="taker", side=side, pair="BTC/USD", price=price,
-                  amount=amount, created_at=T0)  # fmt: skip
+    terms = Terms(
+        id="a" * 32,
+        offer_id="b" * 32,
+        maker=MAKER.peer_id,
+        maker_name="maker",
+        taker=TAKER.peer_id,
+        taker_name="taker",
+        side=side,
+        pair="BTC/USD",
+        price=price,
+        amount=amount,
+        created_at=T0,
+    )
     data = signing_bytes(terms)
     return receipt_of(terms, MAKER.sign(data), TAKER.sign(data))
 
@@ -198,8 +208,10 @@ ACTIONS = ["act", "send", "send", "deliver", "deliver", "drop", "duplicate"]
 def test_two_parties_always_end_level(data: st.DataObject) -> None:
     side = data.draw(st.sampled_from(["buy", "sell"]))
     receipt = trade(side)
-    parties_ = {MAKER.peer_id: (MAKER, Settlement(Record(receipt=receipt), MAKER.peer_id)),
-                TAKER.peer_id: (TAKER, Settlement(Record(receipt=receipt), TAKER.peer_id))}  # fmt: skip
+    parties_ = {
+        MAKER.peer_id: (MAKER, Settlement(Record(receipt=receipt), MAKER.peer_id)),
+        TAKER.peer_id: (TAKER, Settlement(Record(receipt=receipt), TAKER.peer_id)),
+    }
     channel: list[tuple[str, list[SettleStep]]] = []  # (to, steps) in flight
     now = T0
     for _ in range(data.draw(st.integers(1, 50))):

@@ -34,8 +34,18 @@ def test_again_posts_the_same_terms_with_the_same_lifetime() -> None:
 def test_an_amendment_is_one_new_offer_and_one_cancel_in_one_effects() -> None:
     desk = Desk(MAKER, "maker")
     old, _ = desk.create(side="buy", amount="5", price="7900", pair="BTC/USD", ttl_ms=60_000, now=T0)
-    take = sign(TAKER, Take(trade_id="e" * 32, offer_id=old.id, amount="1", price="7900", taker=TAKER.peer_id,
-                            taker_name="t", ts=T0))  # fmt: skip
+    take = sign(
+        TAKER,
+        Take(
+            trade_id="e" * 32,
+            offer_id=old.id,
+            amount="1",
+            price="7900",
+            taker=TAKER.peer_id,
+            taker_name="t",
+            ts=T0,
+        ),
+    )
     desk.take(take, T0 + 1)  # a reservation in flight on the old offer
     cancelled, new, effects = replace(desk, old.id, T0 + 2, price="7950")
     assert [o.id for o in effects.offers] == [new.id, old.id]

@@ -27,7 +27,6 @@ FIELD_CODES = {
     "max_size": E.ERR_INVALID_AMOUNT,
     "balance": E.ERR_INVALID_AMOUNT,
     "url": E.ERR_INVALID_WEBHOOK,
-    "step": E.ERR_SETTLEMENT_STEP,
     "note": E.ERR_INVALID_MESSAGE,
 }
 Ms = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]

@@ -1,0 +1,39 @@
+"""Helpers for tests that talk to real peers in ways the API does not: hand-built RPC messages on a
+peer's own key (what a stranger on the network can send), and the key of a peer started with a data
+directory (to sign as it)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from otc.core.identity import Identity
+
+from ..harness import PeerProcess
+
+
+def rpc(
+    peer: PeerProcess, message: Any, key: str | None = None, timeout: float = 10
+) -> tuple[str | None, Any]:
+    """Send one Grenache RPC request straight to a peer's RPC port: (error or None, result)."""
+    port = peer.get("/api/health")["rpc_port"]
+    payload = msgspec.to_builtins(message) if isinstance(message, msgspec.Struct) else message
+    body = json.dumps(["test-rid", key or f"otc:peer:{peer.peer_id}", payload]).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/", data=body, method="POST", headers={"grc-compress": "none"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        _, err, result = json.loads(resp.read())
+    return err, result
+
+
+def code(err: str | None) -> str | None:
+    return None if err is None else err.split(":")[0]
+
+
+def identity_of(data_dir: Path) -> Identity:
+    return Identity.from_seed((data_dir / "identity.key").read_bytes())
