@@ -114,8 +114,8 @@ def test_a_requester_three_makers_and_a_rule_trade_through_rfq(spawn: Spawn) -> 
 
 def test_a_quote_is_honoured_once_however_many_race_for_it(spawn: Spawn, tmp_path: Path) -> None:
     maker, req = spawn("maker"), spawn("req", data_dir=tmp_path / "req")
-    for i in range(3):
-        spawn(f"o{i}")  # peers that will try to take a quote made for someone else
+    # other peers of the market, which will try to take a quote made for someone else, with their own keys
+    others = [identity_of(spawn(f"o{i}", data_dir=tmp_path / f"o{i}").data_dir) for i in range(3)]  # type: ignore[arg-type]
     wait_for(lambda: sees(req, 4), what="the requester to see everyone")
     rfq = req.post("/api/rfqs", {"side": "buy", "amount": "2", "ttl_ms": 30_000})
     wait_for(lambda: incoming(maker, rfq["id"]), what="the request at the maker")
@@ -123,7 +123,7 @@ def test_a_quote_is_honoured_once_however_many_race_for_it(spawn: Spawn, tmp_pat
     wait_for(lambda: req.get(f"/api/rfqs/{rfq['id']}")["quotes"], what="the quote at the requester")
 
     def stranger(n: int) -> tuple[str, Any]:  # another peer's key, taking a quote that is not its own
-        taker = Identity.from_seed(bytes([120 + n]) * 32)
+        taker = others[n % len(others)]
         take = sign(
             taker,
             Take(

@@ -485,7 +485,9 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
         try:
             while True:
                 with contextlib.suppress(ClientError):
-                    for event in client.events():
+                    for event in client.events(
+                        on_open=lambda: click.echo(f"listening to {client.base}", err=True)
+                    ):
                         if "data" not in event:
                             continue
                         if out.as_json:
