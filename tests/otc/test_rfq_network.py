@@ -5,21 +5,31 @@ book ever sees half-applied."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from grenache.grapes import GrapeNetwork
 from otc.core.identity import Identity
 from otc.core.messages import Quote, QuoteRequest, SettleSync, Take
 from otc.core.signing import sign
 
 from ..harness import APIError, PeerProcess, book_state, http, wait_for
 from .peers import code, identity_of, rpc
+from .test_fuzz import DEADLINE_S, json_values, mutate
 
 Spawn = Callable[..., PeerProcess]
 MALLORY = Identity.from_seed(bytes([99]) * 32)
@@ -390,3 +400,166 @@ def test_an_amendment_is_never_seen_half_applied(spawn: Spawn) -> None:
     wait_for(lambda: [o["id"] for o in bob.book()["asks"]] == [again["id"]], what="the repost at bob")
     outcome = attempt(lambda: http("PATCH", f"{alice.url}/api/offers/{new['id']}", {"price": "1"}))
     assert outcome[0] == "ERR_OFFER_CLOSED"
+
+
+# --- fuzzing the new keys and endpoints ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pair(
+    grapes: GrapeNetwork, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[PeerProcess, PeerProcess, dict[str, Any]]]:
+    """A maker with a rule and an offer, a requester with an open request and a quote: shared by the
+    fuzz tests (module scope: one pair of processes for hundreds of examples)."""
+    logs = tmp_path_factory.mktemp("rfq-fuzz")
+    maker = PeerProcess(grapes.urls[0], "fmaker", log_dir=logs)
+    req = PeerProcess(grapes.urls[1], "freq", log_dir=logs)
+    try:
+        maker.start()
+        req.start()
+        wait_for(lambda: sees(req, 1) and sees(maker, 1), what="the fuzz peers to meet")
+        offer = maker.offer("sell", "5", "8000")
+        http(
+            "PUT",
+            maker.url + "/api/quoting",
+            {"side": "sell", "price": "8000", "max_size": "1", "ttl_ms": 60_000},
+        )
+        rfq = req.post("/api/rfqs", {"side": "buy", "amount": "1", "ttl_ms": 120_000})
+        quote = wait_for(lambda: req.get(f"/api/rfqs/{rfq['id']}")["quotes"], what="the fuzz quote")[0]
+        yield maker, req, {"offer": offer, "rfq": rfq, "quote": quote}
+    finally:
+        maker.stop()
+        req.stop()
+
+
+def fuzz_messages(
+    maker: PeerProcess, req: PeerProcess, ctx: dict[str, Any]
+) -> dict[str, tuple[PeerProcess, dict[str, Any]]]:
+    now = int(time.time() * 1000)
+    enc = msgspec.to_builtins
+    rfq = sign(
+        MALLORY,
+        QuoteRequest(
+            quote_req_id=uuid.uuid4().hex,
+            requester=MALLORY.peer_id,
+            requester_name="m",
+            side="buy",
+            pair="BTC/USD",
+            amount="1",
+            created_at=now,
+            valid_until=now + 5000,
+        ),
+    )
+    quote = sign(
+        MALLORY,
+        Quote(
+            quote_id=uuid.uuid4().hex,
+            quote_req_id=ctx["rfq"]["id"],
+            maker=MALLORY.peer_id,
+            maker_name="m",
+            requester=req.peer_id,
+            side="sell",
+            pair="BTC/USD",
+            price="9000",
+            amount="1",
+            created_at=now,
+            valid_until=now + 5000,
+        ),
+    )
+    take = sign(
+        MALLORY,
+        Take(
+            trade_id=uuid.uuid4().hex,
+            offer_id=ctx["quote"]["id"],
+            amount="0.1",
+            price="8000",
+            taker=MALLORY.peer_id,
+            taker_name="m",
+            ts=now,
+        ),
+    )
+    sync = sign(MALLORY, SettleSync(trade_id=uuid.uuid4().hex, sender=MALLORY.peer_id, steps=[], ts=now))
+    return {
+        "rfq": (maker, enc(rfq)),
+        "quote": (req, enc(quote)),
+        "take": (maker, enc(take)),
+        "settle": (maker, enc(sync)),
+        "confirm": (
+            maker,
+            {"type": "confirm", "trade_id": take.trade_id, "taker": MALLORY.peer_id, "taker_sig": "a" * 128},
+        ),
+    }
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_rfq_and_settlement_keys_survive_fuzzing(
+    pair: tuple[PeerProcess, PeerProcess, dict[str, Any]], data: st.DataObject
+) -> None:
+    maker, req, ctx = pair
+    name = data.draw(st.sampled_from(["rfq", "quote", "take", "settle", "confirm"]))
+    target, valid = fuzz_messages(maker, req, ctx)[name]
+    how = data.draw(st.sampled_from(["mutated", "mutated", "random", "valid"]))
+    payload = (
+        mutate(valid, data) if how == "mutated" else data.draw(json_values) if how == "random" else valid
+    )
+    start = time.monotonic()
+    err, result = rpc(target, payload, timeout=DEADLINE_S + 1)
+    assert time.monotonic() - start < DEADLINE_S
+    assert err is None or re.match(r"^ERR_[A-Z_]+: ", err), err
+    if err is None:
+        assert result == {"ok": True} or isinstance(result, dict)
+    # nothing traded, the quote still open, both peers serving
+    assert maker.get("/api/trades") == [] and req.get("/api/trades") == []
+    assert [o["id"] for o in maker.get("/api/offers")] == [ctx["offer"]["id"]]
+    held = req.get(f"/api/rfqs/{ctx['rfq']['id']}")["quotes"]
+    assert ctx["quote"]["id"] in {q["id"] for q in held} and all(
+        q["maker"] in (maker.peer_id, MALLORY.peer_id) for q in held
+    )
+
+
+BODIES = {
+    ("POST", "/api/rfqs"): {"side": "buy", "amount": "1", "pair": "BTC/USD", "ttl_ms": 1000},
+    ("POST", "/api/rfqs/{rfq}/quotes"): {"price": "8000", "amount": "1", "ttl_ms": 1000},
+    ("POST", "/api/quotes/{quote}/accept"): {"amount": "0.5"},
+    ("PUT", "/api/quoting"): {
+        "side": "buy",
+        "price": "7000",
+        "max_size": "1",
+        "balance": "1",
+        "ttl_ms": 1000,
+    },
+    ("POST", "/api/trades/{trade}/settlement"): {"step": "payment_sent", "note": "x"},
+    ("PATCH", "/api/offers/{offer}"): {"price": "8100", "amount": "2"},
+    ("POST", "/api/webhooks"): {"url": "http://127.0.0.1:9/x"},
+}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_rfq_endpoints_survive_fuzzing(
+    pair: tuple[PeerProcess, PeerProcess, dict[str, Any]], data: st.DataObject
+) -> None:
+    maker, req, ctx = pair
+    (method, path), valid = data.draw(st.sampled_from(sorted(BODIES.items())))
+    ids = {"rfq": ctx["rfq"]["id"], "quote": "0" * 32, "trade": "1" * 32, "offer": "2" * 32}
+    path = path.format(**{k: data.draw(st.sampled_from([v, v[:6], "zz", ""])) for k, v in ids.items()})
+    style = data.draw(st.sampled_from(["mutated", "random", "bytes"]))
+    body = (
+        json.dumps(mutate(valid, data)).encode()
+        if style == "mutated"
+        else data.draw(st.binary(max_size=200))
+        if style == "bytes"
+        else json.dumps(data.draw(json_values)).encode()
+    )
+    target = data.draw(st.sampled_from([maker, req]))
+    request = urllib.request.Request(target.url + path, data=body, method=method)
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=DEADLINE_S + 1) as resp:
+            status, reply = resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        status, reply = exc.code, json.loads(exc.read())
+    assert time.monotonic() - start < DEADLINE_S
+    assert status < 500, (status, reply)
+    if status >= 400:
+        assert re.match(r"^ERR_[A-Z_]+$", reply["error"]) and reply["message"], reply
+    assert maker.get("/api/trades") == [] and req.get("/api/trades") == []

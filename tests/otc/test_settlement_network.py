@@ -18,13 +18,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from otc.core.identity import Identity
+from otc.core.messages import Receipt, SettleStep, SettleSync
+from otc.core.signing import sign, terms_digest
 from otc.node.notify import verify
 
 from ..harness import APIError, PeerProcess, http, wait_for
+from .peers import code, identity_of, rpc
 
 Spawn = Callable[..., PeerProcess]
+MALLORY = Identity.from_seed(bytes([98]) * 32)
+
+
+def _receipt(data: dict[str, Any]) -> Receipt:
+    return msgspec.convert({k: v for k, v in data.items() if k in Receipt.__struct_fields__}, Receipt)
 
 
 def visible(peer: PeerProcess, offer_id: str) -> bool:
@@ -72,6 +82,39 @@ def test_settlement_reaches_settled_on_both_sides_across_a_restart_and_an_outage
     )
     assert buyer["pays"] == {"from": bob.peer_id, "to": alice.peer_id, "currency": "USD", "amount": "12000"}
     assert buyer["delivers"] == {"from": alice.peer_id, "to": bob.peer_id, "currency": "BTC", "amount": "1.5"}
+
+    # hand-built exchanges: a stranger learns nothing; the buyer's key cannot be borrowed; the buyer cannot
+    # make the seller's steps; a replayed (stale) exchange is refused. None changes the seller's record.
+    me = identity_of(tmp_path / "bob")
+    now = int(time.time() * 1000)
+    paid = sign(
+        me,
+        SettleStep(
+            trade_id=tid, terms=terms_digest(_receipt(receipt)), step="payment_sent", actor=me.peer_id, ts=now
+        ),
+    )
+    received = sign(me, msgspec.structs.replace(paid, step="payment_received", sig=""))
+    attacks = [
+        (
+            sign(MALLORY, SettleSync(trade_id=tid, sender=MALLORY.peer_id, steps=[paid], ts=now)),
+            "ERR_TRADE_NOT_FOUND",
+        ),
+        (
+            sign(MALLORY, SettleSync(trade_id=tid, sender=me.peer_id, steps=[paid], ts=now)),
+            "ERR_BAD_SIGNATURE",
+        ),
+        (
+            sign(me, SettleSync(trade_id=tid, sender=me.peer_id, steps=[paid, received], ts=now)),
+            "ERR_NOT_ENTITLED",
+        ),
+        (
+            sign(me, SettleSync(trade_id=tid, sender=me.peer_id, steps=[paid], ts=now - 3_600_000)),
+            "ERR_INVALID_MESSAGE",
+        ),
+    ]
+    for msg, expected in attacks:
+        assert code(rpc(alice, msg)[0]) == expected
+    assert settlement(alice, tid)["steps"] == []
 
     # the seller is down (killed) when the buyer pays; it catches up when it returns
     alice.kill()
