@@ -1,5 +1,6 @@
-"""`make demo`: two Grapes, three peers, and a narrated trading session. Unattended, under a minute,
-exit code 0, and every process it started is stopped however it ends (Ctrl-C included)."""
+"""`make demo`: two Grapes, four peers, and a narrated trading session (offers, takes, a race, a sweep,
+a request for quote answered by three makers and an automatic rule, and a settlement). Unattended, in
+seconds, exit code 0, and every process it started is stopped however it ends (Ctrl-C included)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from rich.console import Console
@@ -19,7 +21,7 @@ from grenache.grapes import GrapeNetwork
 from otc.core.messages import Receipt
 from otc.core.signing import receipt_is_valid
 from otc.core.sweep import average_display
-from otc.launch import APIError, PeerProcess, book_state, http, isolate, wait_for
+from otc.launch import APIError, PeerProcess, book_state, http, isolate, start_all, wait_for
 
 console = Console(highlight=False)
 T0 = time.monotonic()
@@ -54,8 +56,26 @@ def show_receipts(peers: list[PeerProcess]) -> None:
         for r in peer.get("/api/trades"):
             fields = {k: v for k, v in r.items() if k in Receipt.__struct_fields__}
             valid = receipt_is_valid(msgspec.convert(fields, Receipt))
-            table.add_row(r["id"][:8], r["maker_name"], r["taker_name"], r["side"], r["amount"], r["price"],
-                          f"{peer.name} ({r['role']})", "valid ✓" if valid else "[red]INVALID")  # fmt: skip
+            table.add_row(
+                r["id"][:8],
+                r["maker_name"],
+                r["taker_name"],
+                r["side"],
+                r["amount"],
+                r["price"],
+                f"{peer.name} ({r['role']})",
+                "valid ✓" if valid else "[red]INVALID",
+            )
+    console.print(table)
+
+
+def show_quotes(rfq: dict[str, Any]) -> None:
+    table = Table(title=f"Quotes dave received, best first ({rfq['id'][:8]})", title_justify="left")
+    for col in ("#", "maker", "sells", "at", "firm until", "quote"):
+        table.add_column(col, justify="right" if col in ("#", "sells", "at") else "left")
+    for i, q in enumerate(rfq["quotes"], start=1):
+        until = time.strftime("%H:%M:%S", time.localtime(q["valid_until"] / 1000))
+        table.add_row(str(i), q["maker_name"], q["amount"], q["price"], until, q["id"][:8])
     console.print(table)
 
 
@@ -77,15 +97,14 @@ def main() -> int:
             for g in net.grapes:
                 say(f"grape up: api {g.url}, dht udp 127.0.0.1:{g.dht_port}")
 
-            step("2. Three traders start their peers")
-            for name, grape in (("alice", 0), ("bob", 1), ("carol", 0)):
-                peer = PeerProcess(net.urls[grape], name, log_dir=logs).start()
-                peers.append(peer)
-                say(f"{name:5} peer id {peer.peer_id[:16]}…  api {peer.url}  via grape {grape + 1}")
-            alice, bob, carol = peers
-            for p in peers:
-                wait_for(lambda p=p: p.get("/api/health")["peers"] == 2, what="peers to meet")
-            say("every peer sees the other two (heartbeats over the DHT-discovered addresses)")
+            step("2. Four traders start their peers")
+            for name, grape in (("alice", 0), ("bob", 1), ("carol", 0), ("dave", 1)):
+                peers.append(PeerProcess(net.urls[grape], name, log_dir=logs))
+            start_all(peers)
+            for p, grape in zip(peers, (0, 1, 0, 1), strict=True):
+                say(f"{p.name:5} peer id {p.peer_id[:16]}…  api {p.url}  via grape {grape + 1}")
+            alice, bob, carol, dave = peers
+            say("every peer sees the other three (heartbeats over the DHT-discovered addresses)")
             try:
                 http("GET", alice.url + "/api/trades")
             except APIError as exc:
@@ -107,8 +126,10 @@ def main() -> int:
 
             step("4. A partial take, agreed peer to peer")
             receipt = bob.take(big["id"], "30")
-            say(f"bob takes 30 of alice's 100 → trade {receipt['id'][:8]} {receipt['status']}, "
-                f"signed by both ({receipt['maker_sig'][:8]}…, {receipt['taker_sig'][:8]}…)")  # fmt: skip
+            say(
+                f"bob takes 30 of alice's 100 → trade {receipt['id'][:8]} {receipt['status']}, "
+                f"signed by both ({receipt['maker_sig'][:8]}…, {receipt['taker_sig'][:8]}…)"
+            )
             wait_for(lambda: book_state(carol) == book_state(alice), what="carol to see the fill")
             left = next(o for o in carol.book()["asks"] if o["id"] == big["id"])["remaining"]
             say(f"carol's book now shows alice's offer with {left} remaining")
@@ -159,13 +180,82 @@ def main() -> int:
                     raise
                 say("(sweep orders are not available in this build)")
 
-            step("9. Final state")
+            step("9. A request for quote: dave wants 5 BTC, three makers answer")
+            rule = http(
+                "PUT",
+                alice.url + "/api/quoting",
+                {"side": "sell", "price": "8005", "max_size": "5", "balance": "20"},
+            )
+            say(
+                f"alice sets an automatic quoting rule: sell at {rule['price']}, at most "
+                f"{rule['max_size']} BTC a quote, {rule['balance']} BTC in all"
+            )
+            rfq = dave.post("/api/rfqs", {"side": "buy", "amount": "5"})
+            say(
+                f"dave: request for quote {rfq['id'][:8]}, buy 5 BTC, sent to every live peer "
+                "(not to the book)"
+            )
+            for maker, price, amount in ((bob, "8010", "5"), (carol, "8002", "3")):
+                wait_for(
+                    lambda m=maker: any(r["id"] == rfq["id"] for r in m.get("/api/rfqs")), what="the RFQ"
+                )
+                maker.post(f"/api/rfqs/{rfq['id']}/quotes", {"price": price, "amount": amount})
+                say(f"{maker.name:5} quotes by hand: sell {amount} at {price}, firm for 5 s, to dave only")
+            view = wait_for(
+                lambda: (v := dave.get(f"/api/rfqs/{rfq['id']}")) and len(v["quotes"]) == 3 and v,
+                what="three quotes",
+            )
+            show_quotes(view)
+            first, second = view["quotes"][0], view["quotes"][1]
+            got = [
+                dave.post(f"/api/quotes/{first['id']}/accept", {}),
+                dave.post(f"/api/quotes/{second['id']}/accept", {"amount": "2"}),
+            ]
+            for r in got:
+                say(
+                    f"dave accepts {r['amount']} at {r['price']} from {r['maker_name']} → trade "
+                    f"{r['id'][:8]} {r['status']}, the same maker-decided handshake as a take"
+                )
+            left = http("GET", alice.url + "/api/quoting")[0]
+            say(f"alice's rule balance is now {left['balance']} BTC; no book ever held a quote")
+            assert not {q["id"] for q in view["quotes"]} & {i for p in peers for i, _, _ in book_state(p)}
+
+            step("10. Settlement: dave pays carol, carol delivers, both sign each step")
+            deal = got[0]
+            tid = deal["id"]
+            plan = dave.get(f"/api/trades/{tid}/settlement")
+            say(
+                f"dave (the {plan['role']}) owes {plan['pays']['amount']} {plan['pays']['currency']}; "
+                f"carol owes {plan['delivers']['amount']} {plan['delivers']['currency']}"
+            )
+            for who, name, note in (
+                (dave, "payment_sent", "wire ref D-1"),
+                (carol, "payment_received", None),
+                (carol, "delivery_sent", "txid 4f9a…"),
+                (dave, "settled", None),
+            ):
+                other = carol if who is dave else dave
+                body = {"step": name} | ({"note": note} if note else {})
+                who.post(f"/api/trades/{tid}/settlement", body)
+                wait_for(
+                    lambda o=other, n=name: o.get(f"/api/trades/{tid}/settlement")["state"] == n,
+                    what=f"{name} at the other side",
+                )
+                say(f"{who.name:5} signs {name:17} → both sides: {name}" + (f"  ({note})" if note else ""))
+            ends = {p.name: p.get(f"/api/trades/{tid}/settlement") for p in (dave, carol)}
+            assert {e["state"] for e in ends.values()} == {"settled"}
+            assert ends["dave"]["steps"] == ends["carol"]["steps"]
+            say("settled on both sides, with the same four signed steps")
+
+            step("11. Final state")
             ms = converge(peers)
             say(f"books converged on all peers ({ms:.0f} ms after the last trade)")
             show_book(bob)
             show_receipts(peers)
             mine = {r["id"]: (r["maker_sig"], r["taker_sig"]) for r in alice.get("/api/trades")}
-            taken = [r for p in (bob, carol) for r in p.get("/api/trades") if r["maker"] == alice.peer_id]
+            taken = [
+                r for p in (bob, carol, dave) for r in p.get("/api/trades") if r["maker"] == alice.peer_id
+            ]
             theirs = {r["id"]: (r["maker_sig"], r["taker_sig"]) for r in taken}
             assert mine == theirs, "maker and takers disagree"
             say(f"alice's {len(mine)} receipts as maker match her takers' copies byte for byte")
