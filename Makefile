@@ -45,6 +45,7 @@ bench-rpc: setup
 
 bench: setup bench-rpc
 	$(PY) bench/exchange.py
+	$(PY) bench/rfq.py
 
 chaos: setup
 	$(PY) scripts/chaos.py --seed $${SEED:-1} --peers $${PEERS:-5} --seconds $${DURATION:-60}
