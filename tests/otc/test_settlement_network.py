@@ -28,6 +28,7 @@ from otc.node.notify import verify
 
 from ..harness import APIError, PeerProcess, http, wait_for
 from .peers import code, identity_of, rpc
+from .test_cli import Terminal
 
 Spawn = Callable[..., PeerProcess]
 MALLORY = Identity.from_seed(bytes([98]) * 32)
@@ -371,3 +372,25 @@ def test_cli_rfq_quoting_settle_notify_and_offer_templates(spawn: Spawn) -> None
     assert otc("--api", maker.url, "offer", "amend", again["id"]).returncode == 2  # nothing to amend: usage
     bad = otc("peer", "--settlement-deadline", "settled=5", "--api-port", "0")
     assert bad.returncode == 2 and "not an open state" in bad.stderr
+
+
+def test_watch_rings_the_bell_with_a_summary_line_on_notifications(spawn: Spawn) -> None:
+    alice, bob = spawn("alice"), spawn("bob")
+    wait_for(lambda: bob.get("/api/health")["peers"] >= 1, what="the peers to meet")
+    term = Terminal(["--api", alice.url, "watch", "--interval", "60"])  # changes show only via events
+    try:
+        wait_for(
+            lambda: "Ctrl-C to leave" in term.read() and " live " in term.text, timeout=15, what="a screen"
+        )
+        assert b"\x07" not in term.raw
+        bob.post("/api/messages", {"to": "alice", "text": "quote me 50?"})
+        wait_for(lambda: "message from bob: quote me 50?" in term.read(), timeout=10, what="the summary line")
+        assert b"\x07" in term.raw  # the bell
+        offer = alice.offer("sell", "1", "8000")
+        wait_for(lambda: visible(bob, offer["id"]), what="the offer at bob")
+        bob.take(offer["id"], "1")
+        wait_for(
+            lambda: "fill: sold 1 BTC at 8000 USD as maker" in term.read(), timeout=10, what="the fill line"
+        )
+    finally:
+        term.close()
