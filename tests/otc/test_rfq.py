@@ -54,6 +54,7 @@ def request(
     req = requester.new_request(
         rfq_id=rid(n), side=side, amount=amount, pair="BTC/USD", ttl_ms=10_000, now=now
     )
+    requester.requests[req.quote_req_id].asked.update({MAKER.peer_id, MAKER2.peer_id})  # as the fan-out does
     return requester, req
 
 
@@ -135,17 +136,21 @@ def test_a_maker_checks_what_it_is_asked() -> None:
     assert list(quoter.incoming) == [rid(1)]
 
 
-def test_requests_are_rate_limited_per_requester_and_capped() -> None:
+def test_requests_are_capped_per_requester_and_rate_limited() -> None:
     quoter = Quoter(MAKER, "maker")
-    flood = Requester(BOB, "bob")
-    for n in range(L.RFQ_PER_PEER_PER_MIN):
-        req = flood.new_request(rfq_id=rid(n), side="buy", amount="1", pair="BTC/USD", ttl_ms=None, now=T0)
-        flood.requests.clear()  # the requester's own cap is not what is tested here
-        assert quoter.receive(req, T0)
-    extra = flood.new_request(rfq_id=rid(500), side="buy", amount="1", pair="BTC/USD", ttl_ms=None, now=T0)
-    refused(E.ERR_RATE_LIMITED, quoter.receive, extra, T0)
+    outcomes: list[object] = []
+    for n in range(L.RFQ_PER_PEER_PER_MIN + 5):
+        try:
+            outcomes.append(quoter.receive(new_request(BOB, n, amount="1"), T0))
+        except OTCError as exc:
+            outcomes.append(exc.code)
+    # five held open at once; every request counts against the rate, refused or not
+    cap, rate = L.RFQ_MAX_OPEN_PER_PEER, L.RFQ_PER_PEER_PER_MIN
+    assert outcomes == [True] * cap + [E.ERR_TOO_MANY_RFQS] * (rate - cap) + [E.ERR_RATE_LIMITED] * 5
     assert quoter.receive(request(n=900)[1], T0)  # another requester is not affected
-    assert quoter.receive(extra, T0 + 2_000)  # refilled (30 a minute: one every 2 s)
+    later = T0 + L.RFQ_DEFAULT_TTL_MS  # the five have closed, and the bucket has refilled 5 tokens
+    assert quoter.receive(new_request(BOB, 500, amount="1", now=later), later)
+    assert len([r for r in quoter.open_requests(later) if r.requester == BOB.peer_id]) == 1
 
 
 def test_rate_limiter_is_a_bounded_token_bucket() -> None:
@@ -188,6 +193,11 @@ def test_a_requester_refuses_quotes_it_did_not_ask_for() -> None:
         return sign(MAKER, msgspec.structs.replace(good, **changes))
 
     refused(E.ERR_RFQ_NOT_FOUND, requester.receive, bad(quote_req_id=rid(9)), T0)
+    stranger = Quoter(BOB, "bob")  # a peer the request was not sent to
+    stranger.receive(req, T0)
+    refused(
+        E.ERR_RFQ_NOT_FOUND, requester.receive, stranger.quote(req.quote_req_id, price="8000", now=T0)[0], T0
+    )
     refused(E.ERR_RFQ_NOT_FOUND, requester.receive, bad(requester=BOB.peer_id), T0)
     refused(E.ERR_INVALID_MESSAGE, requester.receive, bad(side="buy"), T0)
     refused(E.ERR_INVALID_MESSAGE, requester.receive, bad(pair="ETH/USD"), T0)
@@ -406,7 +416,7 @@ def test_many_requesters_never_fill_beyond_the_balance_or_a_quote(data: st.DataO
             try:
                 quoter.receive(req, now)
             except OTCError as exc:
-                assert exc.code == E.ERR_RATE_LIMITED
+                assert exc.code in (E.ERR_RATE_LIMITED, E.ERR_TOO_MANY_RFQS)
                 continue
             answer = quoter.auto_quote(req, now, lambda p, s: None)
             if answer is not None:

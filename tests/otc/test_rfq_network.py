@@ -267,8 +267,9 @@ def test_the_maker_refuses_a_quote_after_it_expires(spawn: Spawn, tmp_path: Path
     assert maker.get("/api/trades") == [] and req.get("/api/trades") == []
 
 
-def test_hand_built_rfq_messages_are_refused_with_reasons(spawn: Spawn) -> None:
-    maker, req = spawn("maker"), spawn("req")
+def test_hand_built_rfq_messages_are_refused_with_reasons(spawn: Spawn, tmp_path: Path) -> None:
+    maker, req = spawn("maker", data_dir=tmp_path / "maker"), spawn("req")
+    as_maker = identity_of(tmp_path / "maker")  # to sign quotes that pass the signature check
     wait_for(lambda: sees(req, 1), what="the requester to see the maker")
     now = int(time.time() * 1000)
 
@@ -295,16 +296,20 @@ def test_hand_built_rfq_messages_are_refused_with_reasons(spawn: Spawn) -> None:
     assert code(rpc(maker, request(4, amount="1.000000001"))[0]) == "ERR_INVALID_AMOUNT"
     assert code(rpc(maker, {"type": "rfq", "quote_req_id": "x"})[0]) == "ERR_INVALID_PAYLOAD"
     results = [code(rpc(maker, request(100 + n))[0]) for n in range(35)]
-    assert results[:30] == [None] * 30 and set(results[30:]) == {"ERR_RATE_LIMITED"}, results
-    assert len([r for r in maker.get("/api/rfqs") if not r["mine"]]) == 30  # what it holds is bounded
+    # five held at once from one requester; each request, refused or not, counts against its rate
+    assert results == [None] * 5 + ["ERR_TOO_MANY_RFQS"] * 25 + ["ERR_RATE_LIMITED"] * 5, results
+    assert len([r for r in maker.get("/api/rfqs") if not r["mine"]]) == 5  # what it holds is bounded
     # to a requester: quotes it never asked for, forged, or beyond what it asked
     rfq = req.post("/api/rfqs", {"side": "buy", "amount": "1"})
+    wait_for(
+        lambda: req.get(f"/api/rfqs/{rfq['id']}")["delivered"] == 1, what="the request sent to the maker"
+    )
 
-    def quote(**changes: Any) -> Quote:
+    def quote(key: Identity = as_maker, **changes: Any) -> Quote:
         fields: dict[str, Any] = {
             "quote_id": "b" * 32,
             "quote_req_id": rfq["id"],
-            "maker": MALLORY.peer_id,
+            "maker": key.peer_id,
             "maker_name": "mallory",
             "requester": req.peer_id,
             "side": "sell",
@@ -314,24 +319,22 @@ def test_hand_built_rfq_messages_are_refused_with_reasons(spawn: Spawn) -> None:
             "created_at": now,
             "valid_until": now + 30_000,
         } | changes
-        return sign(MALLORY, Quote(**fields))
+        return sign(key, Quote(**fields))
 
     cases = [
         (quote(quote_req_id="c" * 32), "ERR_RFQ_NOT_FOUND"),
         (quote(requester=maker.peer_id), "ERR_RFQ_NOT_FOUND"),
         (quote(amount="2"), "ERR_INVALID_AMOUNT"),
         (quote(side="buy"), "ERR_INVALID_MESSAGE"),
-        (
-            msgspec.structs.replace(quote(), maker=maker.peer_id),
-            "ERR_BAD_SIGNATURE",
-        ),  # posing as a real maker
+        (quote(MALLORY), "ERR_RFQ_NOT_FOUND"),  # a stranger the request was not sent to
+        (msgspec.structs.replace(quote(MALLORY), maker=maker.peer_id), "ERR_BAD_SIGNATURE"),  # posing as one
         (quote(valid_until=now - 1, created_at=now - 10), "ERR_QUOTE_EXPIRED"),
     ]
     for msg, expected in cases:
         assert code(rpc(req, msg)[0]) == expected, (msg, expected)
     assert req.get(f"/api/rfqs/{rfq['id']}")["quotes"] == []
-    assert rpc(req, quote())[0] is None  # a stranger's honest quote is a quote like any other
-    assert [q["maker_name"] for q in req.get(f"/api/rfqs/{rfq['id']}")["quotes"]] == ["mallory"]
+    assert rpc(req, quote())[0] is None  # the maker's own key, a well-formed quote: kept
+    assert [q["id"] for q in req.get(f"/api/rfqs/{rfq['id']}")["quotes"]] == ["b" * 32]
     # a trade id used on one of the maker's desks cannot be reused on the other
     offer = maker.offer("sell", "5", "8000")
     public = sign(

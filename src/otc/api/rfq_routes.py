@@ -30,6 +30,7 @@ FIELD_CODES = {
     "note": E.ERR_INVALID_MESSAGE,
 }
 Ms = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]
+LIST_MINE = 100  # our requests GET /api/rfqs lists (the latest; any older one by its id)
 
 
 # --- request bodies -------------------------------------------------------------------------------------
@@ -216,11 +217,16 @@ class RfqAPI:
         ]
 
     # --- RFQ ------------------------------------------------------------------------------------------
-    def _received_quote(self, q: Quote, now: int) -> QuoteOut:
-        taken = Decimal(0)
+    def _accepted(self) -> dict[str, Decimal]:
+        """What we accepted of each quote (or offer) we took, by its id: one pass over our takes."""
+        out: dict[str, Decimal] = {}
         for t in self.peer.trading.taker_trades.values():
-            if t.take.offer_id == q.quote_id and t.state is TakerState.DONE:
-                taken = CONTEXT.add(taken, D(t.take.amount))
+            if t.state is TakerState.DONE:
+                out[t.take.offer_id] = CONTEXT.add(out.get(t.take.offer_id, Decimal(0)), D(t.take.amount))
+        return out
+
+    def _received_quote(self, q: Quote, now: int, accepted: dict[str, Decimal]) -> QuoteOut:
+        taken = accepted.get(q.quote_id, Decimal(0))
         left = canonical(max(Decimal(0), CONTEXT.subtract(D(q.amount), taken)))
         status = "filled" if left == "0" else "open" if now < q.valid_until else "expired"
         return _quote_out(q, status, left)
@@ -246,9 +252,13 @@ class RfqAPI:
     async def rfqs(self, request: Request) -> Response:
         rfq = self.peer.rfq
         now = now_ms()
+        accepted = self._accepted()
+        recent = sorted(rfq.requester.requests.values(), key=lambda s: s.request.created_at)[-LIST_MINE:]
         out = [
-            self._rfq_out(s.request, True, [self._received_quote(q, now) for q in rfq.ranked(s)], s.delivered)
-            for s in sorted(rfq.requester.requests.values(), key=lambda s: s.request.created_at)
+            self._rfq_out(
+                s.request, True, [self._received_quote(q, now, accepted) for q in rfq.ranked(s)], s.delivered
+            )
+            for s in recent
         ]
         for req in rfq.quoter.open_requests(now):
             given = [q for q in rfq.quoter.quotes.values() if q.quote_req_id == req.quote_req_id]
@@ -264,7 +274,8 @@ class RfqAPI:
             return json_response(self._rfq_out(req, False, [self._given_quote(q) for q in given], None))
         sent = rfq.sent(rid)
         now = now_ms()
-        quotes = [self._received_quote(q, now) for q in rfq.ranked(sent)]
+        accepted = self._accepted()
+        quotes = [self._received_quote(q, now, accepted) for q in rfq.ranked(sent)]
         return json_response(self._rfq_out(sent.request, True, quotes, sent.delivered))
 
     async def post_quote(self, request: Request) -> Response:

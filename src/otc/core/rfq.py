@@ -148,6 +148,7 @@ class SentRequest:
     request: QuoteRequest
     quotes: dict[str, Quote] = field(default_factory=dict)  # by quote id, as received
     delivered: int | None = None  # peers the request reached (None: still being sent)
+    asked: set[str] = field(default_factory=set)  # the peers it was sent to: only they may quote
 
 
 class Requester:
@@ -202,8 +203,9 @@ class Requester:
         """Check a quote a maker sent us and keep it; True if new, False for a repeat. Raises
         ``OTCError`` (and keeps nothing) for anything we did not ask for or cannot trust."""
         sent = self.requests.get(q.quote_req_id)
-        if sent is None or q.requester != self.peer_id:
-            raise OTCError(E.ERR_RFQ_NOT_FOUND, "no request for quote of ours with that id")
+        if sent is None or q.requester != self.peer_id or q.maker not in sent.asked:
+            # (a peer we did not ask has no business quoting: this keeps strangers from filling it)
+            raise OTCError(E.ERR_RFQ_NOT_FOUND, "no request for quote of ours with that id was sent to you")
         held = sent.quotes.get(q.quote_id)
         if held is not None:
             if held != q:
@@ -367,6 +369,10 @@ class Quoter:
         self.expire(now)
         if len(self.incoming) >= L.RFQ_MAX_OPEN_IN:
             raise OTCError(E.ERR_TOO_MANY_RFQS, f"holding {L.RFQ_MAX_OPEN_IN} open requests already")
+        if sum(1 for r in self.incoming.values() if r.requester == req.requester) >= L.RFQ_MAX_OPEN_PER_PEER:
+            raise OTCError(
+                E.ERR_TOO_MANY_RFQS, f"at most {L.RFQ_MAX_OPEN_PER_PEER} open requests per requester"
+            )
         self.incoming[req.quote_req_id] = req
         return True
 

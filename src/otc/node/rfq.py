@@ -34,6 +34,7 @@ from ..core.money import D
 from ..core.offer import is_live
 from ..core.rfq import QuoteEffects, Quoter, Requester, Rule, SentRequest, firm_offer, make_rule, rank
 from ..core.signing import receipt_of
+from ..core.taker import TRANSIENT
 from ..core.trade import MakerState
 from .clock import now_ms
 from .config import PeerConfig
@@ -120,8 +121,10 @@ class RFQ:
                     return False
 
         peers = [p.peer_id for p in self.book.peers(now_ms())]
-        reached = await asyncio.gather(*(send(p) for p in peers))
         held = self.requester.requests.get(req.quote_req_id)
+        if held is not None:
+            held.asked.update(peers)  # before the first send: an answer may come back at once
+        reached = await asyncio.gather(*(send(p) for p in peers))
         if held is not None:
             held.delivered = sum(reached)
 
@@ -184,7 +187,7 @@ class RFQ:
                 await self.directory.ask(quote.requester, quote, timeout=min(self.config.rpc_timeout_s, left))
                 return True
             except GrenacheError as exc:
-                if exc.code.startswith("ERR_") and exc.code not in ("ERR_TIMEOUT", "ERR_REQUEST_GENERIC"):
+                if exc.code not in TRANSIENT:  # the requester answered: no (closed, full, ...)
                     log.info("quote %s refused by %s: %s", quote.quote_id[:8], quote.requester[:8], exc)
                     return False
                 await asyncio.sleep(min(backoff, max(0.0, left)))
