@@ -82,6 +82,7 @@ async def measure(
 ) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {
         "first": [],
+        "incomplete": [],
         "best": [],
         "accept": [],
         "round": [],
@@ -113,12 +114,16 @@ async def measure(
             if not warm:
                 out["anchor"].append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
-            async with session.post(
-                req.url + "/api/rfqs", json={"side": "buy", "amount": "1", "ttl_ms": 3000}
-            ) as r:
+            # short-lived requests: a maker holds at most 5 open ones per requester (core/limits.py)
+            body = {"side": "buy", "amount": "1", "ttl_ms": 400}
+            async with session.post(req.url + "/api/rfqs", json=body) as r:
                 rid = (await r.json())["id"]
-            async with asyncio.timeout(10):
-                await full.setdefault(rid, asyncio.Event()).wait()
+            try:
+                async with asyncio.timeout(2):
+                    await full.setdefault(rid, asyncio.Event()).wait()
+            except TimeoutError:
+                out["incomplete"].append(1.0)  # a quote missed the request's 400 ms: counted, skipped
+                continue
             got = quotes[rid]
             best = min(got, key=lambda q: Decimal(q[1]["price"]))[1]
             t1 = time.perf_counter()
@@ -178,7 +183,8 @@ def main() -> int:
         "ms",
         f"< {TARGET_MS:g} ms",
         best < TARGET_MS,
-        f"{n} rounds, every request reached {min(res['reached']):.0f} makers",
+        f"{n} rounds, each reached {min(res['reached']):.0f} makers; "
+        f"{len(res['incomplete'])} short of all quotes",
     )
     record(f"RFQ: request -> best of {args.makers} quotes, p99", pct(res["best"], 99), "ms", "—", None)
     accept = pct(res["accept"], 50)
