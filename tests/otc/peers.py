@@ -12,6 +12,8 @@ from typing import Any
 import msgspec
 
 from otc.core.identity import Identity
+from otc.core.messages import TradeRefusal
+from otc.core.signing import is_signed
 
 from ..harness import PeerProcess
 
@@ -33,6 +35,18 @@ def rpc(
 
 def code(err: str | None) -> str | None:
     return None if err is None else err.split(":")[0]
+
+
+def outcome(err: str | None, result: Any) -> str:
+    """What a maker answered a take or confirm: an RPC error's code, the code of its refusal (checked to
+    be signed by the maker: refusals are signed results, see core/desk.py), or the reply's status."""
+    if err is not None:
+        return err.split(":")[0]
+    if isinstance(result, dict) and result.get("type") == "refusal":
+        refusal = msgspec.convert(result, TradeRefusal)
+        assert is_signed(refusal), "an unsigned refusal"
+        return refusal.code
+    return str(result["status"])
 
 
 def identity_of(data_dir: Path) -> Identity:

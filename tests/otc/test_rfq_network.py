@@ -28,7 +28,7 @@ from otc.core.messages import Quote, QuoteRequest, SettleSync, Take
 from otc.core.signing import sign
 
 from ..harness import APIError, PeerProcess, book_state, http, wait_for
-from .peers import code, identity_of, rpc
+from .peers import code, identity_of, outcome, rpc
 from .test_fuzz import DEADLINE_S, json_values, mutate
 
 Spawn = Callable[..., PeerProcess]
@@ -107,8 +107,8 @@ def test_a_requester_three_makers_and_a_rule_trade_through_rfq(spawn: Spawn) -> 
     # a quote taken in parts, up to its amount
     for amount in ("1", "2"):
         assert req.post(f"/api/quotes/{ruled['id']}/accept", {"amount": amount})["amount"] == amount
-    outcome = attempt(lambda: req.post(f"/api/quotes/{ruled['id']}/accept", {"amount": "0.1"}))
-    assert outcome[0] == "ERR_QUOTE_USED"
+    result = attempt(lambda: req.post(f"/api/quotes/{ruled['id']}/accept", {"amount": "0.1"}))
+    assert result[0] == "ERR_QUOTE_USED"
     assert sum(Decimal(r["amount"]) for r in auto.get("/api/trades")) == 3
     # the maker's view of its quote
     mine = wait_for(lambda: incoming(auto, rfq["id"]), what="auto's view")
@@ -147,7 +147,7 @@ def test_a_quote_is_honoured_once_however_many_race_for_it(spawn: Spawn, tmp_pat
             ),
         )
         err, result = rpc(maker, take)
-        return code(err) or "done", result
+        return outcome(err, result), result
 
     def impostor() -> tuple[str, Any]:  # claims to be the requester, cannot sign as it
         take = sign(
@@ -163,7 +163,7 @@ def test_a_quote_is_honoured_once_however_many_race_for_it(spawn: Spawn, tmp_pat
             ),
         )
         err, result = rpc(maker, take)
-        return code(err) or "done", result
+        return outcome(err, result), result
 
     jobs: list[Callable[[], tuple[str, Any]]] = [
         *(
@@ -246,8 +246,7 @@ def test_the_maker_refuses_a_quote_after_it_expires(spawn: Spawn, tmp_path: Path
     assert quote["side"] == "buy"
     wait_for(lambda: req.get(f"/api/rfqs/{rfq['id']}")["quotes"], what="the quote")
     wait_for(lambda: req.get(f"/api/rfqs/{rfq['id']}")["quotes"][0]["status"] == "expired", what="expiry")
-    outcome = attempt(lambda: req.post(f"/api/quotes/{quote['id']}/accept", {}))
-    assert outcome[0] == "ERR_QUOTE_EXPIRED"
+    assert attempt(lambda: req.post(f"/api/quotes/{quote['id']}/accept", {}))[0] == "ERR_QUOTE_EXPIRED"
     # the maker enforces it too: a take signed by the requester itself, sent straight to the maker
     me = identity_of(tmp_path / "req")
     take = sign(
@@ -262,8 +261,7 @@ def test_the_maker_refuses_a_quote_after_it_expires(spawn: Spawn, tmp_path: Path
             ts=int(time.time() * 1000),
         ),
     )
-    err, _ = rpc(maker, take)
-    assert code(err) == "ERR_QUOTE_EXPIRED", err
+    assert outcome(*rpc(maker, take)) == "ERR_QUOTE_EXPIRED"
     assert maker.get("/api/trades") == [] and req.get("/api/trades") == []
 
 
@@ -366,7 +364,7 @@ def test_hand_built_rfq_messages_are_refused_with_reasons(spawn: Spawn, tmp_path
             ts=now,
         ),
     )
-    assert code(rpc(maker, reused)[0]) == "ERR_TRADE_ID_CONFLICT"
+    assert outcome(*rpc(maker, reused)) == "ERR_TRADE_ID_CONFLICT"
     # settlement exchanges from someone outside the trade learn nothing
     sync = sign(MALLORY, SettleSync(trade_id="d" * 32, sender=MALLORY.peer_id, steps=[], ts=now))
     assert code(rpc(maker, sync)[0]) == "ERR_TRADE_NOT_FOUND"
@@ -393,16 +391,16 @@ def test_an_amendment_is_never_seen_half_applied(spawn: Spawn) -> None:
     )
     assert final == [new["id"]]
     assert all(s in ([old["id"]], [new["id"]]) for s in seen), seen  # never both, never neither
-    outcome = attempt(lambda: bob.take(old["id"], "1"))
-    assert outcome[0] == "ERR_OFFER_NOT_FOUND"
+    result = attempt(lambda: bob.take(old["id"], "1"))
+    assert result[0] == "ERR_OFFER_NOT_FOUND"
     # and posted again after a cancel: the same terms, a new offer
     alice.delete(f"/api/offers/{new['id']}")
     again = alice.post(f"/api/offers/{new['id'][:8]}/again", {})
     assert (again["price"], again["amount"], again["min_fill"], again["status"]) == ("8100", "3", "1", "open")
     assert again["id"] not in (old["id"], new["id"])
     wait_for(lambda: [o["id"] for o in bob.book()["asks"]] == [again["id"]], what="the repost at bob")
-    outcome = attempt(lambda: http("PATCH", f"{alice.url}/api/offers/{new['id']}", {"price": "1"}))
-    assert outcome[0] == "ERR_OFFER_CLOSED"
+    result = attempt(lambda: http("PATCH", f"{alice.url}/api/offers/{new['id']}", {"price": "1"}))
+    assert result[0] == "ERR_OFFER_CLOSED"
 
 
 # --- fuzzing the new keys and endpoints ------------------------------------------------------------------

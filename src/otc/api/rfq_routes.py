@@ -14,7 +14,6 @@ from ..core.messages import Quote, QuoteRequest
 from ..core.money import CONTEXT, D, canonical
 from ..core.rfq import Rule
 from ..core.settlement import Settlement
-from ..core.trade import TakerState
 from ..node.clock import now_ms
 from ..node.notify import Webhook
 from ..node.peer import Peer
@@ -217,13 +216,9 @@ class RfqAPI:
         ]
 
     # --- RFQ ------------------------------------------------------------------------------------------
-    def _accepted(self) -> dict[str, Decimal]:
-        """What we accepted of each quote (or offer) we took, by its id: one pass over our takes."""
-        out: dict[str, Decimal] = {}
-        for t in self.peer.trading.taker_trades.values():
-            if t.state is TakerState.DONE:
-                out[t.take.offer_id] = CONTEXT.add(out.get(t.take.offer_id, Decimal(0)), D(t.take.amount))
-        return out
+    def _accepted(self, quotes: list[Quote]) -> dict[str, Decimal]:
+        """What we accepted of each of these quotes (done trades, from the store)."""
+        return self.peer.store.rfq.accepted(q.quote_id for q in quotes)
 
     def _received_quote(self, q: Quote, now: int, accepted: dict[str, Decimal]) -> QuoteOut:
         taken = accepted.get(q.quote_id, Decimal(0))
@@ -252,8 +247,8 @@ class RfqAPI:
     async def rfqs(self, request: Request) -> Response:
         rfq = self.peer.rfq
         now = now_ms()
-        accepted = self._accepted()
         recent = sorted(rfq.requester.requests.values(), key=lambda s: s.request.created_at)[-LIST_MINE:]
+        accepted = self._accepted([q for s in recent for q in s.quotes.values()])
         out = [
             self._rfq_out(
                 s.request, True, [self._received_quote(q, now, accepted) for q in rfq.ranked(s)], s.delivered
@@ -274,8 +269,9 @@ class RfqAPI:
             return json_response(self._rfq_out(req, False, [self._given_quote(q) for q in given], None))
         sent = rfq.sent(rid)
         now = now_ms()
-        accepted = self._accepted()
-        quotes = [self._received_quote(q, now, accepted) for q in rfq.ranked(sent)]
+        ranked = rfq.ranked(sent)
+        accepted = self._accepted(ranked)
+        quotes = [self._received_quote(q, now, accepted) for q in ranked]
         return json_response(self._rfq_out(sent.request, True, quotes, sent.delivered))
 
     async def post_quote(self, request: Request) -> Response:

@@ -45,9 +45,10 @@ from . import limits as L
 from .desk import Desk, Effects, Refusal
 from .errors import OTCError
 from .identity import Identity
-from .messages import Confirm, Offer, Quote, QuoteRequest, Take, TradeReply
+from .messages import Confirm, Offer, Quote, QuoteRequest, Take, TradeRefusal, TradeReply
 from .money import CONTEXT, D, canonical, get_pair, parse_decimal
 from .offer import OPEN
+from .ratelimit import RateLimiter
 from .signing import is_signed_by, sign
 from .trade import MakerState
 
@@ -59,26 +60,6 @@ Side = Literal["buy", "sell"]
 
 def opposite(side: str) -> Side:
     return "sell" if side == "buy" else "buy"
-
-
-# --- rate limiting ---------------------------------------------------------------------------------------
-class RateLimiter:
-    """A token bucket per sender: ``per_minute`` messages a minute, bursts of as many. Memory is bounded:
-    past ``max_keys`` the least recently seen senders are forgotten (most of them have full buckets)."""
-
-    def __init__(self, per_minute: int, max_keys: int = L.RATE_TRACKED_PEERS) -> None:
-        self.per_minute = per_minute
-        self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, int]] = {}  # key -> (tokens, when), least recent first
-
-    def allow(self, key: str, now: int) -> bool:
-        tokens, when = self._buckets.pop(key, (float(self.per_minute), now))
-        tokens = min(float(self.per_minute), tokens + max(0, now - when) * self.per_minute / 60_000)
-        allowed = tokens >= 1
-        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
-        while len(self._buckets) > self.max_keys:
-            del self._buckets[next(iter(self._buckets))]
-        return allowed
 
 
 # --- shared checks ------------------------------------------------------------------------------------
@@ -160,7 +141,8 @@ class Requester:
         self.name = name
         self.requests: dict[str, SentRequest] = {}  # open ones and the latest closed ones
         self.quotes: dict[str, Quote] = {}  # every quote of a request held above, by quote id
-        self.limiter = RateLimiter(L.QUOTES_PER_PEER_PER_MIN)
+        rate = L.QUOTES_PER_PEER_PER_MIN
+        self.limiter = RateLimiter(rate, rate, L.PEERS_TRACKED)
 
     def load(self, requests: Iterable[QuoteRequest], quotes: Iterable[Quote]) -> None:
         for req in requests:
@@ -321,8 +303,8 @@ def quote_refusal(exc: OTCError, offer: Offer | None) -> OTCError:
         code = E.ERR_QUOTE_USED if offer is not None and offer.status == "filled" else E.ERR_QUOTE_EXPIRED
     message = exc.message.replace("offer", "quote")
     if isinstance(exc, Refusal):
-        return Refusal(code, message, exc.effects)
-    return OTCError(code, message)
+        return Refusal(code, message, effects=exc.effects, available=exc.available)
+    return OTCError(code, message, available=exc.available)
 
 
 class Quoter:
@@ -338,7 +320,8 @@ class Quoter:
         self.incoming: dict[str, QuoteRequest] = {}  # live requests from others, by id
         self.quotes: dict[str, Quote] = {}  # quotes whose offer the quote desk holds, by quote id
         self.rules: dict[tuple[str, str], Rule] = {}
-        self.limiter = RateLimiter(L.RFQ_PER_PEER_PER_MIN)
+        rate = L.RFQ_PER_PEER_PER_MIN
+        self.limiter = RateLimiter(rate, rate, L.PEERS_TRACKED)
 
     def load(
         self, offers: list[Offer], trades: Any, quotes: Iterable[Quote], rules: Iterable[Rule], seq: int
@@ -519,6 +502,10 @@ class Quoter:
                     rule.balance = canonical(left)
                     out.rules.append(rule)
         return reply, out
+
+    def refusal(self, req: Take | Confirm, exc: OTCError, now: int) -> TradeRefusal:
+        """The signed answer to a take or confirm of a quote we refused (as the desk signs its own)."""
+        return self.desk.refusal(req, exc, now)
 
     def tick(self, now: int) -> QuoteEffects:
         self.expire(now)

@@ -118,9 +118,8 @@ class Peer:
             self.trading,
         )  # fmt: skip
         self.settlements = Settlements(
-            config, self.identity, self.store, self.directory, self.tasks, self.events,
-            self.trading.taker_trades,
-        )  # fmt: skip
+            config, self.identity, self.store, self.directory, self.tasks, self.events
+        )
         self.notify = Notifier(
             self.peer_id, self.data_dir, self.store, self.events, self.tasks, config.notify_urls
         )

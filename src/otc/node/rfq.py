@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from grenache import GrenacheError
+from grenache import GrenacheError, RPCError
 
 from ..core import errors as E
 from ..core import limits as L
@@ -29,12 +29,11 @@ from ..core.book import Book
 from ..core.desk import Desk, Refusal
 from ..core.errors import OTCError
 from ..core.identity import Identity
-from ..core.messages import Confirm, Quote, QuoteRequest, Receipt, Take, TradeReply
+from ..core.messages import Confirm, Quote, QuoteRequest, Receipt, Take, TradeAnswer
 from ..core.money import D
 from ..core.offer import is_live
 from ..core.rfq import QuoteEffects, Quoter, Requester, Rule, SentRequest, firm_offer, make_rule, rank
 from ..core.signing import receipt_of
-from ..core.taker import TRANSIENT
 from ..core.trade import MakerState
 from .clock import now_ms
 from .config import PeerConfig
@@ -45,6 +44,8 @@ from .tasks import Tasks
 from .trading import Trading
 
 log = logging.getLogger("otc.node.rfq")
+# failures that say nothing of the requester's answer: the quote goes again while it is valid
+RETRY = frozenset({"ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_UNKNOWN_SERVICE", "ERR_REPLY_EMPTY"})
 TRIM_EVERY_S = 60.0
 
 
@@ -187,7 +188,7 @@ class RFQ:
                 await self.directory.ask(quote.requester, quote, timeout=min(self.config.rpc_timeout_s, left))
                 return True
             except GrenacheError as exc:
-                if exc.code not in TRANSIENT:  # the requester answered: no (closed, full, ...)
+                if isinstance(exc, RPCError) and exc.code not in RETRY:  # the requester said no
                     log.info("quote %s refused by %s: %s", quote.quote_id[:8], quote.requester[:8], exc)
                     return False
                 await asyncio.sleep(min(backoff, max(0.0, left)))
@@ -241,31 +242,31 @@ class RFQ:
         self._timer_event.set()
 
     # --- the quote desk's handshake, routed from our own key ---------------------------------------------
-    def route(self, msg: Take | Confirm) -> TradeReply | None:
-        """Answer a take or confirm about a quote; None if it is about one of our offers (the caller
-        hands it to trading). Trade ids are unique across both desks: a trade id one of them knows is
-        refused by the other (``ERR_TRADE_ID_CONFLICT``), so a receipt's id names one trade."""
+    def route(self, msg: Take | Confirm) -> TradeAnswer | None:
+        """Answer a take or confirm about a quote (the reply, or a signed refusal of that very request,
+        as trading.py answers about offers); None if it is about one of our offers (the caller hands it
+        to trading). Trade ids are unique across both desks: a trade id one of them knows is refused by
+        the other (``ERR_TRADE_ID_CONFLICT``), so a receipt's id names one trade."""
         now = now_ms()
+        conflict = OTCError(E.ERR_TRADE_ID_CONFLICT, f"trade id {msg.trade_id} is taken by another request")
         if isinstance(msg, Take):
-            if msg.offer_id not in self.desk.offers and self._holds_quote(msg.offer_id):
-                if msg.trade_id not in self.quoter.desk.trades and self._public_trade(msg.trade_id):
-                    raise OTCError(E.ERR_TRADE_ID_CONFLICT, f"trade id {msg.trade_id} is taken")
-                self._recall(msg.trade_id)
-                reply, effects = self.quoter.take(msg, now)
-                self.commit(effects)
-                return reply
-            if msg.trade_id not in self.desk.trades and self._quote_trade(msg.trade_id):
-                raise OTCError(E.ERR_TRADE_ID_CONFLICT, f"trade id {msg.trade_id} is taken")
-            return None
-        if msg.trade_id in self.desk.trades or not self._quote_trade(msg.trade_id):
+            if msg.offer_id in self.desk.offers or not self._holds_quote(msg.offer_id):
+                if msg.trade_id not in self.desk.trades and self._quote_trade(msg.trade_id):
+                    return self.desk.refusal(msg, conflict, now)
+                return None
+            if msg.trade_id not in self.quoter.desk.trades and self._public_trade(msg.trade_id):
+                return self.quoter.refusal(msg, conflict, now)
+        elif msg.trade_id in self.desk.trades or not self._quote_trade(msg.trade_id):
             return None
         self._recall(msg.trade_id)
         try:
-            reply, effects = self.quoter.confirm(msg, now)
+            reply, effects = (
+                self.quoter.take(msg, now) if isinstance(msg, Take) else self.quoter.confirm(msg, now)
+            )
         except OTCError as exc:
             if isinstance(exc, Refusal):
-                self.commit(QuoteEffects(desk=exc.effects))
-            raise
+                self.commit(QuoteEffects(desk=exc.effects))  # a late confirm still released its reservation
+            return self.quoter.refusal(msg, exc, now)
         self.commit(effects)
         return reply
 

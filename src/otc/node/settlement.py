@@ -21,7 +21,6 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -33,7 +32,7 @@ from ..core import limits as L
 from ..core.errors import OTCError
 from ..core.identity import Identity
 from ..core.messages import Receipt, SettleSteps, SettleSync
-from ..core.rfq import RateLimiter
+from ..core.ratelimit import RateLimiter
 from ..core.settlement import DEFAULT_DEADLINES_MS, Record, Settlement, State
 from ..core.signing import is_signed_by, receipt_of, sign
 from ..core.taker import receipt
@@ -72,7 +71,6 @@ class Settlements:
         directory: Directory,
         tasks: Tasks,
         events: Listeners,
-        taker_trades: Mapping[str, TakerTrade],
     ) -> None:
         self.config = config
         self.identity = identity
@@ -81,9 +79,9 @@ class Settlements:
         self.directory = directory
         self.tasks = tasks
         self.events = events
-        self.taker_trades = taker_trades
         self.deadlines = deadlines_of(config)
-        self.limiter = RateLimiter(L.SETTLE_SYNCS_PER_PEER_PER_MIN)
+        rate = L.SETTLE_SYNCS_PER_PEER_PER_MIN
+        self.limiter = RateLimiter(rate, rate, L.PEERS_TRACKED)
         self._opening: list[Receipt] = []
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
@@ -119,8 +117,12 @@ class Settlements:
 
     def _find_receipt(self, trade_id: str) -> Receipt | None:
         """A done trade whose settlement row is not written yet (it is, a moment after the trade)."""
-        taken = self.taker_trades.get(trade_id)
-        for trade in (taken, self.store.maker_trade(trade_id), self.store.rfq.trade(trade_id)):
+        tables = self.store
+        for trade in (
+            tables.settlements.taker_trade(trade_id),
+            tables.maker_trade(trade_id),
+            tables.rfq.trade(trade_id),
+        ):
             if trade is not None and (found := _receipt_of(trade)) is not None:
                 return found
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -326,6 +327,21 @@ class RfqTables:
             out += [_quote.decode(r[0]) for r in self.db.execute(sql, part)]
         return out
 
+    def accepted(self, quote_ids: Iterable[str]) -> dict[str, Decimal]:
+        """What we took of each of these quotes in done trades (a quote is the offer id of its takes)."""
+        ids, out = list(quote_ids), dict[str, Decimal]()
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            sql = (
+                "SELECT json_extract(CAST(body AS TEXT), '$.take.offer_id'), "
+                "json_extract(CAST(body AS TEXT), '$.take.amount') FROM taker_trades "
+                f"WHERE state = 'done' AND json_extract(CAST(body AS TEXT), '$.take.offer_id') IN "
+                f"({','.join('?' * len(part))})"
+            )
+            for quote_id, amount in self.db.execute(sql, part):
+                out[quote_id] = out.get(quote_id, Decimal(0)) + Decimal(amount)
+        return out
+
     def received_quote(self, quote_id: str) -> Quote | None:
         row = self.db.execute("SELECT body FROM rfq_quotes_in WHERE id = ?", (quote_id,)).fetchone()
         return None if row is None else _quote.decode(row[0])
@@ -410,6 +426,10 @@ class SettlementTables:
     def unacked(self, limit: int) -> list[Record]:
         sql = "SELECT body FROM settlements WHERE unacked = 1 LIMIT ?"
         return [_record.decode(r[0]) for r in self.db.execute(sql, (limit,))]
+
+    def taker_trade(self, trade_id: str) -> TakerTrade | None:
+        row = self.db.execute("SELECT body FROM taker_trades WHERE id = ?", (trade_id,)).fetchone()
+        return None if row is None else _taker.decode(row[0])
 
     def missing(self) -> list[MakerTrade | TakerTrade]:
         """Done trades with no settlement row yet (rows are added just after a trade is done; a crash
