@@ -43,6 +43,7 @@ from otc.launch import PeerProcess, http, start_all, wait_for  # noqa: E402
 console = Console()
 RESULTS: list[dict[str, Any]] = []
 TARGET_MS = 20.0
+PACE_S = 0.05  # between rounds: what one round leaves behind (heartbeats, book updates) settles
 
 
 def record(name: str, value: float, unit: str, target: str, ok: bool | None, note: str = "") -> None:
@@ -105,14 +106,20 @@ async def measure(
             oid = (await r.json())["id"]
         for req in requesters:
             await asyncio.to_thread(wait_for, lambda req=req: req.book()["asks"], 10)
-        for i in range(rounds + len(requesters)):  # the first round of each requester warms up
+        # its own phase: each take publishes the offer's new states to every peer, work that would
+        # otherwise land on the next request for quote
+        for i in range(rounds + len(requesters)):  # the first take of each requester warms up
             req = requesters[i % len(requesters)]
-            warm = i < len(requesters)
             t0 = time.perf_counter()
             async with session.post(req.url + "/api/trades", json={"offer_id": oid, "amount": "0.01"}) as r:
                 assert r.status == 201, await r.text()
-            if not warm:
+            if i >= len(requesters):
                 out["anchor"].append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(PACE_S)
+        for i in range(rounds + len(requesters)):  # the first round of each requester warms up
+            req = requesters[i % len(requesters)]
+            warm = i < len(requesters)
+            await asyncio.sleep(PACE_S)  # pacing between rounds, not synchronisation
             t0 = time.perf_counter()
             # short-lived requests: a maker holds at most 5 open ones per requester (core/limits.py)
             body = {"side": "buy", "amount": "1", "ttl_ms": 400}
