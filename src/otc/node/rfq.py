@@ -306,8 +306,10 @@ class RFQ:
             self.commit(self.quoter.tick(now_ms()))
 
     async def _trim_loop(self) -> None:
+        # as trading.py does for our offers: released reservations nobody can ask about go from disk too
         while True:
             await asyncio.sleep(TRIM_EVERY_S)
+            self.store.rfq.delete_trades(self.quoter.desk.prune_released(now_ms()))
             self.quoter.forget()
             self.requester.forget(now_ms())
 

@@ -380,6 +380,10 @@ class RfqTables:
         ).fetchall()
         return [_maker.decode(r[0]) for r in live + settled[::-1]]
 
+    def delete_trades(self, trade_ids: list[str]) -> None:
+        if trade_ids:
+            self.db.executemany("DELETE FROM quote_trades WHERE id = ?", [(t,) for t in trade_ids])
+
     def trade(self, trade_id: str) -> MakerTrade | None:
         row = self.db.execute("SELECT body FROM quote_trades WHERE id = ?", (trade_id,)).fetchone()
         return None if row is None else _maker.decode(row[0])
