@@ -190,7 +190,7 @@ def main() -> int:
         "ms",
         f"< {TARGET_MS:g} ms",
         best < TARGET_MS,
-        f"{n} rounds, each reached {min(res['reached']):.0f} makers; "
+        f"{n} rounds, each sent to {min(res['reached']):.0f} live peers; "
         f"{len(res['incomplete'])} short of all quotes",
     )
     record(f"RFQ: request -> best of {args.makers} quotes, p99", pct(res["best"], 99), "ms", "—", None)
