@@ -65,7 +65,9 @@ async def listen(
     makers: int,
     ready: asyncio.Event,
 ) -> None:
-    async with session.get(peer.url + "/api/events", timeout=aiohttp.ClientTimeout(total=None)) as resp:
+    async with session.get(
+        peer.url + "/api/events", timeout=aiohttp.ClientTimeout(total=None), headers=peer.headers
+    ) as resp:
         ready.set()
         async for line in resp.content:
             if line.startswith(b"data: "):
@@ -100,9 +102,8 @@ async def measure(
         ]
         await asyncio.gather(*(e.wait() for e in readies))
         # the anchor: a plain take of a resting offer by the same requesters from the same makers
-        async with session.post(
-            makers[0].url + "/api/offers", json={"side": "sell", "amount": "1000", "price": "9000"}
-        ) as r:
+        offer = {"side": "sell", "amount": "1000", "price": "9000"}
+        async with session.post(makers[0].url + "/api/offers", json=offer, headers=makers[0].headers) as r:
             oid = (await r.json())["id"]
         for req in requesters:
             await asyncio.to_thread(wait_for, lambda req=req: req.book()["asks"], 10)
@@ -111,7 +112,9 @@ async def measure(
         for i in range(rounds + len(requesters)):  # the first take of each requester warms up
             req = requesters[i % len(requesters)]
             t0 = time.perf_counter()
-            async with session.post(req.url + "/api/trades", json={"offer_id": oid, "amount": "0.01"}) as r:
+            async with session.post(
+                req.url + "/api/trades", headers=req.headers, json={"offer_id": oid, "amount": "0.01"}
+            ) as r:
                 assert r.status == 201, await r.text()
             if i >= len(requesters):
                 out["anchor"].append((time.perf_counter() - t0) * 1000)
@@ -123,7 +126,7 @@ async def measure(
             t0 = time.perf_counter()
             # short-lived requests: a maker holds at most 5 open ones per requester (core/limits.py)
             body = {"side": "buy", "amount": "1", "ttl_ms": 400}
-            async with session.post(req.url + "/api/rfqs", json=body) as r:
+            async with session.post(req.url + "/api/rfqs", headers=req.headers, json=body) as r:
                 rid = (await r.json())["id"]
             try:
                 async with asyncio.timeout(2):
@@ -134,14 +137,16 @@ async def measure(
             got = quotes[rid]
             best = min(got, key=lambda q: Decimal(q[1]["price"]))[1]
             t1 = time.perf_counter()
-            async with session.post(f"{req.url}/api/quotes/{best['quote_id']}/accept", json={}) as r:
+            async with session.post(
+                f"{req.url}/api/quotes/{best['quote_id']}/accept", headers=req.headers, json={}
+            ) as r:
                 assert r.status == 201, await r.text()
                 receipt = await r.json()
             t2 = time.perf_counter()
             assert receipt["price"] == best["price"]
             reached = None
             while reached is None:  # the fan-out's count is known once every maker has answered
-                async with session.get(f"{req.url}/api/rfqs/{rid}") as r:
+                async with session.get(f"{req.url}/api/rfqs/{rid}", headers=req.headers) as r:
                     reached = (await r.json())["delivered"]
                 await asyncio.sleep(0.01 if reached is None else 0)
             if not warm:
@@ -174,7 +179,7 @@ def main() -> int:
             start_all(makers + requesters)
             for i, m in enumerate(makers):
                 body = {"side": "sell", "price": str(8000 + i), "max_size": "1", "ttl_ms": 5000}
-                assert http("PUT", m.url + "/api/quoting", body)["automatic"]
+                assert http("PUT", m.url + "/api/quoting", body, token=m.token)["automatic"]
             res = asyncio.run(measure(requesters, makers, args.rounds))
         finally:
             for p in makers + requesters:

@@ -185,6 +185,7 @@ def main() -> int:
                 "PUT",
                 alice.url + "/api/quoting",
                 {"side": "sell", "price": "8005", "max_size": "5", "balance": "20"},
+                token=alice.token,
             )
             say(
                 f"alice sets an automatic quoting rule: sell at {rule['price']}, at most "
@@ -216,7 +217,7 @@ def main() -> int:
                     f"dave accepts {r['amount']} at {r['price']} from {r['maker_name']} → trade "
                     f"{r['id'][:8]} {r['status']}, the same maker-decided handshake as a take"
                 )
-            left = http("GET", alice.url + "/api/quoting")[0]
+            left = http("GET", alice.url + "/api/quoting", token=alice.token)[0]
             say(f"alice's rule balance is now {left['balance']} BTC; no book ever held a quote")
             assert not {q["id"] for q in view["quotes"]} & {i for p in peers for i, _, _ in book_state(p)}
 

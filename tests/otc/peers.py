@@ -15,7 +15,7 @@ from otc.core.identity import Identity
 from otc.core.messages import TradeRefusal
 from otc.core.signing import is_signed
 
-from ..harness import PeerProcess
+from ..harness import PeerProcess, http
 
 
 def rpc(
@@ -31,6 +31,11 @@ def rpc(
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         _, err, result = json.loads(resp.read())
     return err, result
+
+
+def api(peer: PeerProcess, method: str, path: str, body: Any = None) -> Any:
+    """A control-API call with the peer's token, for the methods ``PeerProcess`` has no helper for."""
+    return http(method, peer.url + path, body, token=peer.token)
 
 
 def code(err: str | None) -> str | None:

@@ -27,8 +27,8 @@ from otc.core.identity import Identity
 from otc.core.messages import Quote, QuoteRequest, SettleSync, Take
 from otc.core.signing import sign
 
-from ..harness import APIError, PeerProcess, book_state, http, wait_for
-from .peers import code, identity_of, outcome, rpc
+from ..harness import APIError, PeerProcess, book_state, wait_for
+from .peers import api, code, identity_of, outcome, rpc
 from .test_fuzz import DEADLINE_S, json_values, mutate
 
 Spawn = Callable[..., PeerProcess]
@@ -58,7 +58,7 @@ def test_a_requester_three_makers_and_a_rule_trade_through_rfq(spawn: Spawn) -> 
     req, auto, manual1, manual2 = spawn("req"), spawn("auto"), spawn("m1"), spawn("m2")
     wait_for(lambda: sees(req, 3), what="the requester to see the makers")
     offer = auto.offer("sell", "10", "8000")
-    http("PUT", auto.url + "/api/quoting", {"side": "sell", "spread": "5", "max_size": "3"})
+    api(auto, "PUT", "/api/quoting", {"side": "sell", "spread": "5", "max_size": "3"})
     rfq = req.post("/api/rfqs", {"side": "buy", "amount": "5", "ttl_ms": 20_000})
     assert (rfq["mine"], rfq["status"], rfq["quotes"]) == (True, "open", [])
     for maker, price in ((manual1, "8004"), (manual2, "8010")):
@@ -190,9 +190,10 @@ def test_one_maker_with_one_balance_never_fills_beyond_it(spawn: Spawn) -> None:
     requesters = [spawn(f"r{i}") for i in range(5)]
     for r in requesters:
         wait_for(lambda r=r: sees(r, 5), what=f"{r.name} to see every peer")
-    rule = http(
+    rule = api(
+        maker,
         "PUT",
-        maker.url + "/api/quoting",
+        "/api/quoting",
         {"side": "sell", "price": "8000", "max_size": "2", "balance": "5", "ttl_ms": 30_000},
     )
     assert (rule["balance"], rule["available"], rule["automatic"]) == ("5", "5", True)
@@ -207,7 +208,7 @@ def test_one_maker_with_one_balance_never_fills_beyond_it(spawn: Spawn) -> None:
     given = {rfq["id"]: (incoming(maker, rfq["id"]) or {})["quotes"] for rfq in rfqs}
     sizes = sorted(Decimal(q["amount"]) for qs in given.values() for q in qs)
     assert sizes == [1, 2, 2], given  # 5 committed, no more
-    assert http("GET", maker.url + "/api/quoting")[0]["available"] == "0"
+    assert api(maker, "GET", "/api/quoting")[0]["available"] == "0"
 
     def accept(pair: tuple[PeerProcess, dict[str, Any]]) -> list[tuple[str, Any]]:
         r, rfq = pair
@@ -229,7 +230,7 @@ def test_one_maker_with_one_balance_never_fills_beyond_it(spawn: Spawn) -> None:
     assert {s for s, _ in outcomes if s != "done"} <= {"ERR_QUOTE_USED"}
     assert sum(Decimal(r["amount"]) for r in done) == 5
     assert sorted(strip(r) for r in maker.get("/api/trades")) == sorted(strip(r) for r in done)
-    rule = http("GET", maker.url + "/api/quoting")[0]
+    rule = api(maker, "GET", "/api/quoting")[0]
     assert (rule["balance"], rule["committed"], rule["available"]) == ("0", "0", "0")
     late = requesters[0].post("/api/rfqs", {"side": "buy", "amount": "1"})
     assert (
@@ -375,7 +376,7 @@ def test_an_amendment_is_never_seen_half_applied(spawn: Spawn) -> None:
     old = alice.offer("sell", "3", "8000", min_fill="1")
     wait_for(lambda: any(i == old["id"] for i, _, _ in book_state(bob)), what="the offer at bob")
     with ThreadPoolExecutor(1) as pool:
-        amended = pool.submit(lambda: http("PATCH", f"{alice.url}/api/offers/{old['id']}", {"price": "8100"}))
+        amended = pool.submit(lambda: api(alice, "PATCH", f"/api/offers/{old['id']}", {"price": "8100"}))
         seen: list[list[str]] = []
         while not amended.done() or len(seen) < 5:
             ids = [o["id"] for o in bob.book()["asks"]]
@@ -399,7 +400,7 @@ def test_an_amendment_is_never_seen_half_applied(spawn: Spawn) -> None:
     assert (again["price"], again["amount"], again["min_fill"], again["status"]) == ("8100", "3", "1", "open")
     assert again["id"] not in (old["id"], new["id"])
     wait_for(lambda: [o["id"] for o in bob.book()["asks"]] == [again["id"]], what="the repost at bob")
-    result = attempt(lambda: http("PATCH", f"{alice.url}/api/offers/{new['id']}", {"price": "1"}))
+    result = attempt(lambda: api(alice, "PATCH", f"/api/offers/{new['id']}", {"price": "1"}))
     assert result[0] == "ERR_OFFER_CLOSED"
 
 
@@ -418,9 +419,10 @@ def pair(
         req.start()
         wait_for(lambda: sees(req, 1) and sees(maker, 1), what="the fuzz peers to meet")
         offer = maker.offer("sell", "5", "8000")
-        http(
+        api(
+            maker,
             "PUT",
-            maker.url + "/api/quoting",
+            "/api/quoting",
             {"side": "sell", "price": "8000", "max_size": "1", "ttl_ms": 60_000},
         )
         rfq = req.post("/api/rfqs", {"side": "buy", "amount": "1", "ttl_ms": 120_000})
@@ -552,7 +554,7 @@ def test_rfq_endpoints_survive_fuzzing(
         else json.dumps(data.draw(json_values)).encode()
     )
     target = data.draw(st.sampled_from([maker, req]))
-    request = urllib.request.Request(target.url + path, data=body, method=method)
+    request = urllib.request.Request(target.url + path, data=body, method=method, headers=target.headers)
     start = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=DEADLINE_S + 1) as resp:

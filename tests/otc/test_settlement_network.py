@@ -26,8 +26,8 @@ from otc.core.messages import Receipt, SettleStep, SettleSync
 from otc.core.signing import sign, terms_digest
 from otc.node.notify import verify
 
-from ..harness import APIError, PeerProcess, http, wait_for
-from .peers import code, identity_of, rpc
+from ..harness import APIError, PeerProcess, wait_for
+from .peers import api, code, identity_of, rpc
 from .test_cli import Terminal
 
 Spawn = Callable[..., PeerProcess]
@@ -156,7 +156,7 @@ def test_settlement_reaches_settled_on_both_sides_across_a_restart_and_an_outage
     # idempotent, and final
     assert step(bob, tid, "settled")["steps"] == theirs["steps"]
     assert refused(lambda: step(alice, tid, "disputed")) == (409, "ERR_SETTLEMENT_STEP")
-    assert http("GET", alice.url + "/api/settlements?open=1") == []
+    assert api(alice, "GET", "/api/settlements?open=1") == []
 
 
 def test_deadlines_are_flagged_on_both_sides_and_steps_belong_to_their_party(spawn: Spawn) -> None:
@@ -184,7 +184,7 @@ def test_deadlines_are_flagged_on_both_sides_and_steps_belong_to_their_party(spa
             lambda p=p: (s := settlement(p, tid))["state"] == "payment_sent" and s["overdue"],
             what="overdue again",
         )
-    assert [s["trade_id"] for s in http("GET", bob.url + "/api/settlements?open=1")] == [tid]
+    assert [s["trade_id"] for s in api(bob, "GET", "/api/settlements?open=1")] == [tid]
 
 
 # --- webhooks -------------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_webhooks_arrive_signed_in_order_and_failures_are_retried(
     added = bob.post("/api/webhooks", {"url": hook_b.url})
     assert (added["url"], added["persistent"]) == (hook_b.url, True)
     wait_for(lambda: bob.get("/api/health")["peers"] >= 1, what="the peers to meet")
-    http("PUT", alice.url + "/api/quoting", {"side": "sell", "price": "8000", "max_size": "1"})
+    api(alice, "PUT", "/api/quoting", {"side": "sell", "price": "8000", "max_size": "1"})
     rfq = bob.post("/api/rfqs", {"side": "buy", "amount": "1"})
     quotes = wait_for(lambda: bob.get(f"/api/rfqs/{rfq['id']}")["quotes"], what="alice's automatic quote")
     receipt = bob.post(f"/api/quotes/{quotes[0]['id']}/accept", {})

@@ -192,8 +192,9 @@ async def read(request: Request, kind: type[Any]) -> Any:
 
 
 class RfqAPI:
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, token: str) -> None:
         self.peer = peer
+        peer.notify.token = token  # webhooks are signed with an HMAC of the API's token
 
     def routes(self) -> list[tuple[str, str, Any]]:
         return [

@@ -335,7 +335,7 @@ class API:
         ]
         from .rfq_routes import RfqAPI  # it builds on this module's helpers
 
-        routes += RfqAPI(peer).routes()
+        routes += RfqAPI(peer, self.auth.token).routes()
         for method, path, handler in routes:
             r.add(method, path, endpoint(handler))
         self.server = WebServer(r, http_error, guard=self.auth, max_body=API_MAX_BODY_BYTES)

@@ -4,7 +4,8 @@ received, settlement steps and deadlines, messages), as JSON for the event strea
 Webhooks. Each is a URL (http or https) that gets one JSON POST per notification,
 ``{"id", "type", "ts", "peer", "data"}``, with the headers ``X-OTC-Event`` (the type),
 ``X-OTC-Delivery`` (the id, the same on every retry: receivers drop repeats by it), ``X-OTC-Timestamp``
-(ms) and ``X-OTC-Signature: sha256=<hex>``, the HMAC-SHA256 keyed by the peer's API token of
+(ms) and ``X-OTC-Signature: sha256=<hex>``, the HMAC-SHA256 keyed by the peer's API token (the one it
+writes to ``<data-dir>/api.token`` at every start) of
 ``"<timestamp>." + body``. A receiver that knows the token checks the signature, and that the timestamp
 is recent, to tell our notifications from forgeries and replays (``verify``).
 
@@ -37,11 +38,11 @@ from ..core import errors as E
 from ..core import limits as L
 from ..core.errors import OTCError
 from ..core.messages import Chat, Receipt
+from ..home import read_token
 from .clock import now_ms
 from .events import Listeners
 from .store import Store
 from .tasks import Tasks
-from .token import api_token
 
 log = logging.getLogger("otc.node.notify")
 KINDS = ("trade", "rfq", "quote", "settlement", "overdue", "message")
@@ -132,7 +133,9 @@ class Notifier:
         self.data_dir = data_dir
         self.store = store
         self.tasks = tasks
-        self.token = api_token(data_dir)
+        # the control API's token (api/rfq_routes.py hands it over when the API is built); without
+        # an API in this process, the one it wrote to <data-dir>/api.token
+        self.token: str | None = None
         self.hooks: dict[str, Webhook] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="webhook")
         self._urls = [check_url(u) for u in urls]
@@ -202,6 +205,10 @@ class Notifier:
             body = _encoder.encode(note)
             delay = 0.5
             for attempt in range(L.WEBHOOK_ATTEMPTS):
+                try:
+                    token = self.token or read_token(self.data_dir)
+                except OSError as exc:  # no API has written one yet: counts as a failed attempt
+                    token, hook.last_error = "", f"no API token yet: {exc}"
                 stamp = str(now_ms())
                 headers = {
                     "Content-Type": "application/json",
@@ -209,9 +216,11 @@ class Notifier:
                     "X-OTC-Event": note["type"],
                     "X-OTC-Delivery": note["id"],
                     "X-OTC-Timestamp": stamp,
-                    "X-OTC-Signature": signature(self.token, stamp, body),
+                    "X-OTC-Signature": signature(token, stamp, body),
                 }
                 try:
+                    if not token:
+                        raise OSError(hook.last_error)
                     status = await loop.run_in_executor(
                         self._pool, _post, hook.url, body, headers, L.WEBHOOK_TIMEOUT_S
                     )
