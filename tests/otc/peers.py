@@ -5,6 +5,7 @@ directory (to sign as it)."""
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from otc.core.signing import is_signed
 
 from ..harness import PeerProcess, http
 
+UNVERIFIED = ssl._create_unverified_context()
+
 
 def rpc(
     peer: PeerProcess, message: Any, key: str | None = None, timeout: float = 10
@@ -25,10 +28,11 @@ def rpc(
     port = peer.get("/api/health")["rpc_port"]
     payload = msgspec.to_builtins(message) if isinstance(message, msgspec.Struct) else message
     body = json.dumps(["test-rid", key or f"otc:peer:{peer.peer_id}", payload]).encode()
+    # peers speak TLS on their RPC port (node/tls.py); a hand-built message checks no identity
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/", data=body, method="POST", headers={"grc-compress": "none"}
+        f"https://127.0.0.1:{port}/", data=body, method="POST", headers={"grc-compress": "none"}
     )
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    with urllib.request.urlopen(req, timeout=timeout, context=UNVERIFIED) as resp:
         _, err, result = json.loads(resp.read())
     return err, result
 
