@@ -160,8 +160,8 @@ def test_settlement_reaches_settled_on_both_sides_across_a_restart_and_an_outage
 
 
 def test_deadlines_are_flagged_on_both_sides_and_steps_belong_to_their_party(spawn: Spawn) -> None:
-    extra = ["--settlement-deadline", "awaiting_payment=1", "--settlement-deadline", "payment_sent=1.5"]
-    alice, bob = spawn("alice", extra=extra), spawn("bob", extra=extra)
+    args = ("--settlement-deadline", "awaiting_payment=1", "--settlement-deadline", "payment_sent=1.5")
+    alice, bob = spawn("alice", args=args), spawn("bob", args=args)
     tid = trade(alice, bob, "1")["id"]
     for p in (alice, bob):
         view = wait_for(lambda p=p: (s := settlement(p, tid))["overdue"] and s, what=f"{p.name} to flag it")
@@ -248,7 +248,7 @@ def test_webhooks_arrive_signed_in_order_and_failures_are_retried(
     spawn: Spawn, tmp_path: Path, receivers: Callable[..., Receiver]
 ) -> None:
     hook_a, hook_b = receivers(fail=2), receivers()
-    alice = spawn("alice", data_dir=tmp_path / "alice", extra=["--notify-url", hook_a.url])
+    alice = spawn("alice", data_dir=tmp_path / "alice", args=("--notify-url", hook_a.url))
     bob = spawn("bob", data_dir=tmp_path / "bob")
     added = bob.post("/api/webhooks", {"url": hook_b.url})
     assert (added["url"], added["persistent"]) == (hook_b.url, True)

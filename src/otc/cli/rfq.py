@@ -219,6 +219,8 @@ def note_line(event: Json) -> str:
             steps = ", ".join(d["next_steps"])
             return f"settlement {d['trade_id'][:8]} is overdue in {d['state']} (next: {steps})"
         if kind == "message":
+            if d.get("grapevine"):
+                return "an unsigned Grapevine message (otc chat inbox shows it)"
             return f"message from {d['sender_name']}: {d['text']}"
     return str(kind)
 

@@ -64,9 +64,12 @@ def notice(event: dict[str, Any], me: str) -> dict[str, Any] | None:
         data["role"] = "maker" if r.maker == me else "taker"
         return {"type": kind, "data": data}
     if kind == "message":
-        m: Chat = event["message"]
-        return {"type": kind, "data": {"id": m.id, "sender": m.sender, "sender_name": m.sender_name,
-                                       "text": m.text, "ts": m.ts}}  # fmt: skip
+        m: Chat | None = event.get("message")
+        if m is None:  # a Grapevine (Node chat) message: unsigned, its text is in the inbox
+            return {"type": kind, "data": {"grapevine": True, "verified": False}}
+        data = {"id": m.id, "sender": m.sender, "sender_name": m.sender_name, "text": m.text, "ts": m.ts}
+        return {"type": kind, "data": data}
+
     return {"type": kind, "data": event["data"]}
 
 
