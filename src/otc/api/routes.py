@@ -19,6 +19,7 @@ from ..core.limits import API_MAX_BODY_BYTES
 from ..core.messages import Chat, GrapevineNote, Offer, Receipt
 from ..core.money import PAIRS, canonical, get_pair
 from ..core.offer import available
+from ..core.recovery import Report
 from ..core.sweep import average_text
 from ..home import new_token, remove_token, write_token
 from ..node.clock import now_ms
@@ -131,6 +132,9 @@ class HealthOut(msgspec.Struct):
     book_offers: int  # open offers of every maker held in my book
     pending_trades: int  # trades I took whose outcome I am still asking the maker for
     join_ms: float  # time it took to load the book from other peers at start
+    # "ok", or why trading is refused: "needs_recovery" (restart with --recover), "recovering"
+    state: str = "ok"
+    recovery: Report | None = None  # the evidence and what --recover did (core/recovery.py)
 
 
 class MessageOut(msgspec.Struct):
@@ -366,8 +370,9 @@ class API:
         mine = p.desk.open_count
         pending = len(p.trading.pending_trades())
         health = HealthOut(
-            p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending, p.market.join_ms
-        )
+            p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending, p.market.join_ms,
+            p.recovery.state.value, p.recovery.report,
+        )  # fmt: skip
         return json_response(health)
 
     async def book(self, request: Request) -> Response:
@@ -489,6 +494,8 @@ class API:
 
     async def sweep(self, request: Request) -> Response:
         body: SweepIn = await read_body(request, SweepIn)
+        if (blocked := self.peer.recovery.blocked()) is not None:
+            raise blocked  # before it takes anything: our history is not whole (node/recovery.py)
         result = await self.peer.sweeps.sweep(
             body.side, body.amount, body.limit, body.pair, body.post, body.deadline_s
         )

@@ -120,6 +120,13 @@ def ip_address_arg(value: str, name: str) -> str:
     "--settlement-deadline", "deadlines", multiple=True, metavar="STATE=SECONDS",
     help="Time allowed in a settlement state before the trade is flagged overdue. Repeatable.",
 )  # fmt: skip
+@click.option(
+    "--recover",
+    is_flag=True,
+    help="Rebuild this identity's history (seq, receipts) from what other peers hold before trading; "
+    "cancels the offers that may still be open. Needed when the store was lost, damaged or restored "
+    "from an older copy.",
+)
 def peer(
     grape: str,
     api_port: int,
@@ -134,6 +141,7 @@ def peer(
     grapevine: bool,
     notify_urls: tuple[str, ...],
     deadlines: tuple[str, ...],
+    recover: bool,
 ) -> None:
     """Run a peer: join the market through GRAPE and serve the control API on 127.0.0.1:API_PORT.
 
@@ -141,11 +149,15 @@ def peer(
     it writes a new API token to DATA_DIR/api.token (mode 0600): every API request needs it, and the
     `otc` command finds it by itself (`otc --as NAME ...`).
 
+    Exit codes: 0 stopped, 1 could not start (a port in use, a data directory in use), 3 the store
+    (peer.sqlite) is damaged: nothing was changed; --recover moves it aside and rebuilds.
+
     Example: otc peer --name alice --api-port 8001"""
     from ..api import API
     from ..node.config import PeerConfig
     from ..node.peer import Peer
     from ..node.resources import raise_fd_limit
+    from ..node.store import StoreDamaged
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not 1 <= len(name) <= 32 or not name.isprintable():
@@ -175,6 +187,7 @@ def peer(
             grapevine=grapevine,
             notify_urls=list(notify_urls),
             settlement_deadlines_ms=deadline_ms,
+            recover=recover,
         )
         node = Peer(config)
         api = API(node)
@@ -202,6 +215,8 @@ def peer(
                     f"use it with: otc --as {name} book",
                     err=True,
                 )
+                if (blocked := node.recovery.blocked()) is not None:
+                    click.echo(f"trading refused: {blocked}", err=True)
                 await stop.wait()
         finally:
             await api.stop()
@@ -213,6 +228,13 @@ def peer(
         uvloop.run(run())
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         asyncio.run(run())
+    except StoreDamaged as exc:
+        click.echo(
+            f"error: {exc}\nNothing was changed. Restore peer.sqlite from a backup, or start with --recover "
+            "to move it aside and rebuild this identity's history from the network.",
+            err=True,
+        )
+        sys.exit(EXIT_STORE_DAMAGED)
     except (OSError, RuntimeError, OTCError) as exc:  # a port or data directory in use, a bad --notify-url
         hint = ""
         if "another peer is running" in str(exc):
@@ -226,6 +248,7 @@ def peer(
 # answering at the API address.
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+EXIT_STORE_DAMAGED = 3  # `otc peer`: peer.sqlite cannot be used (see --recover)
 OFFER_ID = re.compile(r"[0-9a-f]{4,32}")
 F = TypeVar("F", bound=Callable[..., None])
 

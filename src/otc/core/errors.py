@@ -72,3 +72,8 @@ ERR_NOT_ENTITLED = "ERR_NOT_ENTITLED"  # the step belongs to the other party
 ERR_INVALID_WEBHOOK = "ERR_INVALID_WEBHOOK"
 ERR_TOO_MANY_WEBHOOKS = "ERR_TOO_MANY_WEBHOOKS"
 ERR_WEBHOOK_NOT_FOUND = "ERR_WEBHOOK_NOT_FOUND"
+# recovery of a peer's own history (issue 8 item 7; core/recovery.py)
+ERR_RECOVERY_NEEDED = "ERR_RECOVERY_NEEDED"  # our store lost history: trading waits for `otc peer --recover`
+ERR_RECOVERING = "ERR_RECOVERING"  # checking or rebuilding our history from the network: trading waits
+ERR_STORE_DAMAGED = "ERR_STORE_DAMAGED"  # peer.sqlite cannot be read, or belongs to another identity
+ERR_REQUEST_STALE = "ERR_REQUEST_STALE"  # a signed request dated too far from our clock, or replayed

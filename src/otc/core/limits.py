@@ -257,3 +257,53 @@ WEBHOOK_BACKOFF_MAX_S: Final = 30.0
 WEBHOOK_TIMEOUT_S: Final = 5.0
 """A delivery is retried with exponential backoff (0.5 s, 1 s, 2 s ... up to 30 s) eight times, each
 attempt given 5 s, then that one notification is given up (counted)."""
+
+# --- recovery of a peer's own history (issue 8 item 7; core/recovery.py) -----------------------------------
+CHECK_PEERS: Final = 8
+CHECK_TIMEOUT_S: Final = 2.0
+CHECK_JOIN_WAIT_S: Final = 3.0
+"""At every start with a key it had before, a peer asks up to 8 peers (the most recently heard first) what
+they hold of it, and waits at most 2 s in all: enough to catch a store that is behind (every live peer
+holds our latest head), short enough that silent or slow peers cannot hold the control API up. It learns
+whom to ask from the late join (and from heartbeats), waiting for the join at most 3 s: a join from a live
+peer takes well under a second, and heartbeats wait for the check, so a slow join must not hold them up."""
+
+RECOVER_PEERS: Final = 256
+RECOVER_CONCURRENCY: Final = 16
+"""``--recover`` asks every peer it knows (up to 256, 16 at a time), since only the counterparties of our
+trades hold their receipts; beyond 256 peers a receipt held only by an unasked counterparty is missed."""
+
+RECOVER_PAGES_PER_PEER: Final = 1000
+"""Receipts pages ``--recover`` reads from one peer (a million trades with it); it also stops at a page that
+brings no receipt of ours it did not have (the end, or a peer repeating or forging): nobody can keep a
+recovery paging forever."""
+
+RECOVER_RETRY_S: Final = 5.0
+"""``--recover`` with nobody answering waits and asks again: without one answer we cannot know which seqs
+we signed, so trading stays refused rather than risk reusing one."""
+
+SEQ_MARGIN: Final = 1000
+"""After a loss the desk's seq jumps this far past the highest seq of ours the network showed: seqs are
+free (2**53), and the margin covers updates the peers we asked may have missed (pushes in flight when the
+store was lost), so a seq, and an offer id derived from one, is never signed twice."""
+
+HELD_OFFERS_MAX: Final = 1000
+"""Offers of one maker sent in an answer to ``held`` (the highest seqs): evidence and the phantoms to cancel
+explicitly; any others are dropped by every book anyway once our new, higher head reaches it (``sync``)."""
+
+HELD_PER_MINUTE: Final = 600
+"""``held`` requests answered per minute in all (bursts of a tenth): anyone may ask, the answer is public
+(it is in every book), and this bounds the work strangers can make us do with them."""
+
+RECEIPTS_PAGE_MAX: Final = 1000
+RECEIPTS_PER_MINUTE: Final = 120
+RECEIPTS_BURST: Final = 60
+RECEIPTS_PER_MINUTE_ALL: Final = 600
+"""A page of receipts is at most 1,000 (about 1 MB); each peer may ask for 120 pages a minute in bursts of
+60 (2,400 receipts come back in 3 requests), all peers together 600 a minute (fresh keys are free, and a
+page of quote trades costs a scan). Only the owner of a key can ask about it (signed requests)."""
+
+SIGNED_REQUEST_MAX_AGE_MS: Final = 60_000
+REPLAYS_TRACKED: Final = 10_000
+"""A signed receipts request dated more than a minute from our clock is refused, and one seen before
+within that minute too: a request captured on the way cannot be replayed to read someone's history."""

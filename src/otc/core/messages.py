@@ -275,4 +275,62 @@ class SettleSteps(msgspec.Struct, kw_only=True):
     steps: Annotated[list[SettleStep], msgspec.Meta(max_length=SETTLE_MAX_STEPS)]
 
 
-PeerRequest = Take | Confirm | OffersRequest | Ping | Chat | QuoteRequest | Quote | SettleSync
+# --- recovery of a peer's own history (issue 8 item 7; core/recovery.py) ------------------------------
+class HeldRequest(msgspec.Struct, frozen=True, tag="held", tag_field="type", kw_only=True):
+    """What do you hold of this maker? Answered from the book (``Held``): anyone may ask, as anyone may
+    read a book; a peer that lost its store asks about itself."""
+
+    maker: PeerId
+
+
+class Held(msgspec.Struct, kw_only=True):
+    """A maker's latest signed head and open offers as one peer's book holds them (at most
+    limits.HELD_OFFERS_MAX offers, the highest seqs). The asker checks every signature."""
+
+    head: Head | None = None
+    offers: list[Offer] = msgspec.field(default_factory=list)
+
+
+Cursor = Annotated[str, msgspec.Meta(pattern=r"^([0-9]{1,15}:[0-9a-f]{32})?$")]
+
+
+class ReceiptsRequest(msgspec.Struct, frozen=True, tag="receipts", tag_field="type", kw_only=True):
+    """Send me the receipts of your trades with me, newest first: signed by ``peer`` (the only one who
+    may read its history), addressed to one peer (``to``) and fresh (``ts``, ``nonce``), so neither a
+    stranger nor anyone replaying a captured request can harvest it."""
+
+    peer: PeerId
+    to: PeerId
+    before: Cursor = ""  # "<created_at>:<trade id>" of the last receipt of the previous page
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 500
+    ts: Millis
+    nonce: Id
+    sig: Sig = ""
+
+
+class HeldTrade(msgspec.Struct, frozen=True, kw_only=True):
+    """A done trade as its holder has it: the receipt (terms and both signatures) and the taker's signed
+    take, so the asker can store it as its own maker or taker record again."""
+
+    take: Take
+    receipt: Receipt
+    quote: bool = False  # a trade on a quote (core/rfq.py): its maker's quote desk holds it
+
+
+class HeldTrades(msgspec.Struct, kw_only=True):
+    trades: Annotated[list[HeldTrade], msgspec.Meta(max_length=1000)]
+    next: Cursor | None = None
+
+
+PeerRequest = (
+    Take
+    | Confirm
+    | OffersRequest
+    | Ping
+    | Chat
+    | QuoteRequest
+    | Quote
+    | SettleSync
+    | HeldRequest
+    | ReceiptsRequest  # recovery (issue 8 item 7)
+)

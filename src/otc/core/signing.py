@@ -17,6 +17,7 @@ from .messages import (
     Quote,
     QuoteRequest,
     Receipt,
+    ReceiptsRequest,
     SettleStep,
     SettleSync,
     Take,
@@ -115,3 +116,7 @@ def is_signed_by(msg: QuoteRequest | Quote | SettleStep | SettleSync, signer: st
 def terms_digest(terms: Terms) -> str:
     """What settlement steps name a trade by: the hash of its signed terms (the same on both sides)."""
     return hashlib.sha256(signing_bytes(terms)).hexdigest()[:32]
+
+
+# --- recovery of a peer's own history (issue 8 item 7) ----------------------------------------------------
+DOMAINS[ReceiptsRequest] = b"grenache-otc/1 receipts request\n"

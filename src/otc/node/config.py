@@ -32,6 +32,8 @@ class PeerConfig:
     settlement_deadlines_ms: dict[str, int] = field(default_factory=dict)
     settle_interval_s: float = 0.5  # how often settlements are re-sent and deadlines checked
     notify_urls: list[str] = field(default_factory=list)  # webhooks given at start (--notify-url)
+    # --- recovery of our own history (issue 8 item 7; node/recovery.py) ---
+    recover: bool = False  # --recover: rebuild what the network holds of our history before trading
 
 
 def announced_host(config: PeerConfig) -> str:

@@ -9,6 +9,7 @@
 - ``Settlements`` (settlement.py) the steps after a trade is done, kept level on both sides
 - ``Notifier``  (notify.py)    webhooks
 - ``Templates`` (templates.py) offers posted again, amended
+- ``Recovery``  (recovery.py)  our own history: refuse to trade on a store that lost some, rebuild it
 
 ``Peer`` owns what they share (identity, store, book, desk, the Grenache link, server and client), wires
 the RPC keys to the parts, and runs the lifecycle. Everything that mutates the core runs synchronously
@@ -32,11 +33,13 @@ from ..core.errors import OTCError
 from ..core.messages import (
     Chat,
     Confirm,
+    HeldRequest,
     OffersRequest,
     PeerRequest,
     Ping,
     Quote,
     QuoteRequest,
+    ReceiptsRequest,
     SettleSync,
     Take,
 )
@@ -50,9 +53,9 @@ from .grapevine import GrapevineBridge
 from .keyfile import load_or_create
 from .market import Market
 from .notify import Notifier
+from .recovery import Recovery, open_store
 from .rfq import RFQ
 from .settlement import Settlements
-from .store import Store
 from .sweeps import Sweeper
 from .tasks import Tasks
 from .templates import Templates
@@ -73,16 +76,22 @@ class Peer:
             self.data_dir = config.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # one process per data directory: two desks on one key and one database would overfill
+        ran_before = (self.data_dir / "lock").exists()  # a peer has run here: it had a store
         self._lock = open(self.data_dir / "lock", "a+")  # noqa: SIM115 - held for the peer's lifetime
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
             raise RuntimeError(f"another peer is running on the data directory {self.data_dir}") from None
+        had_key = (self.data_dir / "identity.key").exists()
         self.identity = load_or_create(self.data_dir / "identity.key")
         self.peer_id = self.identity.peer_id
         self.name = config.name
-        self.store = Store(self.data_dir / "peer.sqlite")
+        # raises StoreDamaged (or, with --recover, moves the damaged file aside); see recovery.py
+        self.store, local = open_store(
+            self.data_dir / "peer.sqlite", self.peer_id, had_key=had_key, ran_before=ran_before,
+            recover=config.recover,
+        )  # fmt: skip
         self.desk = Desk(self.identity, self.name, reserve_ms=config.reserve_ms)
         self.desk.load(
             self.store.open_offers(), self.store.maker_trades_to_load(KEEP_SETTLED), self.store.seq()
@@ -123,6 +132,12 @@ class Peer:
         self.notify = Notifier(
             self.peer_id, self.data_dir, self.store, self.events, self.tasks, config.notify_urls
         )
+        self.recovery = Recovery(
+            config, self.identity, local, self.store, self.desk, self.book, self.directory, self.trading,
+            self.market, self.tasks, quotes=self.rfq,
+        )  # fmt: skip
+        # no trading, no quoting, until our history is whole
+        self.trading.blocked = self.rfq.blocked = self.recovery.blocked
 
     @property
     def rpc_port(self) -> int:
@@ -149,15 +164,20 @@ class Peer:
         await self.server.listen(self.config.rpc_port)
         self.store.set_meta("name", self.name)
         await self._announce()
-        self.market.start(self.addr)
-        self.trading.start()
+        self.trading.start()  # its offers wait in the market's outbox until the market starts
         await self.grapevine.start()
         self.rfq.start()
         self.settlements.start()
         self.notify.start()
+        # Heartbeats and pushes start only once our history is known to be whole: at once for a new
+        # identity, after a bounded check alongside the join otherwise. A head signed from a store that
+        # is behind would replace, in every book, the head that shows it is behind; and offers we may
+        # not be able to honour stay hidden meanwhile (see recovery.py).
+        checked = self.recovery.start(self.market.started, on_trading=lambda: self.market.start(self.addr))
         await self.market.join(
             me={self.addr, f"127.0.0.1:{self.rpc_port}", f"{self.config.rpc_host}:{self.rpc_port}"}
         )
+        await checked
         log.info("peer %s (%s) serving RPC on %s", self.name, self.peer_id[:8], self.addr)
 
     async def _announce(self) -> None:
@@ -182,7 +202,9 @@ class Peer:
     async def _on_peer(self, payload: Any) -> Any:
         msg = decode(payload, PeerRequest)
         try:
-            if isinstance(msg, (Take, Confirm)) and (quoted := self.rfq.route(msg)) is not None:
+            # while our history is not whole, trading answers every take and confirm (it refuses)
+            quoting = self.recovery.blocked() is None
+            if isinstance(msg, (Take, Confirm)) and quoting and (quoted := self.rfq.route(msg)) is not None:
                 return quoted  # about a quote: the quote desk's
             if isinstance(msg, Take):
                 return self.trading.on_take(msg)
@@ -193,11 +215,17 @@ class Peer:
             if isinstance(msg, Ping):
                 return {"ok": True}
             if isinstance(msg, QuoteRequest):
+                if (blocked := self.recovery.blocked()) is not None:
+                    raise blocked  # a rule would quote from a quote desk that may have lost history
                 return self.rfq.on_request(msg)
             if isinstance(msg, Quote):
                 return self.rfq.on_quote(msg)
             if isinstance(msg, SettleSync):
                 return self.settlements.on_sync(msg)
+            if isinstance(msg, HeldRequest):
+                return self.recovery.on_held(msg)
+            if isinstance(msg, ReceiptsRequest):
+                return self.recovery.on_receipts(msg)
             assert isinstance(msg, Chat)
             return self.chat.receive(msg)
         except OTCError as exc:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -82,6 +83,8 @@ class RFQ:
         self.trading = trading
         self.requester = Requester(identity, config.name)
         self.quoter = Quoter(identity, config.name, reserve_ms=config.reserve_ms)
+        # why quoting is refused now (node/recovery.py: a store that lost history signs nothing)
+        self.blocked: Callable[[], OTCError | None] = lambda: None
         self._timer_event = asyncio.Event()
         tables = store.rfq
         offers = tables.open_offers()
@@ -166,6 +169,8 @@ class RFQ:
         self, rfq_id: str, *, price: Any, amount: Any = None, ttl_ms: Any = None
     ) -> tuple[Quote, bool]:
         """Quote by hand; returns the quote and whether its requester received it."""
+        if (blocked := self.blocked()) is not None:
+            raise blocked
         quote, effects = self.quoter.quote(
             self._rfq_id(rfq_id), price=price, amount=amount, ttl_ms=ttl_ms, now=now_ms()
         )
@@ -303,7 +308,8 @@ class RFQ:
                 async with asyncio.timeout(delay):
                     await self._timer_event.wait()
             self._timer_event.clear()
-            self.commit(self.quoter.tick(now_ms()))
+            if self.blocked() is None:  # releases and expiries sign new states: not while blocked
+                self.commit(self.quoter.tick(now_ms()))
 
     async def _trim_loop(self) -> None:
         # as trading.py does for our offers: released reservations nobody can ask about go from disk too

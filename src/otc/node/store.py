@@ -43,10 +43,20 @@ MIGRATIONS = [
     ("messages", "received_at", "ALTER TABLE messages ADD COLUMN received_at INTEGER NOT NULL DEFAULT 0"),
     # 'otc' (a signed Chat) or 'grapevine' (an unsigned GrapevineNote)
     ("messages", "kind", "ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'otc'"),
-]
+    # the other party of each trade, so a peer recovering its history gets its receipts from us by an
+    # index (issue 8 item 7); filled in from the records of older files once
+    ("maker_trades", "party", "ALTER TABLE maker_trades ADD COLUMN party TEXT; UPDATE maker_trades SET "
+     "party = json_extract(CAST(body AS TEXT), '$.terms.taker')"),
+    ("taker_trades", "party", "ALTER TABLE taker_trades ADD COLUMN party TEXT; UPDATE taker_trades SET "
+     "party = json_extract(CAST(body AS TEXT), '$.maker')"),
+]  # fmt: skip
 INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_by_arrival ON messages (received_at);
 CREATE INDEX IF NOT EXISTS contacts_by_time ON contacts (last_seen);
+CREATE INDEX IF NOT EXISTS maker_trades_done_by_party ON maker_trades (party, created_at, id)
+    WHERE state = 'done';
+CREATE INDEX IF NOT EXISTS taker_trades_done_by_party ON taker_trades (party, updated_at, id)
+    WHERE state = 'done';
 """
 
 INSERT_MESSAGE = """INSERT OR IGNORE INTO messages (id, direction, ts, body, received_at, kind)
@@ -60,24 +70,48 @@ _chat = msgspec.json.Decoder(Chat)
 _note = msgspec.json.Decoder(GrapevineNote)
 
 
+class StoreDamaged(Exception):
+    """peer.sqlite cannot be used: not a database, failing ``PRAGMA quick_check``, or another identity's."""
+
+    code = "ERR_STORE_DAMAGED"
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{self.code}: {path} is damaged: {why}")
+        self.path = path
+        self.why = why
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        for table, column, sql in MIGRATIONS:
-            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
-            if column not in columns:
-                self.db.execute(sql)
-        self.db.executescript(INDEXES)
+        try:  # a damaged file is a clear error, never a traceback half-way through the start
+            problems = [str(row[0]) for row in self.db.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise StoreDamaged(path, "; ".join(problems))
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            for table, column, sql in MIGRATIONS:
+                columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    self.db.executescript(sql)
+            self.db.executescript(INDEXES)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise StoreDamaged(path, str(exc)) from None
+        except StoreDamaged:
+            self.db.close()
+            raise
         # requests for quote, settlement, notifications: their own tables (end of file)
         self.rfq = RfqTables(self.db)
         self.settlements = SettlementTables(self.db)
         self.webhooks = WebhookTables(self.db)
 
     def close(self) -> None:
+        # closed cleanly: SQLite checkpoints and deletes the WAL; a later start finding no WAL after a
+        # run that did not get here knows commits may be lost (see node/recovery.py)
+        self.set_meta("lifecycle", "closed")
         self.db.close()
 
     # writes ------------------------------------------------------------------------------------------
@@ -101,12 +135,20 @@ class Store:
                 [(o.id, o.seq, o.status, _enc.encode(o)) for o in offers],
             )
             db.executemany(
-                "INSERT OR REPLACE INTO maker_trades VALUES (?, ?, ?, ?)",
-                [(t.terms.id, t.state.value, t.terms.created_at, _enc.encode(t)) for t in maker_trades],
+                "INSERT OR REPLACE INTO maker_trades (id, state, created_at, body, party) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (t.terms.id, t.state.value, t.terms.created_at, _enc.encode(t), t.terms.taker)
+                    for t in maker_trades
+                ],
             )
             db.executemany(
-                "INSERT OR REPLACE INTO taker_trades VALUES (?, ?, ?, ?)",
-                [(t.take.trade_id, t.state.value, t.updated_at, _enc.encode(t)) for t in taker_trades],
+                "INSERT OR REPLACE INTO taker_trades (id, state, updated_at, body, party) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (t.take.trade_id, t.state.value, t.updated_at, _enc.encode(t), t.maker)
+                    for t in taker_trades
+                ],
             )
             db.executemany("INSERT OR REPLACE INTO contacts VALUES (?, ?, ?)", contacts)
             db.execute("COMMIT")
@@ -214,6 +256,62 @@ class Store:
             (str(d), _note.decode(b) if k == "grapevine" else _chat.decode(b), int(r))
             for d, b, r, k in reversed(rows)
         ]
+
+    # --- recovery (issue 8 item 7; node/recovery.py) ------------------------------------------------
+    def checkpoint(self) -> None:
+        """Move everything committed into the main file (the start-up markers must not live only in
+        the WAL, or losing the WAL would lose the evidence that it was lost)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def delete_meta(self, key: str) -> None:
+        self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def is_initialised(self) -> bool:
+        """Whether this store was ever used by a peer (any meta record, offer or trade)."""
+        return any(
+            self.db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+            for table in ("meta", "offers", "maker_trades", "taker_trades")
+        )
+
+    def taker_trade(self, trade_id: str) -> TakerTrade | None:
+        row = self.db.execute("SELECT body FROM taker_trades WHERE id = ?", (trade_id,)).fetchone()
+        return None if row is None else _taker.decode(row[0])
+
+    def done_trades_with(
+        self, peer_id: str, before: tuple[int, str] | None, limit: int
+    ) -> list[tuple[MakerTrade | TakerTrade, int, bool]]:
+        """Our done trades with ``peer_id`` (as maker, of offers or of quotes, or as taker), newest first
+        by (time, id), those before the cursor only; each with its time (a maker's trade: when it was
+        made; a taker's: when it was done, which never changes after) and whether it is the quote
+        desk's. Indexed by the other party (the quote desk's, fewer, by a scan)."""
+        at, tid = before if before is not None else (2**63 - 1, "")
+        maker = self.db.execute(
+            "SELECT body, created_at FROM maker_trades WHERE state = 'done' AND party = ? AND "
+            "(created_at, id) < (?, ?) ORDER BY created_at DESC, id DESC LIMIT ?",
+            (peer_id, at, tid, limit),
+        ).fetchall()
+        taker = self.db.execute(
+            "SELECT body, updated_at FROM taker_trades WHERE state = 'done' AND party = ? AND "
+            "(updated_at, id) < (?, ?) ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (peer_id, at, tid, limit),
+        ).fetchall()
+        quotes = self.db.execute(
+            "SELECT body, created_at FROM quote_trades WHERE state = 'done' AND "
+            "json_extract(CAST(body AS TEXT), '$.terms.taker') = ? AND (created_at, id) < (?, ?) "
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            (peer_id, at, tid, limit),
+        ).fetchall()
+        rows: list[tuple[MakerTrade | TakerTrade, int, bool]] = [
+            (_maker.decode(b), int(c), False) for b, c in maker
+        ]
+        rows += [(_taker.decode(b), int(c), False) for b, c in taker]
+        rows += [(_maker.decode(b), int(c), True) for b, c in quotes]
+        rows.sort(key=lambda r: (r[1], _trade_id(r[0])), reverse=True)
+        return rows[:limit]
+
+
+def _trade_id(trade: MakerTrade | TakerTrade) -> str:
+    return trade.terms.id if isinstance(trade, MakerTrade) else trade.take.trade_id
 
 
 # --- requests for quote, settlement, notifications (issue 12) ------------------------------------------

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -77,6 +78,8 @@ class Trading:
         self.events = events
         self.peer_id = desk.peer_id
         self._timer_event = asyncio.Event()
+        # why trading is refused now (node/recovery.py: a store that lost history signs nothing)
+        self.blocked: Callable[[], OTCError | None] = lambda: None
         self._driving: set[str] = set()
         # our takes not yet done or failed (the store holds them all): memory grows with what is in
         # flight, never with history
@@ -95,12 +98,19 @@ class Trading:
         self.market.publish(self.desk.open_offers())  # after a restart: our open offers again
 
     # --- maker: own offers --------------------------------------------------------------------------
+    def _require_open(self) -> None:
+        blocked = self.blocked()
+        if blocked is not None:
+            raise blocked
+
     def post_offer(self, **fields: Any) -> Offer:
+        self._require_open()
         offer, effects = self.desk.create(now=now_ms(), **fields)
         self.commit(effects)
         return offer
 
     def cancel_offer(self, oid: str) -> Offer:
+        self._require_open()
         self._recall(offer_id=oid)  # closed long ago (or before a restart): say so, not "not found"
         offer, effects = self.desk.cancel(self._own_offer_id(oid), now_ms())
         self.commit(effects)
@@ -158,7 +168,8 @@ class Trading:
                 async with asyncio.timeout(delay):
                     await self._timer_event.wait()
             self._timer_event.clear()
-            self.commit(self.desk.tick(now_ms()))
+            if self.blocked() is None:  # releases and expiries sign new states: not while blocked
+                self.commit(self.desk.tick(now_ms()))
 
     async def _trim_loop(self) -> None:
         # the store keeps all history, but for reservations released long enough ago that nobody can
@@ -182,6 +193,13 @@ class Trading:
     def _answer(self, msg: Take | Confirm) -> TradeAnswer:
         """The desk's decision, persisted, as the reply or as a signed refusal of this very request."""
         now = now_ms()
+        blocked = self.blocked()
+        if blocked is not None and not self._answered_before(msg):
+            # a store that lost history refuses takes for good (signed); while we check or rebuild it,
+            # and to any confirm, the answer is not our final word (unsigned): the taker asks again
+            if isinstance(msg, Take) and blocked.code == E.ERR_RECOVERY_NEEDED:
+                return self.desk.refusal(msg, blocked, now)
+            raise blocked
         try:
             reply, effects = (
                 self.desk.take(msg, now) if isinstance(msg, Take) else self.desk.confirm(msg, now)
@@ -192,6 +210,12 @@ class Trading:
             return self.desk.refusal(msg, exc, now)
         self.commit(effects)
         return reply
+
+    def _answered_before(self, msg: Take | Confirm) -> bool:
+        """Whether answering repeats an answer given before and decides nothing new: a take we know,
+        a confirm of a trade already done or released."""
+        known = self.desk.trades.get(msg.trade_id)
+        return known is not None and (isinstance(msg, Take) or known.state is not MakerState.RESERVED)
 
     def _recall(self, *, trade_id: str | None = None, offer_id: str | None = None) -> None:
         """Hand the desk the stored records it has forgotten (see ``Desk.recall``): a primary-key read."""
@@ -224,6 +248,7 @@ class Trading:
         A refusal that means "not now" (``BUSY``: our other reservations at that maker, or its load)
         is tried again as a new trade until the take's deadline (``take_deadline_s``, or less); every
         other refusal is final."""
+        self._require_open()
         if amount is None:
             amount = canonical(available(offer))
         limit_s = (
