@@ -165,6 +165,7 @@ def test_a_lost_store_refuses_to_trade_then_recover_rebuilds_seq_receipts_and_cl
     # sent to her anyway (by a stranger that kept a copy) gets her signed, final refusal
     for p in (bob, carol):
         wait_for(lambda p=p: not visible(p, ask["id"]), timeout=15, what=f"alice's offers hidden at {p.name}")
+        assert head_seq_at(p, alice.peer_id) == top  # no head of hers at seq 0 replaced the evidence
     answer = asyncio.run(ask_peer(grapes.urls[0], alice.peer_id, signed_take(Identity.generate(), ask, "1")))
     refusal = msgspec.convert(answer, TradeRefusal)
     assert (refusal.code, refusal.maker, is_signed(refusal)) == ("ERR_RECOVERY_NEEDED", alice.peer_id, True)
@@ -241,6 +242,9 @@ def test_a_store_restored_from_an_older_copy_is_found_behind_and_recovered(run: 
     time.sleep(2.5)
     held = {o["id"]: (o["status"], o["seq"]) for o in alice.get("/api/offers?all=1")}
     assert held[brief["id"]] == ("open", brief["seq"]), held
+    # nor any heartbeat (the first goes out at once, the next within 2.5 s): the books still hold her
+    # latest head, the evidence that she is behind, for whoever asks next
+    assert head_seq_at(bob, alice.peer_id) == head_seq_at(carol, alice.peer_id) == top
 
     alice.stop()
     alice = run("alice", data_dir=data, args=("--recover",))
