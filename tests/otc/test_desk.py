@@ -77,9 +77,8 @@ def reserve(desk: Desk, taker: Taker, offer: Offer, amount: str, n: int, now: in
     assert isinstance(req, Take)
     reply, effects = desk.take(req, now)
     assert [t.terms.id for t in effects.trades] == [tid(n)]
-    # a held reservation is published as the offer's new state; one that holds nothing changes nothing
-    held = desk.trades[tid(n)].held
-    assert effects.offers == ([desk.offers[offer.id]] if held else [])
+    # what a reservation holds is published only if it outlasts a round trip (tick): not here
+    assert effects.offers == []
     trade = taker.on_reply(trade, reply, now)
     assert trade.state is TakerState.RESERVED
     return trade
@@ -200,10 +199,9 @@ def test_happy_path_both_sides_hold_the_same_receipt(desk: Desk, alice: Taker) -
     assert reply.terms.taker == ALICE.peer_id and reply.terms.maker == MAKER.peer_id
     assert effects.trades[0].state is MakerState.RESERVED
     assert desk.reserved == {offer.id: Decimal("0.5")}
-    # what is held is published: the offer's next signed state says so, its terms unchanged
-    held = desk.offers[offer.id]
-    assert effects.offers == [held] and is_signed(held) and desk.seq == held.seq == 2
-    assert (held.remaining, held.reserved, held.amount, held.price) == ("2", "0.5", "2", "30000")
+    assert effects.offers == [] and desk.offers[offer.id] == offer and desk.seq == 1
+    # what is held is published only once it has lasted longer than a confirm takes
+    assert desk.next_deadline() == T0 + 1 + desk.publish_holds_ms
 
     trade = alice.on_reply(trade, reply, T0 + 2)
     assert trade.state is TakerState.RESERVED
@@ -215,7 +213,8 @@ def test_happy_path_both_sides_hold_the_same_receipt(desk: Desk, alice: Taker) -
     filled = desk.offers[offer.id]
     assert effects.offers == [filled] and is_signed(filled)
     assert effects.trades[0].state is MakerState.DONE
-    assert (filled.remaining, filled.reserved, filled.status, filled.seq) == ("1.5", "0", "open", 3)
+    assert (filled.remaining, filled.reserved, filled.status, filled.seq) == ("1.5", "0", "open", 2)
+    assert not desk.tick(T0 + 3 + desk.publish_holds_ms)  # nothing held, nothing left to publish
     assert desk.reserved == {}
 
     trade = alice.on_reply(trade, reply, T0 + 4)
@@ -229,11 +228,11 @@ def test_happy_path_both_sides_hold_the_same_receipt(desk: Desk, alice: Taker) -
 
 def test_partial_fills_update_remaining_and_seq(desk: Desk, alice: Taker, bob: Taker) -> None:
     offer = post(desk, amount="1")
-    trade_done(desk, alice, offer, "0.3", 1)  # each trade: a hold, then the fill
-    assert desk.offers[offer.id].remaining == "0.7" and desk.offers[offer.id].seq == 3
+    trade_done(desk, alice, offer, "0.3", 1)
+    assert desk.offers[offer.id].remaining == "0.7" and desk.offers[offer.id].seq == 2
     trade_done(desk, bob, offer, "0.25", 2)
     after = desk.offers[offer.id]
-    assert (after.remaining, after.status, after.seq, desk.seq) == ("0.45", "open", 5, 5)
+    assert (after.remaining, after.status, after.seq, desk.seq) == ("0.45", "open", 3, 3)
     assert desk.open_offers() == [after]
 
 
@@ -466,6 +465,9 @@ def test_a_lost_reserved_answer_is_recovered_by_retrying_the_take(desk: Desk, al
 def test_tick_releases_an_expired_reservation(desk: Desk, alice: Taker, bob: Taker) -> None:
     offer = post(desk, amount="1")
     trade = reserve(desk, alice, offer, "1", 1, now=T0)
+    assert desk.next_deadline() == T0 + desk.publish_holds_ms  # first: publish the hold, if it lasts
+    [held] = desk.tick(T0 + desk.publish_holds_ms).offers
+    assert (held.remaining, held.reserved, held.seq) == ("1", "1", 2)
     assert desk.next_deadline() == T0 + RESERVE
     assert desk.tick(T0 + RESERVE - 1).trades == []
     effects = desk.tick(T0 + RESERVE)
@@ -532,6 +534,7 @@ def test_offer_expiry_via_tick(desk: Desk, alice: Taker) -> None:
     offer = post(desk, ttl_ms=5_000)
     keep = post(desk)
     trade = reserve(desk, alice, offer, "1", 1, now=T0 + 1)
+    assert [o.reserved for o in desk.tick(T0 + 1 + desk.publish_holds_ms).offers] == ["1"]
     assert desk.next_deadline() == T0 + 5_000
     assert not desk.tick(T0 + 4_999)
     effects = desk.tick(T0 + 5_000)
@@ -576,7 +579,7 @@ def test_head_digest_describes_the_open_offers(desk: Desk, alice: Taker) -> None
     desk.tick(T0 + 1000)  # b expires
     head = desk.head(T0 + 2000, "127.0.0.1:1")
     assert is_signed(head)
-    assert head.head == desk.seq == 7 and head.count == 1 and head.ts == T0 + 2000
+    assert head.head == desk.seq == 6 and head.count == 1 and head.ts == T0 + 2000
     assert head.digest == digest(content_hash(o) for o in desk.open_offers())
     assert [o.id for o in desk.open_offers()] == [c.id] and b.id in desk.offers
 
@@ -731,7 +734,7 @@ def test_a_new_taker_holds_at_most_a_fifth_of_an_offer() -> None:
     big = reserve(desk, alice, offer, "6", 2)  # answered, but nothing more is held for it
     assert not desk.trades[tid(2)].held and desk.reserved == {offer.id: Decimal("1.5")}
     assert big.state is TakerState.RESERVED
-    assert desk.offers[offer.id].reserved == "1.5"
+    assert [o.reserved for o in desk.tick(T0 + desk.publish_holds_ms).offers] == ["1.5"]
     reserve(desk, alice, offer, "0.5", 3)  # exactly a fifth in all: held
     assert desk.trades[tid(3)].held and desk.reserved == {offer.id: Decimal(2)}
     reserve(desk, alice, offer, "0.01", 4)  # two holds is the most
@@ -846,20 +849,30 @@ def test_held_amounts_are_published_and_every_state_is_consistent(desk: Desk, al
     offer = post(desk, amount="1")
     states = [offer]
     trade = reserve(desk, alice, offer, "0.4", 1)
-    states.append(desk.offers[offer.id])
-    confirm(desk, alice, trade)
+    confirm(desk, alice, trade)  # confirmed within a round trip: only the fill is published
     states.append(desk.offers[offer.id])
     reserve(desk, alice, offer, "0.6", 2)
-    states.append(desk.offers[offer.id])
-    desk.tick(T0 + RESERVE)
+    assert desk.tick(T0 + desk.publish_holds_ms - 1).offers == []
+    [held] = desk.tick(T0 + desk.publish_holds_ms).offers  # a hold that outlasts a round trip
+    states.append(held)
+    desk.tick(T0 + RESERVE)  # and its release, at once
     states.append(desk.offers[offer.id])
     assert [(o.remaining, o.reserved) for o in states] == [
-        ("1", "0"), ("1", "0.4"), ("0.6", "0"), ("0.6", "0.6"), ("0.6", "0"),
-    ]  # fmt: skip
-    assert [o.seq for o in states] == [1, 2, 3, 4, 5]
+        ("1", "0"),
+        ("0.6", "0"),
+        ("0.6", "0.6"),
+        ("0.6", "0"),
+    ]
+    assert [o.seq for o in states] == [1, 2, 3, 4]
     for o in states:
         check_consistent(o)
         assert is_signed(o)
+    # a fill while another hold is pending carries what is still held (bob: alice has a strike now)
+    bob = Taker(BOB, "bob")
+    t3 = reserve(desk, bob, desk.offers[offer.id], "0.1", 3, T0 + RESERVE)
+    reserve(desk, bob, desk.offers[offer.id], "0.2", 4, T0 + RESERVE)
+    confirm(desk, bob, t3, T0 + RESERVE)
+    assert (desk.offers[offer.id].remaining, desk.offers[offer.id].reserved) == ("0.5", "0.2")
     bad = sign(MAKER, msgspec.structs.replace(offer, reserved="1.5"))
     with pytest.raises(OTCError):
         check_consistent(bad)

@@ -10,9 +10,11 @@ that, its take is still answered with signed terms, but nothing is held for it (
 confirm is then filled only if the amount is still available at that moment, first confirm wins. An
 honest newcomer confirms within a round trip and barely notices; a key that never confirms can keep at
 most a fifth of an offer out of reach. A reservation that expires unconfirmed is a strike, and three
-strikes suspend the taker for a while. Every change of what is held is published as a new state of the
-offer (``reserved``), so books never promise liquidity that is held. Refusals are signed
-(``refusal``): a taker trusts no other "no".
+strikes suspend the taker for a while. What is held is published as a new state of the offer
+(``reserved``), so books do not promise liquidity that is held: a new hold once it has lasted
+``publish_holds_ms`` (an honest taker's confirm comes within a round trip, and its fill is published
+anyway, with what is still held), a release at once. Refusals are signed (``refusal``): a taker trusts
+no other "no".
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Desk:
         seq: int = 0,
         reserve_ms: int = 10_000,
         max_open_offers: int = 100_000,
+        publish_holds_ms: int = 250,
     ) -> None:
         self.identity = identity
         self.peer_id = identity.peer_id
@@ -77,6 +80,8 @@ class Desk:
         self.seq = seq  # the last seq this maker signed; never reused, never goes back
         self.reserve_ms = reserve_ms
         self.max_open_offers = max_open_offers
+        self.publish_holds_ms = publish_holds_ms
+        self._unpublished: dict[str, int] = {}  # offer id -> since when what it holds is not published
         self.offers: dict[str, Offer] = {}
         self.trades: dict[str, MakerTrade] = {}
         # what timers act on, so a tick costs what is pending, not the whole history
@@ -105,6 +110,10 @@ class Desk:
             elif (trade.reason or "").startswith(E.ERR_RESERVATION_EXPIRED):
                 self._strike(trade.terms.taker, trade.reserved_until)
         self.seq = max([self.seq, seq, *(o.seq for o in offers)])  # never goes back
+        for oid, held in self.reserved.items():  # a restart: publish at the next tick what is held
+            stored = self.offers.get(oid)
+            if stored is not None and D(stored.reserved) != held:
+                self._unpublished[oid] = 0
 
     # offers ------------------------------------------------------------------------------------------
     def create(
@@ -191,15 +200,18 @@ class Desk:
                 )
                 if trade.held:
                     released.add(trade.terms.offer_id)
-        for oid in sorted(released):
-            offer = self.offers[oid]
-            if offer.status == OPEN:
-                effects.offers.append(self._restate(offer))
+        due = {oid for oid, since in self._unpublished.items() if now - since >= self.publish_holds_ms}
+        for oid in sorted(released | due):
+            self._unpublished.pop(oid, None)
+            state = self.offers.get(oid)
+            if state is not None and state.status == OPEN and D(state.reserved) != self.reserved.get(oid, 0):
+                effects.offers.append(self._restate(state))
         return effects
 
     def next_deadline(self) -> int | None:
         times = [t.reserved_until for t in self._live.values()]
         times += [o.expires_at for o in self._expiring.values() if o.expires_at is not None]
+        times += [since + self.publish_holds_ms for since in self._unpublished.values()]
         return min(times, default=None)
 
     def digest(self) -> str:
@@ -325,7 +337,8 @@ class Desk:
         if not held:
             return self._reply(trade), Effects(trades=[trade])
         self.reserved[offer.id] = CONTEXT.add(self.reserved.get(offer.id, Decimal(0)), amount)
-        return self._reply(trade), Effects(offers=[self._restate(offer)], trades=[trade])
+        self._unpublished.setdefault(offer.id, now)  # published by tick() if it outlasts a round trip
+        return self._reply(trade), Effects(trades=[trade])
 
     def confirm(self, req: Confirm, now: int) -> tuple[TradeReply, Effects]:
         trade = self.trades.get(req.trade_id)
@@ -513,6 +526,7 @@ class Desk:
 
     def _restate(self, offer: Offer) -> Offer:
         """Publish what is held of an open offer now (its ``reserved``), as its next signed state."""
+        self._unpublished.pop(offer.id, None)
         self.seq += 1
         held = sign(self.identity, hold(offer, self.reserved.get(offer.id, Decimal(0)), self.seq))
         self._store(held)
@@ -533,6 +547,8 @@ class Desk:
             self._open_count += 1
         self._digests.invalidate()
         self.offers[offer.id] = offer
+        if offer.status != OPEN or D(offer.reserved) == self.reserved.get(offer.id, 0):
+            self._unpublished.pop(offer.id, None)  # this state says what is held: nothing to publish
         if offer.status == OPEN and offer.expires_at is not None:
             self._expiring[offer.id] = offer
         else:
