@@ -47,6 +47,9 @@ from .tasks import Tasks
 log = logging.getLogger("otc.node.settlement")
 
 
+OPEN_BATCH = 256  # new trades whose settlement rows are written at once, at most a loop interval later
+
+
 def deadlines_of(config: PeerConfig) -> dict[State, int]:
     out = dict(DEFAULT_DEADLINES_MS)
     for name, ms in config.settlement_deadlines_ms.items():
@@ -94,9 +97,12 @@ class Settlements:
         self.tasks.loop(self._loop)
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        # rows for new trades are written in batches by the loop (within settle_interval_s): a trade
+        # must not pay for a transaction of its own here, and until its row exists get() derives it
         if event["type"] == "trade":
             self._opening.append(event["receipt"])
-            self._wake.set()
+            if len(self._opening) >= OPEN_BATCH:
+                self._wake.set()
 
     def _open(self, receipts: list[Receipt]) -> None:
         """Start settlements for done trades (those already started are left as they are)."""
