@@ -60,7 +60,9 @@ def test_trading_chat_and_books_across_hosts(lab2x2: Lab) -> None:
     bob.post("/api/messages", {"to": "alice", "text": "across the wire"})
     assert [m["text"] for m in alice.get("/api/messages")] == ["across the wire"]
     (state,) = wait_for(functools.partial(converged, [alice, bob, carol]), what="books to converge")
-    assert state == [(offer["id"], "8.5", offer["seq"] + 2)]
+    # the fill is one new state; a hold published first (only when the confirm is slow) is another
+    ((oid, remaining, seq),) = state
+    assert (oid, remaining) == (offer["id"], "8.5") and seq in (offer["seq"] + 1, offer["seq"] + 2)
 
 
 def test_a_partition_heals_without_overfill_disagreement_or_resurrection(lab2x2: Lab) -> None:
