@@ -369,8 +369,8 @@ class API:
             r.add(method, path, endpoint(handler))
         # the web desk's own files (no data: served before login; see otc/web)
         desk = assets()
-        for path, response in desk.items():
-            r.add("GET", path, _static(response))
+        for path, asset in desk.items():
+            r.add("GET", path, _static(Response(asset.body, 200, asset.content_type, dict(asset.headers))))
         self.auth.public = frozenset(desk)
         self.server = WebServer(r, http_error, guard=self.auth, max_body=API_MAX_BODY_BYTES)
         self.port = 0

@@ -376,7 +376,15 @@ async function boot() {
     }
   });
 
+  // a login link pasted into a tab that shows the desk already changes only the fragment
+  window.addEventListener("hashchange", () => enter());
+  await enter();
+}
+
+/** Log in with the link's code if there is one, then open the desk (or ask for the token). */
+async function enter() {
   const code = takeLoginCode();
+  if (!code && state.me) return;
   let why = "";
   if (code) {
     try {
@@ -385,8 +393,13 @@ async function boot() {
       why = error.status === 401 ? "This login link was used already or is more than a minute old: run otc web for a new one, or use the token." : explain(error);
     }
   }
+  if (state.me) {
+    // already open: a new session replaces the old one; a stale link changes nothing
+    if (why) notify("the login link did not work", why, { kind: "error" });
+    return;
+  }
   try {
-    await openDesk(await call("GET", "/api/health"));
+    await openDesk(await call("GET", "/api/health")); // a session from before may still be good
   } catch (error) {
     showLogin(why || (error.status === 401 ? "" : explain(error)));
   }

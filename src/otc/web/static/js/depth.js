@@ -8,6 +8,7 @@ import { fromUnits, approx } from "./money.js";
 import { setText } from "./dom.js";
 
 const LEVELS = 400; // price levels drawn per side: the nearest ones, which is what a depth chart is for
+const WINDOW_PERCENT = 15n; // the chart spans the mid price ± 15 % (or ± the spread, if wider)
 const MIN_REDRAW_MS = 100; // at most ten redraws a second: the table shows every change, the chart its shape
 
 export class DepthChart {
@@ -90,11 +91,26 @@ export class DepthChart {
     this.drawn = book.version;
     this.lastDraw = performance.now();
     const { price_places: pp, amount_places: ap } = book.pair;
+    // The window: around the mid price (or the best price of the only side), wide enough for both
+    // best prices, so one far-off offer cannot squash the part of the book that matters.
+    const bestBid = book.bids[0]?.price;
+    const bestAsk = book.asks[0]?.price;
+    if (bestBid === undefined && bestAsk === undefined) {
+      this.points = [];
+      this.plot.setData([[], [], []]);
+      return;
+    }
+    const center = bestBid !== undefined && bestAsk !== undefined ? (bestBid + bestAsk) / 2n : (bestBid ?? bestAsk);
+    const spread = bestBid !== undefined && bestAsk !== undefined ? bestAsk - bestBid : 0n;
+    let half = (center * WINDOW_PERCENT) / 100n;
+    if (spread > half) half = spread;
+    const lo = center - half > 0n ? center - half : 0n;
+    const hi = center + half;
     // Both step functions at every price where either changes: an OTC book may be crossed (a bid
     // above an ask: nothing matches them automatically), so the two sides can overlap.
-    const bids = levels(book.bids, LEVELS).reverse(); // lowest price first: the x axis ascends
-    const asks = levels(book.asks, LEVELS);
-    const prices = merge(bids.map((l) => l.price), asks.map((l) => l.price));
+    const bids = levels(book.bids, LEVELS).filter((l) => l.price >= lo).reverse(); // ascending x
+    const asks = levels(book.asks, LEVELS).filter((l) => l.price <= hi);
+    const prices = merge([lo], merge(merge(bids.map((l) => l.price), asks.map((l) => l.price)), [hi]));
     const x = [];
     const yb = [];
     const ya = [];
@@ -104,8 +120,8 @@ export class DepthChart {
     for (const price of prices) {
       while (b < bids.length && bids[b].price < price) b++;
       while (a + 1 < asks.length && asks[a + 1].price <= price) a++;
-      const bidDepth = b < bids.length && bids.length && price >= bids[0].price ? bids[b].cumulative : null;
-      const askDepth = a >= 0 ? asks[a].cumulative : null;
+      const bidDepth = b < bids.length ? bids[b].cumulative : null; // lo: all the bids in the window
+      const askDepth = a >= 0 ? asks[a].cumulative : null; // hi: all the asks in the window
       x.push(approx(price, pp));
       yb.push(bidDepth === null ? null : approx(bidDepth, ap));
       ya.push(askDepth === null ? null : approx(askDepth, ap));
@@ -123,7 +139,7 @@ export class DepthChart {
   showAt(idx) {
     const p = idx === null || idx === undefined ? null : this.points[idx];
     if (!p) {
-      setText(this.readout, "Point at the chart for the depth at a price.");
+      setText(this.readout, `Within ${WINDOW_PERCENT} % of the mid price. Point at the chart for the depth at a price.`);
       return;
     }
     const base = this.pair.base;

@@ -34,14 +34,13 @@ const sideWord = (side) => (side === "buy" ? "Buy" : "Sell");
 /** My open offers, newest first, each with its cancel button. */
 export function renderMyOffers(state, onCancel) {
   const offers = [...state.mine.values()].sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? -1 : 1));
-  const body = $("#my-offers");
   keyed(
-    body,
+    $("#my-offers"),
     offers,
     (o) => o.id,
     (o) => {
       const tr = h("tr", { "data-id": o.id, className: o.side === "buy" ? "bid" : "ask" });
-      for (let i = 0; i < 8; i++) tr.append(h("td"));
+      for (let i = 0; i < 6; i++) tr.append(h("td"));
       const cancel = h("button", { type: "button", className: "small" }, "Cancel");
       cancel.addEventListener("click", () => onCancel(state.mine.get(o.id) || o));
       tr.append(h("td", {}, cancel));
@@ -51,16 +50,14 @@ export function renderMyOffers(state, onCancel) {
       if (tr._seq === o.seq) return;
       tr._seq = o.seq;
       const pair = state.pairs.get(o.pair);
-      const cells = tr.children;
-      cells[0].replaceChildren(h("span", { className: `side ${o.side}` }, sideWord(o.side)));
-      setText(cells[1], o.pair);
-      cells[2].replaceChildren(number(o.price, pair.price_places));
-      cells[3].replaceChildren(number(o.amount, pair.amount_places));
-      cells[4].replaceChildren(number(o.remaining, pair.amount_places));
-      cells[5].replaceChildren(number(o.available, pair.amount_places));
-      cells[6].replaceChildren(o.min_fill ? number(o.min_fill, pair.amount_places) : "—");
-      setText(cells[7], o.expires_at ? when(o.expires_at) : "never");
-      cells[8].firstChild.setAttribute("aria-label", `Cancel your offer to ${o.side} ${o.remaining} ${pair.base} at ${o.price}`);
+      const c = tr.children;
+      c[0].replaceChildren(h("span", { className: `side ${o.side}` }, sideWord(o.side)), h("span", { className: "pair" }, o.pair));
+      c[1].replaceChildren(number(o.price, pair.price_places));
+      c[2].replaceChildren(plain(o.remaining), h("span", { className: "of" }, ` of ${o.amount} ${pair.base}`));
+      c[3].replaceChildren(plain(o.available));
+      c[4].replaceChildren(o.min_fill ? plain(o.min_fill) : "—");
+      setText(c[5], o.expires_at ? when(o.expires_at) : "never");
+      c[6].firstChild.setAttribute("aria-label", `Cancel your offer to ${o.side} ${o.remaining} ${pair.base} at ${o.price}`);
     },
   );
   $("#my-offers-empty").hidden = offers.length > 0;
@@ -84,17 +81,19 @@ export function renderTrades(state) {
         "tr",
         { "data-id": r.id, className: mine === "buy" ? "bid" : "ask" },
         h("td", {}, when(r.created_at)),
-        h("td", {}, r.role === "maker" ? "maker" : "taker"),
-        h("td", {}, h("span", { className: `side ${mine}` }, mine === "buy" ? "Bought" : "Sold")),
-        h("td", {}, number(r.amount, pair.amount_places), ` ${pair.base}`),
+        h(
+          "td",
+          {},
+          h("span", { className: `side ${mine}` }, mine === "buy" ? "Bought" : "Sold"),
+          h("span", { className: "pair" }, `${r.pair}, as ${r.role}`),
+        ),
+        h("td", {}, plain(r.amount), ` ${pair.base}`),
         h("td", {}, number(r.price, pair.price_places)),
         h("td", {}, number(canonical(total, places), pair.price_places), ` ${pair.quote}`),
         h("td", {}, other),
         h(
           "td",
           { title: `trade ${r.id}\nmaker signature ${r.maker_sig}\ntaker signature ${r.taker_sig}` },
-          h("code", { className: "id" }, r.id.slice(0, 8)),
-          " ",
           r.verified
             ? h("span", { className: "badge ok" }, "✓ signed by both")
             : h("span", { className: "badge bad" }, "✗ signatures do not verify"),
@@ -105,6 +104,11 @@ export function renderTrades(state) {
   );
   $("#trades-empty").hidden = trades.length > 0;
   setText($("#trades-count"), trades.length ? `(${trades.length})` : "");
+}
+
+/** An exact amount as the API gave it, in the numbers' font, without padding (lists are not ladders). */
+function plain(text) {
+  return h("span", { className: "num" }, text);
 }
 
 /** The peers this one has heard of (silent ones too), with what the trader needs to judge them. */

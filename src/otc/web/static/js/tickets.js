@@ -28,7 +28,7 @@ export class Tickets {
     this.offerForm.addEventListener("submit", (event) => (event.preventDefault(), this.postOffer()));
     this.sweepForm.addEventListener("submit", (event) => (event.preventDefault(), this.sweep()));
     this.takeForm.addEventListener("submit", (event) => (event.preventDefault(), this.take()));
-    this.takeForm.addEventListener("input", () => this.preview(this.takeForm, this.taking));
+    this.takeForm.addEventListener("input", () => this.preview(this.takeForm));
     $("#take-close").addEventListener("click", () => this.dialog.close());
     this.dialog.addEventListener("close", () => (this.taking = null));
   }
@@ -66,8 +66,9 @@ export class Tickets {
   }
 
   /** What the form would cost or bring, exactly, as the trader types. */
-  preview(form, offer) {
+  preview(form) {
     const pair = this.pairOf(form);
+    const offer = form === this.takeForm ? this.taking : null;
     const out = form.querySelector("[data-total]");
     if (!out || !pair) return;
     const amount = form.elements.amount.value.trim();
