@@ -242,7 +242,7 @@ def offer_out(offer: Offer, me: str, reachable: bool = True) -> OfferOut:
         amount=offer.amount,
         remaining=offer.remaining,
         reserved=offer.reserved,
-        available=canonical(available(offer)),
+        available=offer.remaining if offer.reserved == "0" else canonical(available(offer)),
         min_fill=offer.min_fill,
         expires_at=offer.expires_at,
         seq=offer.seq,

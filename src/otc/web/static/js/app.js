@@ -302,12 +302,12 @@ function showLogin(message) {
   $("#token").focus();
 }
 
-async function openDesk(health) {
+async function openDesk(health, pairsAnswer = call("GET", "/api/pairs")) {
   state.me = { peer_id: health.peer_id, name: health.name };
   const me = $("#me");
   me.replaceChildren();
   me.append(document.createTextNode(`${health.name} `), Object.assign(document.createElement("code"), { className: "id", textContent: health.peer_id.slice(0, 8), title: health.peer_id }));
-  const { default: fallback, pairs } = await call("GET", "/api/pairs");
+  const { default: fallback, pairs } = await pairsAnswer;
   state.pairs = new Map(pairs.map((p) => [p.symbol, p]));
   const saved = localStorage.getItem("otc-desk:pair");
   const symbol = state.pairs.has(saved) ? saved : fallback;
@@ -399,7 +399,10 @@ async function enter() {
     return;
   }
   try {
-    await openDesk(await call("GET", "/api/health")); // a session from before may still be good
+    // a session from before may still be good; ask for the pairs at once, not one round trip later
+    const pairs = call("GET", "/api/pairs");
+    pairs.catch(() => {}); // a 401 here is the health check's to report
+    await openDesk(await call("GET", "/api/health"), pairs);
   } catch (error) {
     showLogin(why || (error.status === 401 ? "" : explain(error)));
   }

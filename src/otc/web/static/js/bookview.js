@@ -6,7 +6,7 @@
 import { $, h, keyed, setNumber, setText, who } from "./dom.js";
 import { canonical, fromUnits } from "./money.js";
 
-const ROWS = 50; // rows per side at first; "show more" adds as many
+const ROWS = 25; // rows per side at first (twice what a 1280x800 screen shows); "show more" adds as many
 
 export class BookView {
   constructor(state, { onTake, onCancel }) {
@@ -15,12 +15,6 @@ export class BookView {
     this.onCancel = onCancel;
     this.shown = { asks: ROWS, bids: ROWS };
     this.drawn = null; // what was drawn: book version, pair, rows shown, peers version
-    this.asksScroll = $("#asks-scroll");
-    this.pinned = true; // the asks stay scrolled to the best (bottom) unless the trader scrolls up
-    this.asksScroll.addEventListener("scroll", () => {
-      const s = this.asksScroll;
-      this.pinned = s.scrollHeight - s.scrollTop - s.clientHeight < 4;
-    });
     for (const side of ["asks", "bids"]) {
       $(`#${side}-more`).addEventListener("click", () => {
         this.shown[side] += ROWS;
@@ -42,7 +36,6 @@ export class BookView {
 
   resetRows() {
     this.shown = { asks: ROWS, bids: ROWS };
-    this.pinned = true;
   }
 
   render() {
@@ -52,11 +45,9 @@ export class BookView {
     this.drawn = key;
     const asks = cumulate(book.asks.slice(0, this.shown.asks));
     const bids = cumulate(book.bids.slice(0, this.shown.bids));
-    let deepest = 1n; // the longest depth bar: the deepest cumulative shown on either side
-    for (const rows of [asks, bids]) if (rows.length && rows[rows.length - 1].cum > deepest) deepest = rows[rows.length - 1].cum;
     const id = (r) => r.e.offer.id;
     const make = (r) => this.make(r);
-    const update = (el, r) => this.update(el, r, deepest);
+    const update = (el, r) => this.update(el, r);
     keyed($("#asks"), asks.reverse(), id, make, update); // the best ask last, next to the spread
     keyed($("#bids"), bids, id, make, update);
     this.more("asks", book.asks.length);
@@ -65,7 +56,8 @@ export class BookView {
     setText($("#book-count"), `${book.asks.length} asks · ${book.bids.length} bids`);
     setText($("#book-title"), `Book ${book.pair.symbol}`);
     $("#book").dataset.offers = String(book.size);
-    if (this.pinned) this.asksScroll.scrollTop = this.asksScroll.scrollHeight;
+    // (the asks' scroll box is a reversed flex column: it starts at its end, the best ask, and stays
+    // there as rows come and go, without reading the layout back here)
   }
 
   make(r) {
@@ -76,38 +68,41 @@ export class BookView {
     return tr;
   }
 
-  update(tr, r, deepest) {
+  /** Refresh one row, touching only the cells whose content changed: a new best offer shifts the
+   * cumulative depth of every row below it, which must stay cheap at hundreds of events a second. */
+  update(tr, r) {
     const { e, cum } = r;
     const offer = e.offer;
     const { pair } = this.state.book;
-    const peer = this.state.peers.get(offer.maker);
-    const reachable = offer.mine || (peer ? peer.reachable : offer.reachable);
-    const version = `${offer.seq}/${cum}/${deepest}/${reachable}/${peer ? peer.name : ""}`;
-    if (tr._version === version) return; // nothing about this row changed
-    tr._version = version;
     const [price, amount, depth, maker, act] = tr.children;
     const ap = pair.amount_places;
-    setNumber(price, offer.price, pair.price_places);
-    setNumber(amount, offer.available, ap);
-    amount.title = offer.reserved !== "0" ? `${offer.available} of ${offer.remaining} ${pair.base} available: ${offer.reserved} held for takers confirming` : "";
-    setNumber(depth, canonical(cum, ap), ap);
-    tr.style.setProperty("--depth", `${Number((cum * 1000n) / deepest) / 10}%`);
-    tr.classList.toggle("mine", offer.mine);
-    tr.classList.toggle("unreachable", !reachable);
-    maker.replaceChildren(
-      who(offer.maker_name, offer.maker, { you: offer.mine }),
-      reachable ? "" : h("span", { className: "badge warn" }, "not answering"),
-    );
-    const button = act.firstChild;
-    const what = `${offer.side === "buy" ? "buy" : "sell"} ${offer.available} ${pair.base} at ${offer.price} ${pair.quote}`;
-    if (offer.mine) {
-      button.dataset.action = "cancel";
-      button.textContent = "Cancel";
-      button.setAttribute("aria-label", `Cancel your offer to ${what}`);
-    } else {
-      button.dataset.action = "take";
-      button.textContent = "Take";
-      button.setAttribute("aria-label", `Take: ${offer.maker_name} offers to ${what}`);
+    if (tr._seq !== offer.seq) {
+      tr._seq = offer.seq;
+      setNumber(price, offer.price, pair.price_places);
+      setNumber(amount, offer.available, ap);
+      amount.title = offer.reserved !== "0" ? `${offer.available} of ${offer.remaining} ${pair.base} available: ${offer.reserved} held for takers confirming` : "";
+      tr.classList.toggle("mine", offer.mine);
+      const button = act.firstChild;
+      const what = `${offer.side} ${offer.available} ${pair.base} at ${offer.price} ${pair.quote}`;
+      button.dataset.action = offer.mine ? "cancel" : "take";
+      button.textContent = offer.mine ? "Cancel" : "Take";
+      button.setAttribute("aria-label", offer.mine ? `Cancel your offer to ${what}` : `Take: ${offer.maker_name} offers to ${what}`);
+    }
+    if (tr._cum !== cum) {
+      tr._cum = cum;
+      setNumber(depth, canonical(cum, ap), ap);
+    }
+    const peer = this.state.peers.get(offer.maker);
+    const reachable = offer.mine || (peer ? peer.reachable : offer.reachable);
+    const name = peer ? peer.name : offer.maker_name;
+    const who_ = `${name}/${reachable}`;
+    if (tr._who !== who_) {
+      tr._who = who_;
+      tr.classList.toggle("unreachable", !reachable);
+      maker.replaceChildren(
+        who(name, offer.maker, { you: offer.mine }),
+        reachable ? "" : h("span", { className: "badge warn" }, "not answering"),
+      );
     }
   }
 

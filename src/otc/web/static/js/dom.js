@@ -36,12 +36,20 @@ export function number(text, places) {
   return el;
 }
 
-/** Replace a number element's content when the value changes. */
+/** Show a decimal in a cell, touching the DOM only when the value changes: the cell keeps two text
+ * nodes (the digits, and the dimmed padding zeros) and only their text is set. */
 export function setNumber(el, text, places) {
-  const key = `${text}/${places}`;
-  if (el.dataset.value === key) return;
-  el.dataset.value = key;
-  el.replaceChildren(number(text, places));
+  if (el._value === text && el._places === places) return;
+  el._value = text;
+  el._places = places;
+  if (!el._digits) {
+    el._digits = document.createTextNode("");
+    el._pad = document.createTextNode("");
+    el.replaceChildren(h("span", { className: "num" }, el._digits, h("span", { className: "pad", "aria-hidden": "true" }, el._pad)));
+  }
+  const [digits, pad] = padded(text, places);
+  if (el._digits.data !== digits) el._digits.data = digits;
+  if (el._pad.data !== pad) el._pad.data = pad;
 }
 
 /** A peer as everywhere on the desk: the name it claims, and the short id that says who it is. */
@@ -59,22 +67,26 @@ export function who(name, id, { you = false } = {}) {
 /**
  * Keep a container's children equal to `items` rendered by key, reusing elements: `make(item)`
  * creates one, `update(el, item)` refreshes it (called for every item; make it cheap when nothing
- * changed). Moves only the elements that are out of place.
+ * changed). Elements that left are removed first, so a list that shifts by one row (a new best offer
+ * in, the last one out) moves nothing else.
  */
 export function keyed(container, items, key, make, update) {
   const old = container._keyed || new Map();
   const next = new Map();
+  for (const item of items) {
+    const k = key(item);
+    next.set(k, old.get(k) || null);
+  }
+  for (const [k, el] of old) if (!next.has(k)) el.remove();
   let cursor = container.firstElementChild;
   for (const item of items) {
     const k = key(item);
-    let el = old.get(k);
-    if (!el) el = make(item);
+    let el = next.get(k);
+    if (!el) next.set(k, (el = make(item)));
     update(el, item);
-    next.set(k, el);
-    if (el !== cursor) container.insertBefore(el, cursor);
-    else cursor = cursor.nextElementSibling;
+    if (el === cursor) cursor = cursor.nextElementSibling;
+    else container.insertBefore(el, cursor);
   }
-  for (const [k, el] of old) if (!next.has(k)) el.remove();
   container._keyed = next;
 }
 
