@@ -37,8 +37,9 @@ lint: setup
 	$(PY) -m ruff format --check src tests bench scripts
 	$(PY) -m mypy
 
+# KEEP=1 make demo: leave the market running (and its web desks open) until Ctrl-C
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(KEEP),--keep)
 
 bench-rpc: setup
 	$(PY) bench/rpc.py
