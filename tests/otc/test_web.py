@@ -487,3 +487,61 @@ def test_the_banner_shows_when_the_peer_or_the_market_is_unreachable_and_clears_
         finally:
             for peer in (carol, dave):
                 peer.stop()
+
+
+# --- the page's arithmetic, and what the event stream sends it ------------------------------------------
+MONEY = """async () => {
+  const m = await import("/static/js/money.js");
+  const big = m.toUnits("21000000", 8) * m.toUnits("99999999.99", 2);  // the largest BTC/USD total
+  return {
+    total: m.canonical(big, 10),
+    sum: m.canonical(m.toUnits("0.1", 8) + m.toUnits("0.2", 8), 8),  // 0.30000000000000004 in floats
+    fixed: [m.fixed("8000.5", 2), m.fixed("8000", 2), m.fixed("0.123456789", 2)],
+    valid: [m.isAmount("1.5", 8), m.isAmount("1.123456789", 8), m.isAmount("0", 8), m.isAmount("1e3", 8),
+            m.isAmount("-1", 8), m.isAmount("01", 8), m.isAmount(" 1", 8)],
+    negative: m.fromUnits(-5n, 2),
+  };
+}"""
+
+
+def test_money_in_the_page_is_exact(market: dict[str, PeerProcess], browser: Any, desks: list[Desk]) -> None:
+    desk = Desk(browser, market["alice"])
+    desks.append(desk)
+    desk.page.goto(market["alice"].url)  # the login page is enough: the module is public code
+    got = desk.page.evaluate(MONEY)
+    assert got["total"] == "2099999999790000" and got["sum"] == "0.3"  # 21,000,000 x 99,999,999.99
+    assert got["fixed"] == ["8000.50", "8000.00", "0.123456789"]  # padded, never rounded
+    assert got["valid"] == [True, False, False, False, False, False, False]
+    assert got["negative"] == "-0.05"
+
+
+def test_the_event_stream_carries_what_the_page_shows(market: dict[str, PeerProcess]) -> None:
+    alice, bob = market["alice"], market["bob"]
+    port = alice.api_port
+    import socket
+
+    from .rawhttp import build
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(build("GET", "/api/events", port, token=alice.token))
+        seen = b""
+
+        def events() -> list[dict[str, Any]]:
+            nonlocal seen
+            seen += sock.recv(65536)
+            return [json.loads(line[6:]) for line in seen.decode(errors="replace").splitlines()
+                    if line.startswith("data: {") and line.endswith("}")]  # fmt: skip
+
+        status = wait_for(lambda: [e for e in events() if e["type"] == "status"], what="a status event")[0]
+        assert (
+            status["market"] is True
+            and status["peers"] >= 1
+            and abs(status["now"] - time.time() * 1000) < 5000
+        )
+        wait_for(lambda: [e for e in events() if e["type"] == "peers"], what="the peers")
+        posted = bob.offer("buy", "0.5", "6500.25", min_fill="0.1")
+        offer = wait_for(lambda: [e for e in events() if e["type"] == "offer" and e["id"] == posted["id"]])[0]
+    shown = next(o for o in alice.book()["bids"] if o["id"] == posted["id"])
+    assert offer == {"type": "offer", **shown}  # the very object GET /api/book shows
+    assert offer["available"] == "0.5" and offer["mine"] is False and offer["maker_name"] == "bob"
+    bob.delete(f"/api/offers/{posted['id']}")

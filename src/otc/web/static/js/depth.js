@@ -4,7 +4,7 @@
 // string from the book's units. The book table holds the same data for keyboards and screen readers.
 
 import { levels } from "./book.js";
-import { fromUnits, approx } from "./money.js";
+import { approx, canonical, fromUnits } from "./money.js";
 import { setText } from "./dom.js";
 
 const LEVELS = 400; // price levels drawn per side: the nearest ones, which is what a depth chart is for
@@ -127,8 +127,8 @@ export class DepthChart {
       ya.push(askDepth === null ? null : approx(askDepth, ap));
       this.points.push({
         price: fromUnits(price, pp),
-        bids: bidDepth === null ? null : fromUnits(bidDepth, ap),
-        asks: askDepth === null ? null : fromUnits(askDepth, ap),
+        bids: bidDepth === null ? null : canonical(bidDepth, ap),
+        asks: askDepth === null ? null : canonical(askDepth, ap),
       });
     }
     this.plot.setData([x, yb, ya]);
@@ -144,8 +144,8 @@ export class DepthChart {
     }
     const base = this.pair.base;
     const parts = [`At ${p.price} ${this.pair.quote}:`];
-    if (p.bids !== null) parts.push(`bids at this price or higher ${p.bids} ${base}`);
-    if (p.asks !== null) parts.push(`asks at this price or lower ${p.asks} ${base}`);
+    if (p.bids !== null) parts.push(`bids at this price or higher: ${p.bids} ${base}`);
+    if (p.asks !== null) parts.push(`asks at this price or lower: ${p.asks} ${base}`);
     setText(this.readout, parts.join(" "));
   }
 }

@@ -85,11 +85,11 @@ export function renderTrades(state) {
           "td",
           {},
           h("span", { className: `side ${mine}` }, mine === "buy" ? "Bought" : "Sold"),
-          h("span", { className: "pair" }, `${r.pair}, as ${r.role}`),
+          h("span", { className: "pair" }, `${r.pair} as ${r.role}`),
         ),
-        h("td", {}, plain(r.amount), ` ${pair.base}`),
+        h("td", {}, plain(r.amount)), // in the pair's units, named under "You"
         h("td", {}, number(r.price, pair.price_places)),
-        h("td", {}, number(canonical(total, places), pair.price_places), ` ${pair.quote}`),
+        h("td", {}, number(canonical(total, places), pair.price_places)),
         h("td", {}, other),
         h(
           "td",
