@@ -140,7 +140,6 @@ export class Chat {
     if (!conversation) {
       box.replaceChildren(h("p", { className: "empty" }, "Pick a conversation, or start one with a peer."));
       delete box.dataset.peer;
-      setText($("#chat-with"), "Chat");
       box._keyed = null;
       return;
     }
@@ -171,7 +170,7 @@ export class Chat {
       () => {},
     );
     if (stick) box.scrollTop = box.scrollHeight;
-    setText($("#chat-with"), `Chat with ${this.nameOf(conversation.id, conversation.claimed)}`);
+    $("#messages").setAttribute("aria-label", `Messages with ${this.nameOf(conversation.id, conversation.claimed)}`);
   }
 
   async send() {

@@ -80,12 +80,11 @@ export function renderTrades(state) {
       return h(
         "tr",
         { "data-id": r.id, className: mine === "buy" ? "bid" : "ask" },
-        h("td", {}, when(r.created_at)),
         h(
           "td",
           {},
           h("span", { className: `side ${mine}` }, mine === "buy" ? "Bought" : "Sold"),
-          h("span", { className: "pair" }, `${r.pair} as ${r.role}`),
+          h("span", { className: "pair" }, `${r.pair} as ${r.role}, ${when(r.created_at)}`),
         ),
         h("td", {}, plain(r.amount)), // in the pair's units, named under "You"
         h("td", {}, number(r.price, pair.price_places)),
