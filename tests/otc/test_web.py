@@ -181,6 +181,15 @@ def test_without_a_session_the_browser_gets_a_login_form_and_no_data(
     assert api and all(status == 401 for _, status in api), api  # asked, refused, nothing else
     assert desk.page.locator("#desk-view").is_hidden()
     assert "99999" not in desk.page.content() and alice.peer_id not in desk.page.content()
+    # the policy holds in the browser: no string becomes code, and no string becomes HTML
+    with pytest.raises(Exception, match="unsafe-eval"):
+        desk.page.wait_for_function("window.none === 1", timeout=5000)  # polled with a string eval
+    sink = "() => { try { document.body.innerHTML = '<b>x</b>'; return 'no'; } catch (e) { return e.name; } }"
+    assert desk.page.evaluate(sink) == "TypeError"  # Trusted Types: innerHTML refuses a plain string
+    provoked = desk.page.evaluate("() => window.__otc.violations.splice(0)")  # those two, reported
+    assert provoked and all(v.startswith("require-trusted-types-for") for v in provoked), provoked
+    assert all("requires 'Trusted" in e or "'unsafe-eval'" in e for e in desk.errors), desk.errors
+    desk.errors.clear()  # provoked on purpose; from here on the page must stay clean
 
     # a wrong token is refused in words; a used link too; the right token opens the desk
     desk.page.fill("#token", "not-the-token")
