@@ -132,3 +132,30 @@ async def test_a_view_that_fails_does_not_break_the_emitter() -> None:
 
     got = await run_stream(peer, views, during)
     assert [e["type"] for e in got if e["type"] not in ("status", "peers")] == ["book"]
+
+
+def test_every_file_the_page_loads_is_served_and_shipped_in_the_package() -> None:
+    import fnmatch
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from otc.web import assets
+
+    served = assets()
+    page = served["/"].body.decode()
+    wanted = set(re.findall(r'(?:src|href)="(/static/[^"]+)"', page))
+    static = Path(__file__).parents[2] / "src" / "otc" / "web" / "static"
+    for js in (static / "js").glob("*.js"):  # and every module the modules import
+        wanted |= {f"/static/js/{m}" for m in re.findall(r'from "\./([a-z]+\.js)"', js.read_text())}
+    assert "/static/js/app.js" in wanted and len(wanted) > 10
+    assert wanted <= set(served), wanted - set(served)
+    # what setuptools puts in the wheel: every file under static/ matches a package-data pattern
+    pyproject = tomllib.loads((static.parents[3] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["otc"]
+    for path in static.rglob("*"):
+        if path.is_file():
+            relative = str(path.relative_to(static.parents[1]))
+            assert any(
+                fnmatch.fnmatch(relative, p) and relative.count("/") == p.count("/") for p in patterns
+            ), relative
