@@ -14,7 +14,15 @@ from typing import Any
 import msgspec
 
 from otc.api import events
+from otc.core.messages import Chat, Receipt
 from otc.node.events import Listeners
+
+ME, ALICE = "f" * 64, "a" * 64
+RECEIPT = Receipt(
+    id="1" * 32, offer_id="2" * 32, maker=ME, maker_name="me", taker=ALICE, taker_name="alice",
+    side="sell", pair="BTC/USD", price="8000", amount="1", created_at=1, maker_sig="", taker_sig="",
+)  # fmt: skip
+MESSAGE = Chat(id="3" * 32, sender=ALICE, sender_name="alice", to=ME, text="hi", ts=1)
 
 
 class Peers(msgspec.Struct):
@@ -34,10 +42,10 @@ class Views:
         return {"id": offer, "seq": 1, "status": "open"}
 
     def receipt_view(self, receipt: Any) -> Any:
-        return {"id": receipt, "role": "maker"}
+        return {"id": receipt.id, "role": "maker"}
 
     def message_view(self, direction: str, msg: Any, received_at: int) -> Any:
-        return {"id": msg, "direction": direction, "received_at": received_at}
+        return {"id": msg.id, "direction": direction, "received_at": received_at}
 
     def peers_view(self) -> list[Any]:
         return list(self.peers)
@@ -45,6 +53,7 @@ class Views:
 
 def stand_in() -> Any:
     return SimpleNamespace(
+        peer_id=ME,
         events=Listeners(),
         directory=SimpleNamespace(grape_answered_within=lambda s: True),
         book=SimpleNamespace(peers=lambda now: [1, 2]),
@@ -77,8 +86,8 @@ async def test_status_first_then_full_payloads_in_order() -> None:
 
     async def during() -> None:
         peer.events.emit({"type": "offer", "offer": "o1"})
-        peer.events.emit({"type": "trade", "receipt": "r1"})
-        peer.events.emit({"type": "message", "message": "m1", "direction": "out", "received_at": 5})
+        peer.events.emit({"type": "trade", "receipt": RECEIPT})
+        peer.events.emit({"type": "message", "message": MESSAGE, "direction": "out", "received_at": 5})
         peer.events.emit({"type": "book"})
 
     got = await run_stream(peer, views, during)
@@ -88,7 +97,13 @@ async def test_status_first_then_full_payloads_in_order() -> None:
     assert kinds == ["peers", "offer", "trade", "message", "book"]  # the peers as they are, at once
     assert got[1]["peers"][0]["name"] == "alice"
     assert got[2] == {"type": "offer", "id": "o1", "seq": 1, "status": "open"}
-    assert got[4] == {"type": "message", "id": "m1", "direction": "out", "received_at": 5}
+    # notifications carry what node.notify makes of them (otc watch and webhooks read "data")
+    assert (
+        got[3]["id"] == RECEIPT.id and got[3]["data"]["role"] == "maker" and got[3]["data"]["amount"] == "1"
+    )
+    message = got[4]
+    assert (message["id"], message["direction"], message["received_at"]) == (MESSAGE.id, "out", 5)
+    assert message["data"]["text"] == "hi" and "data" not in got[2]  # an offer is not a notification
 
 
 async def test_peers_are_sent_when_they_change_not_on_every_check() -> None:

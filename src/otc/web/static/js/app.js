@@ -230,7 +230,10 @@ function message(m, live) {
   if (!live || m.direction !== "in") return;
   const looking = views.chat.open === m.sender && document.visibilityState === "visible";
   if (looking) views.chat.markRead();
-  else notify(`from ${m.sender_name} (${m.sender.slice(0, 8)})`, m.text, { kind: "message", onOpen: () => views.chat.show(m.sender, { focus: true }) });
+  else {
+    const from = m.via === "grapevine" ? `a Grapevine peer at ${m.sender} (unsigned)` : `${m.sender_name} (${m.sender.slice(0, 8)})`;
+    notify(`from ${from}`, m.text, { kind: "message", onOpen: () => views.chat.show(m.sender, { focus: true }) });
+  }
 }
 
 function peers(list) {

@@ -75,6 +75,12 @@ export class Chat {
     return peer ? peer.name : claimed || "unknown";
   }
 
+  /** Messages of a Grapevine (Node chat) peer: no key, no id, nothing signed; they are shown as such,
+   * and answered from the command line (`otc chat send --grapevine NAME`), not from here. */
+  static grapevine(conversation) {
+    return conversation.messages.some((m) => m.via === "grapevine");
+  }
+
   unreadTotal() {
     return this.conversations().reduce((n, c) => n + c.unread, 0);
   }
@@ -109,12 +115,13 @@ export class Chat {
       (c) => h("li", {}, h("button", { type: "button", className: "conversation", "data-peer": c.id })),
       (li, c) => {
         const button = li.firstChild;
-        const name = this.nameOf(c.id, c.claimed);
+        const name = Chat.grapevine(c) ? `Grapevine ${c.id}` : this.nameOf(c.id, c.claimed);
         const v = `${name}/${c.unread}/${c.id === this.open}`;
         if (li._v === v) return;
         li._v = v;
         button.replaceChildren(
-          who(name, c.id),
+          Chat.grapevine(c) ? h("span", { className: "name" }, name) : who(name, c.id),
+          Chat.grapevine(c) ? h("span", { className: "badge warn" }, "unsigned") : "",
           c.unread ? h("span", { className: "badge unread" }, `${c.unread} unread`) : "",
         );
         button.setAttribute("aria-current", c.id === this.open ? "true" : "false");
@@ -136,7 +143,7 @@ export class Chat {
 
   renderOpen(conversation) {
     const box = $("#messages");
-    this.form.hidden = !conversation;
+    this.form.hidden = !conversation || Chat.grapevine(conversation);
     if (!conversation) {
       box.replaceChildren(h("p", { className: "empty" }, "Pick a conversation, or start one with a peer."));
       delete box.dataset.peer;
@@ -162,6 +169,7 @@ export class Chat {
             "p",
             { className: "meta" },
             m.direction === "in" ? sender(m) : "You",
+            m.verified === false ? h("span", { className: "badge warn" }, "unsigned: Grapevine") : "",
             " · ",
             h("time", { dateTime: new Date(m.received_at).toISOString() }, when(m.received_at)),
           ),
@@ -197,6 +205,7 @@ export class Chat {
 
 /** Who sent a message: the name it claims (anyone can claim any name) and the id that proves who. */
 function sender(m) {
+  if (m.via === "grapevine") return h("span", { className: "who" }, `a Grapevine peer at ${m.sender}`);
   return h(
     "span",
     { className: "who", title: `${m.sender}: "${m.sender_name}" is the name this sender claims; the id is who it is` },
