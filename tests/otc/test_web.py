@@ -205,7 +205,15 @@ def test_without_a_session_the_browser_gets_a_login_form_and_no_data(
     desk.page.fill("#token", alice.token)
     desk.page.press("#token", "Enter")
     desk.wait_live()
+    desk.page.locator("#asks tr:has-text('99999')").wait_for()
     desk.shot("login-then-desk")
+
+    # logging out ends the session at the peer and leaves nothing of the desk in the page
+    desk.page.click("#logout")
+    desk.page.wait_for_selector('body[data-view="login"]')
+    assert "99999" not in desk.page.content() and alice.peer_id not in desk.page.content()
+    status = desk.page.evaluate("() => fetch('/api/book').then((r) => r.status)")
+    assert status == 401
 
 
 def test_pages_on_other_origins_cannot_use_a_logged_in_desk(

@@ -33,6 +33,7 @@ const state = {
   livePeers: 0,
 };
 const serverNow = () => Date.now() + state.clockOffset;
+const WHY_KEY = "otc-desk:logged-out";
 const hidden = (maker) => maker !== state.me.peer_id && state.peers.get(maker)?.alive === false;
 
 // --- drawing, once per frame ---------------------------------------------------------------------------
@@ -160,7 +161,8 @@ async function rereadBook() {
   }
 }
 
-function handle(event, live) {
+/** Apply one event; `fresh`: it happened just now (not replayed after a snapshot), worth a notification. */
+function handle(event, fresh) {
   switch (event.type) {
     case "status":
       status(event);
@@ -169,10 +171,10 @@ function handle(event, live) {
       offer(event);
       break;
     case "trade":
-      trade(event, live);
+      trade(event, fresh);
       break;
     case "message":
-      message(event, live);
+      message(event, fresh);
       break;
     case "peers":
       peers(event.peers);
@@ -208,11 +210,11 @@ function offer(o) {
   if (state.book.apply(o, serverNow(), hidden)) invalidate("book");
 }
 
-function trade(receipt, live) {
+function trade(receipt, fresh) {
   if (state.trades.has(receipt.id)) return;
   state.trades.set(receipt.id, receipt);
   invalidate("trades");
-  if (live && receipt.role === "maker") {
+  if (fresh && receipt.role === "maker") {
     const pair = state.pairs.get(receipt.pair);
     const did = receipt.taker_side === "buy" ? "bought" : "sold";
     notify(
@@ -223,11 +225,11 @@ function trade(receipt, live) {
   }
 }
 
-function message(m, live) {
+function message(m, fresh) {
   if (state.messages.has(m.id)) return;
   state.messages.set(m.id, m);
   invalidate("chat");
-  if (!live || m.direction !== "in") return;
+  if (!fresh || m.direction !== "in") return;
   const looking = views.chat.open === m.sender && document.visibilityState === "visible";
   if (looking) views.chat.markRead();
   else {
@@ -290,7 +292,16 @@ function show(view) {
 
 function loggedOut(why) {
   live.stop();
-  state.me = null;
+  if (state.me) {
+    // a desk was open: start again from a blank page, so that none of its data stays in this one
+    try {
+      sessionStorage.setItem(WHY_KEY, why || "");
+    } catch {
+      // not kept: the login form just says nothing about why
+    }
+    location.replace("/");
+    return;
+  }
   banner(null);
   $("#conn").dataset.state = "logged-out";
   setText($("#conn"), "Logged out");
@@ -389,6 +400,13 @@ async function enter() {
   const code = takeLoginCode();
   if (!code && state.me) return;
   let why = "";
+  try {
+    const before = sessionStorage.getItem(WHY_KEY); // why the last page logged out, if it did
+    sessionStorage.removeItem(WHY_KEY);
+    if (before) why = `Log in again: ${before}.`;
+  } catch {
+    // no storage: no reason to show
+  }
   if (code) {
     try {
       await call("POST", "/api/session", { code });
