@@ -27,18 +27,25 @@ $(CHROMIUM):
 		"not be installed here (needs apt-get as root or passwordless sudo): run" \
 		"'apt-get update && apt-get install -y chromium' as root, then make again" >&2; exit 1; }
 
+# the web desk's JavaScript modules must at least parse (node is here for the Grapes anyway)
+JS := $(wildcard src/otc/web/static/js/*.js)
+JSCHECK := for f in $(JS); do node --experimental-default-type=module --check $$f || exit 1; done
+
 test: setup
 	$(PY) -m ruff check src tests bench scripts
 	$(PY) -m mypy
+	@$(JSCHECK)
 	$(PY) -m pytest -q
 
 lint: setup
 	$(PY) -m ruff check src tests bench scripts
 	$(PY) -m ruff format --check src tests bench scripts
 	$(PY) -m mypy
+	@$(JSCHECK)
 
+# KEEP=1 make demo: leave the market running (and its web desks open) until Ctrl-C
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(KEEP),--keep)
 
 bench-rpc: setup
 	$(PY) bench/rpc.py

@@ -1,12 +1,19 @@
 """`make demo`: two Grapes, four peers, and a narrated trading session (offers, takes, a race, a sweep,
 a request for quote answered by three makers and an automatic rule, and a settlement). Unattended, in
-seconds, exit code 0, and every process it started is stopped however it ends (Ctrl-C included)."""
+seconds, exit code 0, and every process it started is stopped however it ends (Ctrl-C included).
+
+It ends by printing a login link to alice's web desk. With `--keep` (`KEEP=1 make demo`) the market
+stays up for a person to click through, with a little trading going on, until Ctrl-C: Enter prints a
+fresh link (each works once, within a minute)."""
 
 from __future__ import annotations
 
+import argparse
+import random
 import signal
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -85,7 +92,39 @@ def converge(peers: list[PeerProcess]) -> float:
     return (time.monotonic() - start) * 1000
 
 
-def main() -> int:
+def login_link(peer: PeerProcess) -> str:
+    """What `otc web` prints: a one-time link (a login code in the fragment, never the token)."""
+    return peer.url + peer.post("/api/login-codes", None)["path"]
+
+
+def keep_trading(alice: PeerProcess, bob: PeerProcess, carol: PeerProcess, stop: threading.Event) -> None:
+    """A quiet market for a person watching the desks: carol quotes around 8000 and moves her quotes
+    every few seconds; bob now and then takes a little, or says something to alice."""
+    rng = random.Random(7)
+    quotes: list[str] = []
+    while not stop.wait(rng.uniform(1.5, 3.5)):
+        try:
+            side = rng.choice(["buy", "sell"])
+            price = 8000 + (-1 if side == "buy" else 1) * rng.randint(5, 120) + rng.choice([0, 0.25, 0.5])
+            amount = rng.choice(["0.1", "0.25", "0.5", "1", "1.5"])
+            quotes.append(carol.offer(side, amount, f"{price:g}")["id"])
+            if len(quotes) > 8:
+                carol.delete(f"/api/offers/{quotes.pop(0)}")
+            roll = rng.random()
+            if roll < 0.2:
+                best = bob.book()["asks"]
+                if best and best[0]["maker"] != bob.peer_id:
+                    bob.take(best[0]["id"], min(best[0]["available"], "0.1", key=Decimal))
+            elif roll < 0.3:
+                bob.post("/api/messages", {"to": alice.peer_id, "text": rng.choice(CHATTER)})
+        except APIError:
+            pass  # a take lost to another, a cancel of something filled: markets move
+
+
+CHATTER = ["still buying?", "I can do 2 more at 8010", "filled, thanks", "any size at 7990?", "gm"]
+
+
+def main(keep: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="otc-demo-") as tmp:
         logs = Path(tmp)
         isolate(logs)  # the demo's peers leave nothing in the user's own directories
@@ -260,15 +299,51 @@ def main() -> int:
             theirs = {r["id"]: (r["maker_sig"], r["taker_sig"]) for r in taken}
             assert mine == theirs, "maker and takers disagree"
             say(f"alice's {len(mine)} receipts as maker match her takers' copies byte for byte")
+            step("12. The web desk: every peer serves one")
+            console.print(f"alice's desk: [bold]{login_link(alice)}[/bold]", soft_wrap=True)
+            say("a one-time login link, as `otc web` prints it: it works once, within a minute")
             console.print(f"\n[bold green]demo finished in {time.monotonic() - T0:.1f} s[/bold green]")
-            return 0
+            if not keep:
+                say("the market stops now: `KEEP=1 make demo` (or --keep) leaves it running to click through")
+                return 0
+            return keep_running(alice, bob, carol)
         finally:
             for p in peers:
                 p.stop()
             net.stop()
 
 
+def keep_running(alice: PeerProcess, bob: PeerProcess, carol: PeerProcess) -> int:
+    """Leave the market up until Ctrl-C, with a little trading going on; Enter prints a new link."""
+    stop = threading.Event()
+    trader = threading.Thread(target=keep_trading, args=(alice, bob, carol, stop), daemon=True)
+    trader.start()
+    console.print(
+        "\nThe market keeps running, carol quoting and bob trading a little. Enter: a new link to "
+        "alice's desk (a name, e.g. [bold]bob[/bold], then Enter: that peer's desk). Ctrl-C stops "
+        "everything the demo started."
+    )
+    peers = {p.name: p for p in (alice, bob, carol)}
+    try:
+        for line in sys.stdin:  # at the end of input (no terminal), wait for Ctrl-C
+            peer = peers.get(line.strip().lower() or "alice")
+            if peer is None:
+                console.print(f"no peer {line.strip()!r}: alice, bob or carol")
+                continue
+            console.print(f"{peer.name}'s desk: [bold]{login_link(peer)}[/bold]", soft_wrap=True)
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        console.print("\nstopping")
+    finally:
+        stop.set()
+    return 0
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep", action="store_true", help="leave the market running until Ctrl-C")
+    options = parser.parse_args()
     interrupted = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -279,7 +354,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        sys.exit(main())
+        sys.exit(main(keep=options.keep))
     except SystemExit:
         raise
     except BaseException:

@@ -9,18 +9,16 @@ removed: the token (401), the Host allow-list (403, DNS rebinding), the Origin a
 from __future__ import annotations
 
 import json
-import os
 import socket
 import stat
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..harness import PeerProcess, wait_for
+from .browser import CHROMIUM, CHROMIUM_ARGS, Recorder, require_chromium
 from .rawhttp import Reply, build, parse, read_all, request
 
 Spawn = Callable[..., PeerProcess]
@@ -254,12 +252,6 @@ def test_login_sets_a_strict_session_cookie_that_is_not_the_token(
 
 
 # --- a real browser -------------------------------------------------------------------------------------
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
 # The attacks of issue 8 item 1, from a page on another loopback origin, against TARGET.
 ATTACK_PAGE = """<!doctype html><meta charset="utf-8"><title>cheap bitcoin</title>
 <iframe name="sink1"></iframe><iframe name="sink2"></iframe>
@@ -302,58 +294,10 @@ function submitted(form, frame) {
 </script>"""
 
 
-class Recorder(ThreadingHTTPServer):
-    """A loopback HTTP server that serves the attack page, or (as the control) records every request,
-    like an API without any of our defences would receive it."""
-
-    def __init__(self, page: str | None = None) -> None:
-        self.page = page
-        self.seen: list[dict[str, Any]] = []
-        super().__init__(("127.0.0.1", 0), _RecorderHandler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class _RecorderHandler(BaseHTTPRequestHandler):
-    server: Recorder
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if self.server.page is not None:
-            target = self.path.partition("target=")[2]
-            data = self.server.page.replace("TARGET", target).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-        else:
-            self.server.seen.append({"method": self.command, "path": self.path, "body": body,
-                                     "headers": {k.lower(): v for k, v in self.headers.items()}})  # fmt: skip
-            data = b"{}"
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_OPTIONS = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     """Debian's headless chromium with a fresh profile (Playwright drives it; it never downloads one)."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs it (apt-get install chromium)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

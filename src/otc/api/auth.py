@@ -15,11 +15,19 @@ this order, once its head is complete and before its body is read:
    start; compared in constant time), or the session cookie of a browser that logged in with the token,
    else 401 ``ERR_UNAUTHORIZED``.
 
-Sessions (for the coming web desk): ``POST /api/session`` with ``{"token": ...}`` sets an HttpOnly,
+Sessions (for the web desk): ``POST /api/session`` with ``{"token": ...}`` sets an HttpOnly,
 SameSite=Strict, Path=/ cookie holding a separate random secret (the token itself never goes into a
 cookie); the server keeps only its SHA-256, at most ``API_MAX_SESSIONS`` of them, each for
 ``API_SESSION_TTL_S``. ``DELETE /api/session`` logs out. The cookie is named after the port, since
 browsers do not separate cookies by port and two peers on one machine must not overwrite each other's.
+
+Login links (``otc web``): a holder of the token mints a login code (``POST /api/login-codes``), a
+separate random secret that ``POST /api/session {"code": ...}`` exchanges for a session once, within
+``API_LOGIN_CODE_TTL_S``; at most ``API_MAX_LOGIN_CODES`` wait at a time. So the token never goes into
+a URL, and the link left in a terminal or in the browser's history is worthless a minute later.
+
+Public paths: the desk's own files (``/``, ``/static/...``: code, no data) are served without a
+principal, after the same Host and Origin checks; everything else needs one.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import time
 
 import msgspec
 
-from ..core.limits import API_MAX_SESSIONS, API_SESSION_TTL_S
+from ..core.limits import API_LOGIN_CODE_TTL_S, API_MAX_LOGIN_CODES, API_MAX_SESSIONS, API_SESSION_TTL_S
 from .server import HTTPError, Request, Response
 
 SESSION_PATH = "/api/session"
@@ -44,7 +52,16 @@ SAME_ORIGIN_FETCH = {"same-origin", "none"}  # Sec-Fetch-Site values of our own 
 
 
 class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
-    token: str
+    """Exactly one of them: the API token, or a login code minted with it (``otc web``)."""
+
+    token: str | None = None
+    code: str | None = None
+
+
+class LoginCodeOut(msgspec.Struct):
+    code: str
+    path: str  # where the browser should go: the code rides in the fragment, never sent in a request
+    expires_at: int  # ms since the epoch
 
 
 class SessionOut(msgspec.Struct):
@@ -66,6 +83,8 @@ class Auth:
         self.cookie = "otc_session"
         # SHA-256 of each session secret -> its expiry (monotonic s), oldest login first
         self.sessions: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+        self.codes: collections.OrderedDict[bytes, float] = collections.OrderedDict()  # login codes, likewise
+        self.public: frozenset[str] = frozenset()  # paths anyone may GET (the desk's files: no data)
 
     def bind(self, host: str, port: int) -> None:
         """Accept requests for the address the API is listening on."""
@@ -99,7 +118,10 @@ class Auth:
                     ERR_UNSUPPORTED_MEDIA_TYPE,
                 )  # fmt: skip
         if request.method == "POST" and request.path == SESSION_PATH:
-            return  # the login: its body holds the token
+            return  # the login: its body holds the token or a login code
+        if request.method == "GET" and request.path in self.public:
+            request.principal = self.principal(headers)  # a cookie may come along; nothing needs it
+            return
         request.principal = self.principal(headers)
         if request.principal is None:
             if "authorization" in headers:
@@ -146,13 +168,36 @@ class Auth:
         return True
 
     # --- login and logout ---------------------------------------------------------------------------
+    def mint_code(self) -> LoginCodeOut:
+        """A new single-use login code (for a holder of the token: see ``login``)."""
+        now = time.monotonic()
+        for key in [k for k, expiry in self.codes.items() if expiry <= now]:
+            del self.codes[key]
+        while len(self.codes) >= API_MAX_LOGIN_CODES:
+            self.codes.popitem(last=False)  # the oldest link stops working
+        code = secrets.token_urlsafe(32)
+        self.codes[_digest(code)] = now + API_LOGIN_CODE_TTL_S
+        expires_at = time.time_ns() // 1_000_000 + API_LOGIN_CODE_TTL_S * 1000
+        return LoginCodeOut(code, f"/#login={code}", expires_at)
+
+    def _use_code(self, code: str) -> bool:
+        expiry = self.codes.pop(_digest(code), None)  # gone at its first use, right or late
+        return expiry is not None and expiry > time.monotonic()
+
     async def login(self, request: Request) -> Response:
         try:
             body = msgspec.json.decode(request.body, type=LoginIn)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            message = f'the body must be {{"token": "..."}}: {exc}'
+            message = f'the body must be {{"token": "..."}} or {{"code": "..."}}: {exc}'
             raise HTTPError(400, message, "ERR_INVALID_PAYLOAD") from None
-        if not self.is_token(body.token):
+        if (body.token is None) == (body.code is None):
+            raise HTTPError(400, 'give either "token" or "code"', "ERR_INVALID_PAYLOAD")
+        if body.code is not None and not self._use_code(body.code):
+            message = (
+                "this login link was used already or is more than a minute old: `otc web` prints a new one"
+            )
+            raise HTTPError(401, message, ERR_UNAUTHORIZED)
+        if body.token is not None and not self.is_token(body.token):
             raise HTTPError(401, "wrong token", ERR_UNAUTHORIZED)
         now = time.monotonic()
         for key in [k for k, expiry in self.sessions.items() if expiry <= now]:

@@ -6,26 +6,26 @@ a 4xx status; a request body with an unknown field is refused rather than half-u
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
+import collections
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from ..core import errors as E
 from ..core.errors import OTCError
-from ..core.limits import API_MAX_BODY_BYTES
+from ..core.limits import API_MAX_BODY_BYTES, API_RECEIPT_CHECKS_CACHED
 from ..core.messages import Chat, GrapevineNote, Offer, Receipt
 from ..core.money import PAIRS, canonical, get_pair
 from ..core.offer import available
 from ..core.recovery import Report
+from ..core.signing import receipt_is_valid
 from ..core.sweep import average_text
 from ..home import new_token, remove_token, write_token
 from ..node.clock import now_ms
-from ..node.notify import notice
 from ..node.peer import Peer
-from .auth import SESSION_PATH, Auth, LoginIn, SessionOut
+from ..web import assets
+from . import events
+from .auth import SESSION_PATH, Auth, LoginCodeOut, LoginIn, SessionOut
 from .server import EventStream, HTTPError, Request, Response, Router, WebServer
 
 
@@ -106,6 +106,7 @@ class ReceiptOut(msgspec.Struct):
     role: str
     maker_sig: str
     taker_sig: str
+    verified: bool  # both signatures checked by this API against the receipt's terms
 
 
 class PeerOut(msgspec.Struct):
@@ -149,6 +150,21 @@ class MessageOut(msgspec.Struct):
     via: Literal["otc", "grapevine"] = "otc"
     verified: bool = True  # signed by the sender's key (never, for Grapevine)
     reply: str | None = None  # what a Grapevine peer answered, when we send to one
+
+
+class PairOut(msgspec.Struct):
+    symbol: str
+    base: str
+    quote: str
+    amount_places: int
+    price_places: int
+    max_amount: str
+    max_price: str
+
+
+class PairsOut(msgspec.Struct):
+    default: str  # the peer's default pair (``otc peer --pair``)
+    pairs: list[PairOut]
 
 
 class ErrorOut(msgspec.Struct):
@@ -230,7 +246,7 @@ def offer_out(offer: Offer, me: str, reachable: bool = True) -> OfferOut:
         amount=offer.amount,
         remaining=offer.remaining,
         reserved=offer.reserved,
-        available=canonical(available(offer)),
+        available=offer.remaining if offer.reserved == "0" else canonical(available(offer)),
         min_fill=offer.min_fill,
         expires_at=offer.expires_at,
         seq=offer.seq,
@@ -241,11 +257,13 @@ def offer_out(offer: Offer, me: str, reachable: bool = True) -> OfferOut:
     )
 
 
-def receipt_out(receipt: Receipt, role: str) -> ReceiptOut:
+def receipt_out(receipt: Receipt, role: str, verified: bool | None = None) -> ReceiptOut:
+    """``verified``: whether both signatures check out, if known already (else checked here)."""
     return ReceiptOut(
         **{f: getattr(receipt, f) for f in ReceiptOut.__struct_fields__ if hasattr(receipt, f)},
         taker_side="sell" if receipt.side == "buy" else "buy",
         role=role,
+        verified=receipt_is_valid(receipt) if verified is None else verified,
     )
 
 
@@ -296,6 +314,13 @@ def http_error(exc: HTTPError) -> Response:
     return error_response(exc.code or HTTP_ERRORS.get(exc.status, "ERR_HTTP"), str(exc), exc.status)
 
 
+def _static(response: Response) -> Any:
+    async def serve(request: Request) -> Response:
+        return response
+
+    return serve
+
+
 Endpoint = Any  # a bound API method taking a Request
 
 
@@ -319,6 +344,8 @@ class API:
     def __init__(self, peer: Peer, token: str | None = None) -> None:
         self.peer = peer
         self.auth = Auth(token or new_token())
+        # receipts whose signatures were checked: (id, maker_sig, taker_sig) -> valid, newest last
+        self._checked: collections.OrderedDict[tuple[str, str, str], bool] = collections.OrderedDict()
         r = Router()
         routes = [
             ("GET", "/api/health", self.health),
@@ -336,12 +363,19 @@ class API:
             ("GET", "/api/openapi.json", self.openapi),
             ("POST", SESSION_PATH, self.auth.login),
             ("DELETE", SESSION_PATH, self.auth.logout),
+            ("POST", "/api/login-codes", self.login_code),
+            ("GET", "/api/pairs", self.pairs),
         ]
         from .rfq_routes import RfqAPI  # it builds on this module's helpers
 
         routes += RfqAPI(peer, self.auth.token).routes()
         for method, path, handler in routes:
             r.add(method, path, endpoint(handler))
+        # the web desk's own files (no data: served before login; see otc/web)
+        desk = assets()
+        for path, asset in desk.items():
+            r.add("GET", path, _static(Response(asset.body, 200, asset.content_type, dict(asset.headers))))
+        self.auth.public = frozenset(desk)
         self.server = WebServer(r, http_error, guard=self.auth, max_body=API_MAX_BODY_BYTES)
         self.port = 0
 
@@ -378,13 +412,8 @@ class API:
     async def book(self, request: Request) -> Response:
         pair = get_pair(request.query.get("pair", self.peer.config.default_pair)).symbol
         bids, asks = self.peer.book.view(pair, now_ms())
-        me, reach = self.peer.peer_id, self.peer.directory.reachable
         return json_response(
-            BookOut(
-                pair,
-                [offer_out(o, me, reach(o.maker)) for o in bids],
-                [offer_out(o, me, reach(o.maker)) for o in asks],
-            )
+            BookOut(pair, [self.offer_view(o) for o in bids], [self.offer_view(o) for o in asks])
         )
 
     async def post_offer(self, request: Request) -> Response:
@@ -414,18 +443,41 @@ class API:
     async def post_trade(self, request: Request) -> Response:
         body: TradeIn = await read_body(request, TradeIn)
         receipt = await self.peer.trading.take(body.offer_id, body.amount)
-        return json_response(receipt_out(receipt, "taker"), 201)
+        return json_response(self.receipt_view(receipt), 201)
 
     async def trades(self, request: Request) -> Response:
         receipts = self.peer.trading.receipts() + self.peer.rfq.receipts()  # quotes we honoured too
         receipts.sort(key=lambda r: (r[1].created_at, r[1].id))
-        return json_response([receipt_out(r, role) for role, r in receipts])
+        return json_response([receipt_out(r, role, self._verified(r)) for role, r in receipts])
 
     async def peers(self, request: Request) -> Response:
+        return json_response(self.peers_view(hidden=request.query.get("all") in ("1", "true")))
+
+    # --- how things are shown: by the endpoints, and by the event stream (events.Views) ------------------
+    def offer_view(self, offer: Offer) -> OfferOut:
+        return offer_out(offer, self.peer.peer_id, self.peer.directory.reachable(offer.maker))
+
+    def receipt_view(self, receipt: Receipt) -> ReceiptOut:
+        role = "maker" if receipt.maker == self.peer.peer_id else "taker"
+        return receipt_out(receipt, role, self._verified(receipt))
+
+    def message_view(self, direction: str, msg: Chat | GrapevineNote, received_at: int) -> MessageOut:
+        return message_out(direction, msg, received_at)
+
+    def _verified(self, receipt: Receipt) -> bool:
+        key = (receipt.id, receipt.maker_sig, receipt.taker_sig)
+        valid = self._checked.get(key)
+        if valid is None:
+            valid = self._checked[key] = receipt_is_valid(receipt)
+            if len(self._checked) > API_RECEIPT_CHECKS_CACHED:
+                self._checked.popitem(last=False)
+        return valid
+
+    def peers_view(self, hidden: bool = True) -> list[PeerOut]:
         book = self.peer.book
         now = now_ms()
         out = []
-        for p in book.peers(now, hidden=request.query.get("all") in ("1", "true")):
+        for p in book.peers(now, hidden=hidden):
             view = book.makers[p.peer_id]
             assert view.head is not None
             out.append(
@@ -443,7 +495,7 @@ class API:
                     reachable=self.peer.directory.reachable(p.peer_id),
                 )
             )
-        return json_response(out)
+        return out
 
     async def post_message(self, request: Request) -> Response:
         body: MessageIn = await read_body(request, MessageIn)
@@ -459,35 +511,22 @@ class API:
         return json_response([message_out(d, m, at) for d, m, at in self.peer.store.messages()])
 
     async def events(self, request: Request) -> EventStream:
-        """Server-sent events: one ``data:`` line per book change, trade or message."""
+        """Server-sent events: book changes, trades, messages, peers, status (see events.py)."""
+        return events.stream(self.peer, self)
 
-        async def run(send: Callable[[bytes], Awaitable[None]]) -> None:
-            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+    async def login_code(self, request: Request) -> Response:
+        """A single-use login link for a browser (``otc web``): for the holder of the token only."""
+        if request.principal != "token":
+            raise HTTPError(403, "only the API token can make login links", "ERR_TOKEN_REQUIRED")
+        return json_response(self.auth.mint_code(), 201)
 
-            def push(event: dict[str, Any]) -> None:
-                summary = {"type": event["type"]}
-                offer = event.get("offer")
-                if offer is not None:  # enough for a watcher to tell which update arrived
-                    summary.update(id=offer.id, seq=offer.seq, status=offer.status)
-                note = notice(event, self.peer.peer_id)  # fills, requests, quotes, settlement, messages
-                if note is not None:
-                    summary["data"] = note["data"]
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(summary)
-
-            self.peer.events.callbacks.append(push)
-            try:
-                await send(b": connected\n\n")
-                while True:
-                    try:
-                        event = await asyncio.wait_for(queue.get(), 15)
-                        await send(b"data: " + _encoder.encode(event) + b"\n\n")
-                    except TimeoutError:
-                        await send(b": keep-alive\n\n")
-            finally:
-                self.peer.events.callbacks.remove(push)
-
-        return EventStream(run)
+    async def pairs(self, request: Request) -> Response:
+        listed = [
+            PairOut(p.symbol, p.base, p.quote, p.amount_places, p.price_places, canonical(p.max_amount),
+                    canonical(p.max_price))
+            for p in PAIRS.values()
+        ]  # fmt: skip
+        return json_response(PairsOut(self.peer.config.default_pair, listed))
 
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document())
@@ -506,7 +545,7 @@ class API:
                 pair=result.pair,
                 amount=canonical(result.amount),
                 limit=canonical(result.limit),
-                fills=[receipt_out(r, "taker") for r in result.fills],
+                fills=[self.receipt_view(r) for r in result.fills],
                 filled=canonical(result.filled),
                 total=canonical(result.total),
                 average_price=average_text(result.average_price),
@@ -537,8 +576,11 @@ def openapi_document() -> dict[str, Any]:
             ref_template="#/components/schemas/{name}",
         )
     )
-    (sweep_in, sweep_out, login_in, session_out), more_components = msgspec.json.schema_components(
-        [SweepIn, SweepOut, LoginIn, SessionOut], ref_template="#/components/schemas/{name}"
+    (sweep_in, sweep_out, login_in, session_out, login_code, pairs), more_components = (
+        msgspec.json.schema_components(
+            [SweepIn, SweepOut, LoginIn, SessionOut, LoginCodeOut, PairsOut],
+            ref_template="#/components/schemas/{name}",
+        )
     )
     components.update(more_components)
 
@@ -619,13 +661,23 @@ def openapi_document() -> dict[str, Any]:
             "/api/session": {
                 "post": {
                     "operationId": "login",
-                    "description": "Trade the token for a session cookie (HttpOnly, SameSite=Strict).",
+                    "description": "Trade the token, or a login code, for a session cookie (HttpOnly, "
+                    "SameSite=Strict).",
                     "security": [],
                     "requestBody": body(login_in),
                     "responses": ok(session_out, "201"),
                 },
                 "delete": {"operationId": "logout", "responses": ok({"type": "object"})},
             },
+            "/api/login-codes": {
+                "post": {
+                    "operationId": "loginCode",
+                    "description": "A single-use login code for a browser, valid for a minute (token only).",
+                    "security": [{"token": []}],
+                    "responses": ok(login_code, "201"),
+                }
+            },
+            "/api/pairs": {"get": {"operationId": "pairs", "responses": ok(pairs)}},
         },
         "components": {
             "schemas": components,

@@ -307,3 +307,28 @@ SIGNED_REQUEST_MAX_AGE_MS: Final = 60_000
 REPLAYS_TRACKED: Final = 10_000
 """A signed receipts request dated more than a minute from our clock is refused, and one seen before
 within that minute too: a request captured on the way cannot be replayed to read someone's history."""
+
+# --- the web desk (issue 11): login links and the page's event stream --------------------------------------
+# The desk is served by the control API (api/routes.py, web/); these bound what its login links and its
+# live stream may make the peer hold or send.
+
+API_LOGIN_CODE_TTL_S: Final = 60
+"""A login link (``otc web``) works once, within a minute of being printed: long enough to click it,
+short enough that one left in a terminal's scrollback or a browser's history is worthless by then."""
+
+API_MAX_LOGIN_CODES: Final = 8
+"""Login codes waiting to be used; minting another ends the oldest. Only the token can mint them, so
+this only keeps a script that mints in a loop from growing memory."""
+
+API_EVENT_STATUS_S: Final = 3.0
+"""Every event stream gets a small ``status`` event (the peer's clock, live peers, whether its Grape
+answers) at least this often: it is the stream's keep-alive, and a page that hears nothing for a few
+of them knows the peer is stopped or frozen even though the TCP connection looks open."""
+
+API_EVENT_PEERS_CHECK_S: Final = 1.0
+"""How often a stream compares the peers' state (alive, in sync, reachable) with what it last sent:
+liveness changes with time, not with a message, so it is checked rather than signalled."""
+
+API_RECEIPT_CHECKS_CACHED: Final = 20_000
+"""Receipts whose two signatures the API has checked, remembered so that listing the trades again does
+not verify them again (two Ed25519 checks, about 0.1 ms, per receipt)."""

@@ -114,6 +114,7 @@ class Messenger:
             code = E.ERR_PEER_NOT_FOUND if "LOOKUP_EMPTY" in exc.code else E.ERR_MAKER_UNREACHABLE
             raise OTCError(code, f"could not deliver to {peer_id[:12]}: {exc}") from None
         self.store.add_message(msg, "out", now, limits.INBOX_MAX)
+        self.events.emit({"type": "message", "message": msg, "direction": "out", "received_at": now})
         name = self._name_of(peer_id)
         if name is not None:
             self.store.add_contact(peer_id, name, now)
@@ -134,7 +135,7 @@ class Messenger:
         if not is_signed(msg):
             raise OTCError(E.ERR_BAD_SIGNATURE, "message is not signed by its sender")
         if self.store.add_message(msg, "in", now, limits.INBOX_MAX):
-            self.events.emit({"type": "message", "message": msg})
+            self.events.emit({"type": "message", "message": msg, "direction": "in", "received_at": now})
         return {"ok": True}
 
     def _name_of(self, peer_id: str) -> str | None:

@@ -64,6 +64,10 @@ class Directory:
             self._vouched[dest] = seen
         return listed
 
+    def grape_answered_within(self, seconds: float) -> bool:
+        """Whether a market lookup worked in the last ``seconds`` (peers look it up every heartbeat)."""
+        return time.monotonic() - self._listed_at <= seconds
+
     def refresh(self) -> None:
         """Drop the cached market list: the next push asks the Grape (a newcomer was heard)."""
         self.link.forget(MARKET)

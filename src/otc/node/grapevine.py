@@ -64,7 +64,8 @@ class GrapevineBridge:
             raise RPCError(E.ERR_INVALID_MESSAGE, f"a message is 1 to {limits.CHAT_TEXT_MAX} characters")
         note = GrapevineNote(id=uuid.uuid4().hex, peer=caller[:128], text=message, ts=now)
         self.store.add_message(note, "in", now, limits.INBOX_MAX)
-        self.events.emit({"type": "message", "grapevine": True})
+        event = {"type": "message", "grapevine": True, "note": note, "direction": "in", "received_at": now}
+        self.events.emit(event)
         return f"Echo: {message}"
 
     async def send(self, name: str, text: str) -> tuple[GrapevineNote, str]:
