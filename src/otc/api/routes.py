@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -20,11 +21,13 @@ from ..core.messages import Chat, GrapevineNote, Offer, Receipt
 from ..core.money import PAIRS, canonical, get_pair
 from ..core.offer import available
 from ..core.sweep import average_text
+from ..core.trade import TakerTrade
 from ..home import new_token, remove_token, write_token
 from ..node.clock import now_ms
 from ..node.notify import notice
 from ..node.peer import Peer
 from .auth import SESSION_PATH, Auth, LoginIn, SessionOut
+from .schema_words import plain_schema_error
 from .server import EventStream, HTTPError, Request, Response, Router, WebServer
 
 
@@ -131,6 +134,9 @@ class HealthOut(msgspec.Struct):
     book_offers: int  # open offers of every maker held in my book
     pending_trades: int  # trades I took whose outcome I am still asking the maker for
     join_ms: float  # time it took to load the book from other peers at start
+    grape: str = ""  # the Grape this peer announces and looks up through
+    grape_ok: bool = True  # false: it cannot reach it, so it is out of the market (see grape_error)
+    grape_error: str | None = None
 
 
 class MessageOut(msgspec.Struct):
@@ -147,9 +153,29 @@ class MessageOut(msgspec.Struct):
     reply: str | None = None  # what a Grapevine peer answered, when we send to one
 
 
-class ErrorOut(msgspec.Struct):
+class ErrorOut(msgspec.Struct, omit_defaults=True):
     error: str
     message: str
+    available: str | None = None  # with a refused amount: what could be had instead
+
+
+class TakeOut(msgspec.Struct):
+    """One of my takes, whatever became of it: ``requested`` (asking the maker), ``reserved`` (confirmed,
+    waiting for the maker's answer), ``done`` (a trade: see /api/trades), ``failed`` (no trade: ``error``
+    says why)."""
+
+    trade_id: str
+    offer_id: str
+    maker: str
+    maker_name: str
+    side: str  # mine: the opposite of the offer's
+    pair: str
+    price: str
+    amount: str
+    state: str
+    error: str | None
+    created_at: int
+    updated_at: int
 
 
 class SkippedOut(msgspec.Struct):
@@ -181,6 +207,7 @@ FIELD_CODES = {
     "limit": E.ERR_INVALID_PRICE,
     "pair": E.ERR_UNKNOWN_PAIR,
     "ttl_s": E.ERR_INVALID_TTL,
+    "text": E.ERR_INVALID_MESSAGE,
 }
 STATUS = {
     E.ERR_OFFER_NOT_FOUND: 404,
@@ -195,6 +222,7 @@ STATUS = {
     E.ERR_WEBHOOK_NOT_FOUND: 404,
     E.ERR_QUOTE_FOREIGN: 403,
     E.ERR_NOT_ENTITLED: 403,
+    E.ERR_NOT_READY: 503,
 }
 BAD_REQUEST = {
     E.ERR_INVALID_PAYLOAD,
@@ -255,14 +283,57 @@ def message_out(direction: str, msg: Chat | GrapevineNote, received_at: int) -> 
     return MessageOut(msg.id, direction, msg.sender, msg.sender_name, msg.to, msg.text, msg.ts, received_at)
 
 
+def take_out(t: TakerTrade) -> TakeOut:
+    return TakeOut(
+        trade_id=t.take.trade_id,
+        offer_id=t.take.offer_id,
+        maker=t.maker,
+        maker_name=t.terms.maker_name if t.terms is not None else "",
+        side="sell" if t.side == "buy" else "buy",
+        pair=t.pair,
+        price=t.take.price,
+        amount=t.take.amount,
+        state=t.state.value,
+        error=t.error,
+        created_at=t.take.ts,
+        updated_at=t.updated_at,
+    )
+
+
+def event_out(event: dict[str, Any], me: str) -> dict[str, Any]:
+    """What the event stream sends: the kind, and what a watcher needs to show it (an offer's state; a
+    trade's receipt, as maker or taker; a message; whether the Grape is reached)."""
+    out: dict[str, Any] = {"type": event["type"]}
+    offer = event.get("offer")
+    if offer is not None:
+        out.update(id=offer.id, seq=offer.seq, status=offer.status, offer=offer_out(offer, me))
+    receipt = event.get("receipt")
+    if receipt is not None:
+        out["receipt"] = receipt_out(receipt, "maker" if receipt.maker == me else "taker")
+    message = event.get("message")
+    if isinstance(message, Chat):
+        out["message"] = message_out("in", message, now_ms())
+    if event["type"] == "grape":
+        out.update(ok=event["ok"], grape=event["grape"], error=event["error"])
+    if event.get("grapevine"):
+        out["grapevine"] = True
+    note = notice(event, me)  # fills, requests, quotes, settlement, messages: a notification's data
+    if note is not None:
+        out["data"] = note["data"]
+    return out
+
+
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(body), status)
 
 
-def error_response(code: str, message: str, status: int | None = None) -> Response:
+def error_response(
+    code: str, message: str, status: int | None = None, available: Decimal | None = None
+) -> Response:
     if status is None:
         status = STATUS.get(code, 400 if code in BAD_REQUEST else 409)
-    return json_response(ErrorOut(code, message), status)
+    more = None if available is None else canonical(max(available, Decimal(0)))
+    return json_response(ErrorOut(code, message, more), status)
 
 
 async def read_body(request: Request, kind: type[Any]) -> Any:
@@ -273,8 +344,8 @@ async def read_body(request: Request, kind: type[Any]) -> Any:
         text = str(exc)
         for name, code in FIELD_CODES.items():
             if f"`$.{name}`" in text:
-                raise OTCError(code, text) from None
-        raise OTCError(E.ERR_INVALID_PAYLOAD, text) from None
+                raise OTCError(code, plain_schema_error(text)) from None
+        raise OTCError(E.ERR_INVALID_PAYLOAD, plain_schema_error(text)) from None
     except msgspec.DecodeError as exc:
         raise OTCError(E.ERR_INVALID_PAYLOAD, f"body is not valid JSON: {exc}") from None
 
@@ -303,7 +374,7 @@ def endpoint(fn: Endpoint) -> Endpoint:
             result: Response | EventStream = await fn(request)
             return result
         except OTCError as exc:
-            return error_response(exc.code, exc.message)
+            return error_response(exc.code, exc.message, available=exc.available)
 
     return wrapped
 
@@ -324,6 +395,7 @@ class API:
             ("DELETE", "/api/offers/{id}", self.cancel_offer),
             ("POST", "/api/trades", self.post_trade),
             ("GET", "/api/trades", self.trades),
+            ("GET", "/api/takes", self.takes),
             ("GET", "/api/peers", self.peers),
             ("POST", "/api/messages", self.post_message),
             ("GET", "/api/messages", self.messages),
@@ -337,13 +409,26 @@ class API:
 
         routes += RfqAPI(peer, self.auth.token).routes()
         for method, path, handler in routes:
-            r.add(method, path, endpoint(handler))
+            starting = path in (SESSION_PATH, "/api/openapi.json")  # served while the peer starts
+            r.add(method, path, endpoint(handler if starting else self._once_started(handler)))
         self.server = WebServer(r, http_error, guard=self.auth, max_body=API_MAX_BODY_BYTES)
         self.port = 0
 
     @property
     def token(self) -> str:
         return self.auth.token
+
+    def _once_started(self, handler: Endpoint) -> Endpoint:
+        """The API listens before the peer joins the market (a port that is taken must fail before the
+        peer announces itself); until the join is done, requests get 503 ERR_NOT_READY."""
+
+        async def gated(request: Request) -> Response | EventStream:
+            if not self.peer.started:
+                raise OTCError(E.ERR_NOT_READY, "the peer is starting: joining the market")
+            result: Response | EventStream = await handler(request)
+            return result
+
+        return gated
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
         write_token(self.peer.data_dir, self.token)  # before the port opens: a client can always find it
@@ -366,8 +451,9 @@ class API:
         mine = p.desk.open_count
         pending = len(p.trading.pending_trades())
         health = HealthOut(
-            p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending, p.market.join_ms
-        )
+            p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending, p.market.join_ms,
+            p.grape.grape, p.grape.ok is not False, p.grape.error,
+        )  # fmt: skip
         return json_response(health)
 
     async def book(self, request: Request) -> Response:
@@ -406,8 +492,20 @@ class API:
         offer = self.peer.trading.cancel_offer(request.match_info["id"])
         return json_response(offer_out(offer, self.peer.peer_id))
 
+    def _in_a_market(self) -> None:
+        """Refuse to trade when there is nobody to trade with for sure: no Grape, and no live peer heard
+        (a peer that hears others trades with them directly, Grape or not)."""
+        p = self.peer
+        if p.grape.ok is False and not p.book.peers(now_ms()):
+            raise OTCError(
+                E.ERR_NOT_CONNECTED,
+                f"this peer cannot reach its Grape at {p.grape.grape} ({p.grape.error}) and hears no other "
+                "peer: it is not in a market. Start the Grape, or restart the peer with the right --grape.",
+            )
+
     async def post_trade(self, request: Request) -> Response:
         body: TradeIn = await read_body(request, TradeIn)
+        self._in_a_market()
         receipt = await self.peer.trading.take(body.offer_id, body.amount)
         return json_response(receipt_out(receipt, "taker"), 201)
 
@@ -415,6 +513,13 @@ class API:
         receipts = self.peer.trading.receipts() + self.peer.rfq.receipts()  # quotes we honoured too
         receipts.sort(key=lambda r: (r[1].created_at, r[1].id))
         return json_response([receipt_out(r, role) for role, r in receipts])
+
+    async def takes(self, request: Request) -> Response:
+        try:
+            limit = min(max(int(request.query.get("limit", "50")), 1), 1000)
+        except ValueError:
+            raise OTCError(E.ERR_INVALID_PAYLOAD, "limit is a number of takes, 1 to 1000") from None
+        return json_response([take_out(t) for t in self.peer.store.recent_taker_trades(limit)])
 
     async def peers(self, request: Request) -> Response:
         book = self.peer.book
@@ -460,15 +565,8 @@ class API:
             queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
 
             def push(event: dict[str, Any]) -> None:
-                summary = {"type": event["type"]}
-                offer = event.get("offer")
-                if offer is not None:  # enough for a watcher to tell which update arrived
-                    summary.update(id=offer.id, seq=offer.seq, status=offer.status)
-                note = notice(event, self.peer.peer_id)  # fills, requests, quotes, settlement, messages
-                if note is not None:
-                    summary["data"] = note["data"]
                 with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(summary)
+                    queue.put_nowait(event_out(event, self.peer.peer_id))
 
             self.peer.events.callbacks.append(push)
             try:
@@ -489,6 +587,7 @@ class API:
 
     async def sweep(self, request: Request) -> Response:
         body: SweepIn = await read_body(request, SweepIn)
+        self._in_a_market()
         result = await self.peer.sweeps.sweep(
             body.side, body.amount, body.limit, body.pair, body.post, body.deadline_s
         )
@@ -530,8 +629,8 @@ def openapi_document() -> dict[str, Any]:
             ref_template="#/components/schemas/{name}",
         )
     )
-    (sweep_in, sweep_out, login_in, session_out), more_components = msgspec.json.schema_components(
-        [SweepIn, SweepOut, LoginIn, SessionOut], ref_template="#/components/schemas/{name}"
+    (sweep_in, sweep_out, login_in, session_out, take), more_components = msgspec.json.schema_components(
+        [SweepIn, SweepOut, LoginIn, SessionOut, TakeOut], ref_template="#/components/schemas/{name}"
     )
     components.update(more_components)
 
@@ -586,6 +685,13 @@ def openapi_document() -> dict[str, Any]:
                     "responses": ok(receipt, "201"),
                 },
                 "get": {"operationId": "trades", "responses": ok({"type": "array", "items": receipt})},
+            },
+            "/api/takes": {
+                "get": {
+                    "operationId": "takes",
+                    "description": "My latest takes (?limit=, default 50), newest first, and their outcome.",
+                    "responses": ok({"type": "array", "items": take}),
+                }
             },
             "/api/peers": {
                 "get": {

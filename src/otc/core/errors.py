@@ -72,3 +72,4 @@ ERR_NOT_ENTITLED = "ERR_NOT_ENTITLED"  # the step belongs to the other party
 ERR_INVALID_WEBHOOK = "ERR_INVALID_WEBHOOK"
 ERR_TOO_MANY_WEBHOOKS = "ERR_TOO_MANY_WEBHOOKS"
 ERR_WEBHOOK_NOT_FOUND = "ERR_WEBHOOK_NOT_FOUND"
+ERR_NOT_CONNECTED = "ERR_NOT_CONNECTED"  # the peer reaches no Grape and hears no other peer: no market
