@@ -353,8 +353,7 @@ def fail(exc: ClientError, target: Target | None) -> NoReturn:
             port = urllib.parse.urlsplit(exc.url).port or 8001
             click.echo(
                 f"error: no otc peer is running at {exc.url} ({exc.reason}).\n"
-                f"Start one with:  otc peer --name NAME --api-port {port}   "
-                "(add --grape http://127.0.0.1:30001 for another Grape)\n"
+                f"Start one with:  otc peer --name NAME --api-port {port}\n"
                 "or point --as NAME (or --api URL) at a running peer (`otc peers --local` lists them).",
                 err=True,
             )

@@ -29,10 +29,15 @@ class Column:
     priority: int | None = None  # None: essential (never dropped or cut); lower gives way first
     shrink: int | None = None  # may be cut with an ellipsis down to this many characters (text only)
     style: str = ""
+    compact: Sequence[Cell] | None = None  # shorter cells to use first when it must give way
     width: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        self.width = max([cell_len(self.header), *(cell_len(c) for c in self.cells)])
+        self.width = natural(self.header, self.cells)
+
+
+def natural(header: str, cells: Sequence[Cell]) -> int:
+    return max([cell_len(header), *(cell_len(c) for c in cells)])
 
 
 def cell_len(cell: Cell) -> int:
@@ -55,6 +60,10 @@ def fit(columns: list[Column], width: int, edge: bool = True) -> list[Column]:
             break
         least = min(yielding, key=lambda c: c.priority if c.priority is not None else 0)
         excess = table_width(kept, edge) - width
+        if least.compact is not None:  # the short form first (a name without its id, ...)
+            least.cells, least.compact = least.compact, None
+            least.width = natural(least.header, least.cells)
+            continue
         if least.shrink is not None and least.width > least.shrink:
             least.width = max(least.shrink, cell_len(least.header), least.width - excess)
             least.shrink = least.width  # shrunk as far as it goes: next time it is dropped
@@ -80,7 +89,7 @@ def fitted_table(
     options.setdefault("caption_justify", "left")
     table = Table(box=BOX, **options)
     for c in kept:
-        cut = c.width < max([cell_len(c.header), *(cell_len(x) for x in c.cells)])
+        cut = c.width < natural(c.header, c.cells)
         table.add_column(
             c.header,
             justify=c.justify,

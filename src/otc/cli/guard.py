@@ -69,8 +69,8 @@ class Order:
         price = numbers.price(self.price, self.pair) if self._decimal(self.price) else self.price
         if not self.sweep:
             return f"{self.side} {amount} {base} at {price} {quote}"
-        bound = "at most" if self.side == "buy" else "at least"
-        return f"{self.side} up to {amount} {base} at {bound} {price} {quote}"
+        bound = "paying at most" if self.side == "buy" else "receiving at least"
+        return f"{self.side} up to {amount} {base}, {bound} {price} {quote} each"
 
     def concerns(self, book: Json) -> list[str]:
         """What to confirm: scientific notation, and a price far from the market."""
@@ -79,8 +79,8 @@ class Order:
         if price is None:
             return out
         quote = render.units(self.pair)[1]
-        bid = _best(book["bids"])
-        ask = _best(book["asks"])
+        bid = _best([o for o in book["bids"] if not o.get("mine")])  # the market: other makers
+        ask = _best([o for o in book["asks"] if not o.get("mine")])
         if self.sweep:
             ref, name = (ask, "the best ask") if self.side == "buy" else (bid, "the best bid")
             if ref is None:

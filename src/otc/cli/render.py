@@ -19,7 +19,6 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.money import CONTEXT, PAIRS, canonical
-from ..core.sweep import average_display
 from . import numbers, words
 from .fit import BOX as BOX  # re-exported: cli/rfq.py draws its tables with it
 from .fit import Column, fitted_table
@@ -159,12 +158,14 @@ def book_table(
     marks: list[Text] = [Text(MINE if o.get("mine") else "", style="bold yellow") for o in rows]
     sides: list[Text] = [side_text(o["side"]) for o in rows]
     makers: list[Text] = [who(o["maker_name"], o["maker"]) for o in rows]
+    names: list[Text] = [Text(o["maker_name"]) for o in rows]  # the maker column's short form
     idcells: list[Text] = [Text(ids[o["id"]], style="dim") for o in rows]
     row_styles: list[str | None] = ["bold" if o.get("mine") else None for o in rows]
     lost = [not o.get("reachable", True) for o in rows]
     for i, unreachable in enumerate(lost):
         if unreachable:
             makers[i].append(" (silent)", style="yellow")
+            names[i].append(" (silent)", style="yellow")
 
     sections: set[int] = set()
     if asks or bids:  # the spread row between asks and bids
@@ -175,14 +176,14 @@ def book_table(
         sides.insert(at, Text("crossed" if crossed else "spread", style="bold yellow" if crossed else "dim"))
         prices.insert(at, Text(numbers.price(gap[0], pair), style="bold") if gap else Text("—", style="dim"))
         amounts.insert(at, Text(gap[1], style="dim") if gap else Text(""))
-        for cells in (cums, min_fills, makers, idcells):
+        for cells in (cums, min_fills, makers, names, idcells):
             cells.insert(at, Text(""))
         row_styles.insert(at, None)
         sections = {at - 1, at} if at else {at}
     else:
         marks.append(Text(""))
         sides.append(Text("(empty)", style="dim"))
-        for cells in (prices, amounts, cums, min_fills, makers, idcells):
+        for cells in (prices, amounts, cums, min_fills, makers, names, idcells):
             cells.append(Text(""))
         row_styles.append(None)
 
@@ -199,7 +200,7 @@ def book_table(
         columns.append(Column("cumulative", cums, "right", priority=1))
     columns += [
         Column("min fill", min_fills, "right", priority=2),
-        Column("maker", makers, priority=4, shrink=6),
+        Column("maker", makers, priority=4, shrink=6, compact=names),
         Column("id", idcells, priority=6),
     ]
     table = fitted_table(
@@ -320,7 +321,13 @@ def trades_table(
         Column(headed("price", quote), prices, "right"),
         Column(headed("amount", base), aligned([r["amount"] for r in receipts]), "right"),
         Column(headed("total", quote), totals, "right", priority=6),
-        Column("with", [counterparty(r) for r in receipts], priority=4, shrink=6),
+        Column(
+            "with",
+            [counterparty(r) for r in receipts],
+            priority=4,
+            shrink=6,
+            compact=[r["taker_name"] if r["role"] == "maker" else r["maker_name"] for r in receipts],
+        ),
     ]
     rows = len(receipts)
     if not receipts:
@@ -357,9 +364,10 @@ def sweep_summary(s: Json, *, width: int = WIDE) -> RenderableType:
     head.append("Bought" if side == "buy" else "Sold", style=SIDE_STYLE.get(side, ""))
     head.append(f" {numbers.amount(s['filled'])} of {numbers.amount(s['amount'])} {base}")
     if s["average_price"] is not None:
-        average = average_display(s["average_price"], max(numbers.places(pair), 2))
+        rounded = "≈" if numbers.is_rounded(s["average_price"], pair) else ""
+        average = numbers.price(s["average_price"], pair)
         total = numbers.total(s["total"], pair)
-        head.append(f" at an average {numbers.group(average)} {quote} (total {total} {quote})")
+        head.append(f" at an average {rounded}{average} {quote} (total {total} {quote})")
     head.append(f", limit {numbers.price(s['limit'], pair)} {quote}")
     parts.append(head)
     if s["fills"] == [] and s["posted"] is None and not s["skipped"] and s["pending"] == "0":
@@ -425,7 +433,12 @@ def peers_table(peers: list[Json], *, width: int = WIDE) -> Table:
     now = time.time_ns() // 1_000_000
     columns = [
         Column("name", [p["name"] for p in peers], shrink=8, priority=5),
-        Column("id", [Text(p["id"][:16], style="dim") for p in peers], priority=4, shrink=8),
+        Column(
+            "id",
+            [Text(p["id"][:16], style="dim") for p in peers],
+            priority=4,
+            compact=[Text(p["id"][:8], style="dim") for p in peers],
+        ),
         Column("address", [p["address"] for p in peers], priority=2),
         Column("last seen", [ago(p["last_seen"], now) for p in peers], priority=3),
     ]
