@@ -594,14 +594,11 @@ def take(out: Out, offer_id: str, amount: str | None, yes: bool) -> None:
     if amount is not None:
         plain = guard.plain_number(out, amount, "amount", yes)
         body["amount"] = plain
+    known = find_offer(out.client, offer_id)  # now: the maker may be gone by the time it refuses
     started = time.time_ns() // 1_000_000
     try:
         data, raw = out.client.call("POST", "/api/trades", body, timeout=120)
     except APIError as exc:
-        try:
-            known = find_offer(out.client, offer_id)
-        except ClientError:
-            known = None
         raise Refused(
             exc.code,
             words.take_refusal(
