@@ -464,7 +464,7 @@ def local_peers_table(records: list[Json], *, width: int = WIDE) -> Table:
 
 def messages_table(messages: list[Json], names: dict[str, str]) -> Table:
     table = Table(
-        title=f"{len(messages)} messages",
+        title=f"{len(messages)} message{'' if len(messages) == 1 else 's'}",
         title_justify="left",
         caption='"name": what the sender calls itself (anyone can); the id is who sent it',
         caption_justify="left",
