@@ -459,6 +459,11 @@ class API:
     async def book(self, request: Request) -> Response:
         pair = get_pair(request.query.get("pair", self.peer.config.default_pair)).symbol
         bids, asks = self.peer.book.view(pair, now_ms())
+        prefix = request.query.get("id", "").lower()
+        if prefix:  # the open offers whose id starts so, in any pair, shown or not (at most 10)
+            found = self.peer.book.find(prefix)[:10] if len(prefix) >= 4 else []
+            pair = found[0].pair if found else pair
+            bids, asks = [o for o in found if o.side == "buy"], [o for o in found if o.side == "sell"]
         me, reach = self.peer.peer_id, self.peer.directory.reachable
         return json_response(
             BookOut(
@@ -650,6 +655,13 @@ def openapi_document() -> dict[str, Any]:
         "schema": {"type": "string", "enum": list(PAIRS)},
     }
     id_param = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    prefix_param = {
+        "name": "id",
+        "in": "query",
+        "required": False,
+        "description": "an offer id prefix (4+ hex): the open offers it names, in any pair, at most 10",
+        "schema": {"type": "string"},
+    }
     all_param = {
         "name": "all",
         "in": "query",
@@ -666,7 +678,13 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": {
             "/api/health": {"get": {"operationId": "health", "responses": ok(health)}},
-            "/api/book": {"get": {"operationId": "book", "parameters": [pair_param], "responses": ok(book)}},
+            "/api/book": {
+                "get": {
+                    "operationId": "book",
+                    "parameters": [pair_param, prefix_param],
+                    "responses": ok(book),
+                }
+            },
             "/api/offers": {
                 "post": {
                     "operationId": "postOffer",

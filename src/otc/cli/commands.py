@@ -532,12 +532,10 @@ def cancel(out: Out, offer_id: str) -> None:
 
 # --- taking -------------------------------------------------------------------------------------------
 def find_offer(client: Client, prefix: str) -> dict[str, Any] | None:
-    """The offer an id prefix names in the peer's books (every pair), if exactly one."""
-    found = []
-    for pair in PAIRS:
-        with_pair = client.get("/api/book", pair=pair)
-        found += [o for o in with_pair["bids"] + with_pair["asks"] if o["id"].startswith(prefix)]
-    return found[0] if len(found) == 1 else None
+    """The offer an id prefix names in the peer's book (any pair, shown or not), if exactly one."""
+    found = client.get("/api/book", id=prefix)
+    offers = found["bids"] + found["asks"]
+    return offers[0] if len(offers) == 1 else None
 
 
 def unknown_outcome(out: Out, exc: PeerUnreachable, what: str, offer_id: str, since_ms: int) -> NoReturn:
