@@ -108,12 +108,21 @@ def _print(value: Any) -> None:
 
 @click.group()
 def main() -> None:
-    """Grenache tools: local Grape networks, announce/lookup, RPC requests, DHT put/get."""
+    """Grenache tools: local Grape networks, announce/lookup, RPC requests, DHT put/get.
+
+    \b
+    Examples:
+      grenache grapes up 2
+      grenache lookup otc:market --grape 127.0.0.1:30001"""
 
 
 @main.group()
 def grapes() -> None:
-    """Run local Grape DHT nodes."""
+    """Run local Grape DHT nodes.
+
+    \b
+    Example:
+      grenache grapes up 2"""
 
 
 @grapes.command("up")
@@ -126,6 +135,11 @@ def grapes_up(n: int, dht_port: int, api_port: int, dpa: int, max_payload: int) 
     """Start N Grapes on loopback, bootstrapped to each other; stop them on Ctrl-C.
 
     Grape i listens on DHT port DHT_PORT+i and API port API_PORT+i.
+
+    \b
+    Examples:
+      grenache grapes up 2                         API 30001-30002, DHT 20001-20002
+      grenache grapes up 3 --api-port 31001 --dht-port 21001
     """
     net = GrapeNetwork(
         n,
@@ -134,6 +148,12 @@ def grapes_up(n: int, dht_port: int, api_port: int, dpa: int, max_payload: int) 
         dpa_ms=dpa,
         max_payload=max_payload,
     )
+    taken = _taken_ports(net)
+    if taken:
+        raise click.ClickException(
+            f"{taken}: is another `grenache grapes up` (or a Grape) running? Stop it, or choose other "
+            "ports with --api-port and --dht-port."
+        )
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -142,7 +162,10 @@ def grapes_up(n: int, dht_port: int, api_port: int, dpa: int, max_payload: int) 
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        net.start()
+        try:
+            net.start()
+        except (RuntimeError, TimeoutError) as exc:  # a Grape that exits at start: its port was taken
+            raise click.ClickException(f"{exc} (is one of its ports in use?)") from None
         for grape in net.grapes:
             click.echo(f"grape  api {grape.url}  dht 127.0.0.1:{grape.dht_port}")
         click.echo("ready; Ctrl-C stops them")
@@ -158,11 +181,31 @@ def grapes_up(n: int, dht_port: int, api_port: int, dpa: int, max_payload: int) 
         click.echo("grapes stopped", err=True)
 
 
+def _taken_ports(net: GrapeNetwork) -> str | None:
+    """Which port of the Grapes to start is in use already (API: TCP, DHT: UDP), said in words."""
+    for i, grape in enumerate(net.grapes, 1):
+        for kind, port, what in (
+            (socket.SOCK_STREAM, grape.api_port, "API"),
+            (socket.SOCK_DGRAM, grape.dht_port, "DHT"),
+        ):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind((grape.host, port))
+                except OSError:
+                    proto = "TCP" if kind == socket.SOCK_STREAM else "UDP"
+                    return f"port {port} ({what}, {proto}) of grape {i} is already in use"
+    return None
+
+
 @main.command()
 @click.argument("name")
 @grape_option
 def lookup(name: str, grape: str) -> None:
-    """Print the ip:port destinations announced for NAME."""
+    """Print the ip:port destinations announced for NAME.
+
+    \b
+    Example:
+      grenache lookup otc:market --grape 127.0.0.1:30001"""
     for dest in _run(lambda link: link.lookup(name, cache=False), grape):
         click.echo(dest)
 
@@ -182,6 +225,10 @@ def announce(name: str, port: int, transport: str, grape: str) -> None:
     """Announce NAME on PORT once (records expire unless re-announced).
 
     The Grape records its own address with PORT, so announce through a Grape on the service's host.
+
+    \b
+    Example:
+      grenache announce rpc_test 1337
     """
     nodes = _run(lambda link: link.announce(name, port), grape)
     click.echo(
@@ -254,7 +301,11 @@ def request(
     pin: str | None,
     grape: str,
 ) -> None:
-    """Send the JSON PAYLOAD to one destination of NAME and print the result."""
+    """Send the JSON PAYLOAD to one destination of NAME and print the result.
+
+    \b
+    Example:
+      grenache request rpc_test '{"msg": "hello"}'"""
     ctx = _client_tls(tls_, ca, cert, key_file)
     _print(_rpc(grape, name, payload, timeout, compress, False, transport, ctx, pin))
 
@@ -280,7 +331,11 @@ def map_(
     pin: str | None,
     grape: str,
 ) -> None:
-    """Send the JSON PAYLOAD to every destination of NAME and print each outcome."""
+    """Send the JSON PAYLOAD to every destination of NAME and print each outcome.
+
+    \b
+    Example:
+      grenache map rpc_test '{"msg": "hello"}' --transport ws"""
     ctx = _client_tls(tls_, ca, cert, key_file)
     _print(_rpc(grape, name, payload, timeout, compress, True, transport, ctx, pin))
 
@@ -312,6 +367,10 @@ def serve(
 
     For tests and demos: `grenache serve rpc_test --reply '"world"' --transport ws` answers the
     grenache-nodejs-ws examples.
+
+    \b
+    Example:
+      grenache serve rpc_test --reply '"world"'
     """
     if (cert is None) != (key_file is None):
         raise click.BadParameter("--cert and --key go together")
@@ -355,7 +414,11 @@ def serve(
 @click.argument("value")
 @grape_option
 def put(value: str, grape: str) -> None:
-    """Store an immutable VALUE in the DHT and print its hash."""
+    """Store an immutable VALUE in the DHT and print its hash.
+
+    \b
+    Example:
+      grenache put "hello world"        prints 6d33adc2b6b2c14c3036feefb7fedbca1a880527"""
     _print(_run(lambda link: link.put(value), grape))
 
 
@@ -363,12 +426,23 @@ def put(value: str, grape: str) -> None:
 @click.argument("hash_", metavar="HASH")
 @grape_option
 def get(hash_: str, grape: str) -> None:
-    """Fetch the DHT item stored under HASH."""
+    """Fetch the DHT item stored under HASH (what `grenache put` printed) and print it with that hash.
+
+    The Grape also says which DHT node answered (its own id, not the item's): shown as "node".
+
+    \b
+    Example:
+      grenache get 6d33adc2b6b2c14c3036feefb7fedbca1a880527"""
     item = _run(lambda link: link.get(hash_), grape)
     if item is None:
         click.echo("not found", err=True)
         sys.exit(1)
-    _print(item)
+    shown = {"hash": hash_.lower()} | {
+        ("node" if key == "id" else key): value
+        for key, value in item.items()
+        if not (key == "token" and value is None)
+    }
+    _print(shown)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,12 @@ def _grape_of(grape: str | None) -> str:
 @grape_option
 @click.pass_context
 def main(ctx: click.Context, grape: str | None) -> None:
-    """Grapevine: peer-to-peer chat on Grape, compatible with the Node Grapevine. Without a command: chat."""
+    """Grapevine: peer-to-peer chat on Grape, compatible with the Node Grapevine. Without a command: chat.
+
+    \b
+    Examples:
+      grapevine serve alice 1337
+      grapevine send alice hi"""
     ctx.obj = grape
     if ctx.invoked_subcommand is None:
         ctx.invoke(chat, grape=None)
@@ -140,7 +145,11 @@ def main(ctx: click.Context, grape: str | None) -> None:
 @click.argument("port", type=click.IntRange(0, 65535))
 @grape_option
 def serve(name: str, port: int, grape: str | None) -> None:
-    """Answer Grapevine messages to NAME on PORT with "Echo: <message>" (as the Node server does)."""
+    """Answer Grapevine messages to NAME on PORT with "Echo: <message>" (as the Node server does).
+
+    \b
+    Example:
+      grapevine serve alice 1337"""
     grape = _grape_of(grape)
 
     async def run() -> None:
@@ -174,7 +183,11 @@ def serve(name: str, port: int, grape: str | None) -> None:
 @click.option("--timeout", type=float, default=TIMEOUT, show_default=True)
 @grape_option
 def send_(name: str, message: str, timeout: float, grape: str | None) -> None:
-    """Send MESSAGE to the peer NAME and print its reply."""
+    """Send MESSAGE to the peer NAME and print its reply.
+
+    \b
+    Example:
+      grapevine send alice hello"""
     url = _grape_of(grape)
 
     async def run() -> Any:
@@ -190,7 +203,11 @@ def send_(name: str, message: str, timeout: float, grape: str | None) -> None:
 @main.command()
 @grape_option
 def chat(grape: str | None) -> None:
-    """Ask for a peer name and a message, send it, print the reply; again, until end of input."""
+    """Ask for a peer name and a message, send it, print the reply; again, until end of input.
+
+    \b
+    Example:
+      grapevine chat --grape 127.0.0.1:30001"""
     url = _grape_of(grape)
 
     async def run() -> None:

@@ -84,6 +84,8 @@ def test_announce_lookup_put_get(cli_grapes: str) -> None:
     assert key == "6d33adc2b6b2c14c3036feefb7fedbca1a880527"  # sha1("11:hello world"), as Node computes
     item = json.loads(grenache("get", key, "--grape", cli_grapes).stdout)
     assert item["v"] == "hello world"
+    assert item["hash"] == key and "id" not in item  # the id it shows is the one `put` printed
+    assert len(item["node"]) == 40 and item["node"] != key  # the DHT node that answered, said as such
     assert grenache("get", "0" * 40, "--grape", cli_grapes).returncode == 1
     bad = grenache("announce", name, "99999", "--grape", cli_grapes)
     assert bad.returncode == 2  # usage error: not a port
@@ -147,3 +149,18 @@ def test_serve_request_map_over_each_transport(cli_grapes: str, transport: str) 
             assert proc.wait(10) == 0
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def test_grapes_up_on_ports_that_are_taken_says_so(cli_grapes: str) -> None:
+    """A second `grenache grapes up` on the same ports: an error naming the port, never "ready"."""
+    api = int(cli_grapes.rsplit(":", 1)[1])
+    dht = consecutive_free_ports(2, socket.SOCK_DGRAM)
+    out = grenache("grapes", "up", "2", "--api-port", str(api), "--dht-port", str(dht))
+    assert out.returncode == 1, out
+    assert "ready" not in out.stdout and "Traceback" not in out.stderr
+    assert f"port {api} (API, TCP) of grape 1 is already in use" in out.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", dht + 1))
+        api2 = consecutive_free_ports(2, socket.SOCK_STREAM)
+        out = grenache("grapes", "up", "2", "--api-port", str(api2), "--dht-port", str(dht))
+    assert out.returncode == 1 and f"port {dht + 1} (DHT, UDP) of grape 2 is already in use" in out.stderr

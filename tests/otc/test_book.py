@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from otc.core.book import Applied, Book
 from otc.core.desk import Desk
 from otc.core.identity import Identity
-from otc.core.messages import Confirm, MakerOffers, MakerSeen, Offer, Take
+from otc.core.messages import Confirm, Departure, MakerOffers, MakerSeen, Offer, Take
 from otc.core.signing import sign
 from otc.core.taker import Taker
 
@@ -588,3 +588,41 @@ def test_index_matches_a_naive_sort_under_churn(ops: list[tuple[str, int, bool]]
         assert book.side("BTC/USD", side, T0) == expected
         assert book.best("BTC/USD", side, T0) == (expected[0] if expected else None)
     assert book.open_count() == len(open_)
+
+
+# --- goodbye on stop (issue 13) ------------------------------------------------------------------------
+def goodbye(identity: Identity, ts: int) -> Departure:
+    return sign(identity, Departure(maker=identity.peer_id, ts=ts))
+
+
+def test_a_signed_goodbye_hides_a_maker_at_once_until_it_is_heard_again(book: Book, desk: Desk) -> None:
+    offer = post(desk)
+    book.receive(offer, T0)
+    heartbeat(book, desk, T0)
+    assert visible(book, T0 + 100) == [offer.id]
+    assert book.on_departure(goodbye(MAKER, T0 + 100), T0 + 100)
+    assert visible(book, T0 + 100) == [] and book.peers(T0 + 100) == []  # at once, not after 8 s
+    assert book.get(offer.id) == offer  # hidden, not deleted
+    assert not book.on_departure(goodbye(MAKER, T0 + 100), T0 + 200)  # the same goodbye again: nothing
+    # a heartbeat sent before the goodbye, arriving after it, does not bring the maker back
+    assert not heartbeat(book, desk, T0 + 50)
+    assert visible(book, T0 + 200) == []
+    # it restarts: a newer head with the same offers shows them again
+    heartbeat(book, desk, T0 + 5_000)
+    assert visible(book, T0 + 5_000) == [offer.id]
+
+
+def test_a_goodbye_that_is_forged_stale_or_replayed_changes_nothing(book: Book, desk: Desk) -> None:
+    offer = post(desk)
+    book.receive(offer, T0)
+    heartbeat(book, desk, T0)
+    now = T0 + 1_000
+    forged = msgspec.structs.replace(goodbye(OTHER, now), maker=MAKER.peer_id)  # another key's signature
+    unsigned = Departure(maker=MAKER.peer_id, ts=now)
+    older = goodbye(MAKER, T0 - 1)  # from before the head we hold: a replay after the maker came back
+    future = goodbye(MAKER, now + 2 * LIVENESS + 1)
+    for bad in (forged, unsigned, older, future):
+        assert not book.on_departure(bad, now)
+        assert visible(book, now) == [offer.id]
+    assert not book.on_departure(goodbye(OTHER, now), now)  # a maker we never heard: nothing to hide
+    assert OTHER.peer_id not in book.makers or book.makers[OTHER.peer_id].departed == 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyte
 import pytest
 
 from grenache import Link, PeerRPCClient
@@ -87,8 +88,15 @@ def rows(table: str) -> list[list[str]]:
     return [[c.strip() for c in line.split("│")] for line in table.splitlines() if "│" in line]
 
 
+def records(table: str) -> list[dict[str, str]]:
+    """The rows of a table as dicts by column header."""
+    head, *body = rows(table)
+    return [dict(zip(head, row, strict=False)) for row in body]
+
+
 def dec(text: str) -> Decimal:
-    return Decimal(text) if text else Decimal(-1)
+    """A number as shown to people (grouped: ``8,000.00``)."""
+    return Decimal(text.replace(",", "")) if text else Decimal(-1)
 
 
 def visible(peer: PeerProcess, offer_id: str) -> dict[str, Any] | None:
@@ -119,7 +127,7 @@ def test_no_peer_running_says_how_to_start_one() -> None:
         result = otc(*args, env=env)
         assert result.returncode == 2, (args, result)
         assert f"no otc peer is running at {url}" in result.stderr
-        assert f"otc peer --grape http://127.0.0.1:30001 --api-port {port}" in result.stderr
+        assert f"otc peer --name NAME --api-port {port}" in result.stderr
         assert "Traceback" not in result.stderr and result.stdout == ""
     # usage errors are exit 2 as well, and are caught before any connection
     for args in (
@@ -139,7 +147,7 @@ def test_offer_book_take_cancel_trades_and_peers(spawn: Spawn) -> None:
     wait_for(lambda: sees_peers(alice, 1) and sees_peers(bob, 1), what="alice and bob to see each other")
 
     out = ok("--api", alice.url, "offer", "sell", "1.5", "8000", "--min-fill", "0.5", "--ttl", "3600")
-    assert out.startswith("Posted sell 1.5 BTC at 8000 USD, min fill 0.5, expires ")
+    assert out.startswith("Posted sell 1.5 BTC at 8,000.00 USD, min fill 0.5 BTC, expires ")
     sell_id = re.search(r"offer id ([0-9a-f]{32})", out).group(1)  # type: ignore[union-attr]
     buy = as_json("offer", "buy", "2", "7950.5", "--api", bob.url)
     assert {k: buy[k] for k in ("side", "amount", "remaining", "price", "pair", "mine", "maker_name")} == {
@@ -179,13 +187,19 @@ def test_offer_book_take_cancel_trades_and_peers(spawn: Spawn) -> None:
 
     # take by a short id; refusals exit 1 with the peer's code; amounts stay exact
     out = ok("--api", bob.url, "take", sell_id[:6], "0.5")
-    assert out.startswith(f"Bought 0.5 BTC at 8000 USD from alice ({alice.peer_id[:8]}) = 4000 USD  trade ")
+    assert out.startswith(
+        f"Bought 0.5 BTC at 8,000.00 USD from alice ({alice.peer_id[:8]}) = 4,000.00 USD  trade "
+    )
     receipt = as_json("--api", bob.url, "take", sell_id[:10], "0.50000001")
     assert (receipt["amount"], receipt["price"], receipt["role"], receipt["taker_side"]) == (
         "0.50000001", "8000", "taker", "buy",
     )  # fmt: skip
-    refused("ERR_INSUFFICIENT_REMAINING", "--api", bob.url, "take", sell_id, "5")
-    refused("ERR_BELOW_MIN_FILL", "--api", bob.url, "take", sell_id, "0.1")
+    # refusals in plain words, with units, saying that no trade was made
+    words = refused("ERR_INSUFFICIENT_REMAINING", "--api", bob.url, "take", sell_id, "5")
+    assert "only 0.49999999 BTC of alice's offer" in words and "you asked for 5 BTC" in words
+    assert "No trade was made." in words and f"otc take {sell_id[:8]} 0.49999999" in words
+    words = refused("ERR_BELOW_MIN_FILL", "--api", bob.url, "take", sell_id, "0.1")
+    assert "takes at least 0.5 BTC per take" in words and "No trade was made." in words
     refused("ERR_INVALID_AMOUNT", "--api", bob.url, "take", sell_id, "0.123456789")
     refused("ERR_SELF_TRADE", "--api", alice.url, "take", sell_id, "0.5")
     refused("ERR_OFFER_NOT_FOUND", "--api", bob.url, "take", "f" * 32, "1")
@@ -195,21 +209,25 @@ def test_offer_book_take_cancel_trades_and_peers(spawn: Spawn) -> None:
     maker_view = as_json("--api", alice.url, "trades")
     assert maker_view == alice.get("/api/trades") and [r["role"] for r in maker_view] == ["maker"] * 2
     assert [strip(r) for r in maker_view] == [strip(r) for r in as_json("--api", bob.url, "trades")]
-    trade_rows = [r for r in rows(ok("--api", alice.url, "trades")) if r[2] == "maker"]
+    table = ok("--api", alice.url, "trades")
+    assert "my trades · BTC/USD" in table  # one pair: its units in the headers, no pair column
+    assert rows(table)[0] == ["time", "trade", "role", "side", "price USD", "amount BTC", "total USD", "with"]
+    trade_rows = [r for r in rows(table) if r[2] == "maker"]
     assert len(trade_rows) == 2
     first = trade_rows[0]
-    assert (first[3], first[4], dec(first[5]), dec(first[6]), dec(first[7])) == (
-        "sell", "BTC/USD", 8000, Decimal("0.5"), 4000,
-    )  # fmt: skip
-    assert first[8] == f"bob ({bob.peer_id[:8]})"
-    assert dec(trade_rows[1][7]) == Decimal("4000.00008")  # 0.50000001 * 8000, exact
+    assert (first[3], first[4], dec(first[5]), first[6]) == ("sell", "8,000.00", Decimal("0.5"), "4,000.00")
+    assert first[7] == f"bob ({bob.peer_id[:8]})"
+    # totals are rounded for people (0.50000001 * 8000 = 4000.00008), exact in --json
+    assert trade_rows[1][6] == "4,000.00"
+    second = maker_view[1]
+    assert Decimal(second["price"]) * Decimal(second["amount"]) == Decimal("4000.00008")
     bob_rows = [r for r in rows(ok("--api", bob.url, "trades")) if r[2] == "taker"]
     assert [r[3] for r in bob_rows] == ["buy", "buy"]
 
     # cancel: only its maker can; a short id will do; a closed offer stays closed
     refused("ERR_NOT_MAKER", "--api", bob.url, "cancel", sell_id[:8])
     out = ok("--api", alice.url, "cancel", sell_id[:5])
-    assert out.startswith("Cancelled sell 0.49999999 (of 1.5) BTC at 8000 USD") and "[cancelled]" in out
+    assert out.startswith("Cancelled sell 0.49999999 (of 1.5) BTC at 8,000.00 USD") and "[cancelled]" in out
     assert refused("ERR_OFFER_CLOSED", "--api", alice.url, "cancel", sell_id).rstrip().endswith("cancelled")
     closed = as_json("--api", bob.url, "cancel", buy["id"][:8])
     assert (closed["id"], closed["status"], closed["mine"]) == (buy["id"], "cancelled", True)
@@ -236,7 +254,9 @@ def test_short_ids_that_are_ambiguous_are_refused(spawn: Spawn, tmp_path: Path) 
     wait_for(lambda: visible(bob, first["id"]) and visible(bob, second["id"]), what="both offers at bob")
 
     # the book shows ids long enough to tell them apart
-    shown = {dec(r[2]): r[6] for r in rows(ok("--api", bob.url, "book")) if r[1] == "sell"}
+    shown = {
+        dec(r["price USD"]): r["id"] for r in records(ok("--api", bob.url, "book")) if r["side"] == "sell"
+    }
     assert first["id"].startswith(shown[Decimal(8000)]) and second["id"].startswith(shown[Decimal(8001)])
 
     assert "ambiguous" in refused("ERR_AMBIGUOUS_ID", "--api", bob.url, "take", "e6fc", "0.1")
@@ -298,9 +318,10 @@ def test_chat_send_by_name_and_id_and_the_inbox(spawn: Spawn) -> None:
 
 # --- watch ------------------------------------------------------------------------------------------------
 class Terminal:
-    """A command under a pseudo-terminal (so rich draws live, as for a person), its output collected."""
+    """A command under a pseudo-terminal (so rich draws live, as for a person), its output collected
+    and replayed on a VT100 screen (pyte): ``screen()`` is what a person would see now."""
 
-    def __init__(self, args: list[str], columns: int = 160, lines: int = 60) -> None:
+    def __init__(self, args: list[str], columns: int = 100, lines: int = 40) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
         env = {k: v for k, v in os.environ.items() if k not in ("OTC_API", "COLUMNS", "LINES")}
@@ -311,6 +332,8 @@ class Terminal:
         os.close(slave)
         self.master = master
         self.raw = b""
+        self.vt = pyte.Screen(columns, lines)
+        self.stream = pyte.ByteStream(self.vt)
 
     def read(self) -> str:
         while select.select([self.master], [], [], 0)[0]:
@@ -321,11 +344,23 @@ class Terminal:
             if not chunk:
                 break
             self.raw += chunk
+            self.stream.feed(chunk)
         return self.text
 
     @property
     def text(self) -> str:
         return ANSI.sub("", self.raw.decode(errors="replace"))
+
+    def screen(self) -> str:
+        self.read()
+        return "\n".join(line.rstrip() for line in self.vt.display)
+
+    def resize(self, columns: int, lines: int) -> None:
+        """What a terminal window does when resized: new size, then SIGWINCH to the program."""
+        self.read()
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+        self.vt.resize(lines, columns)
+        self.proc.send_signal(signal.SIGWINCH)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -335,11 +370,11 @@ class Terminal:
 
 
 @pytest.fixture
-def terminal() -> Iterator[Callable[[list[str]], Terminal]]:
+def terminal() -> Iterator[Callable[..., Terminal]]:
     opened: list[Terminal] = []
 
-    def start(args: list[str]) -> Terminal:
-        opened.append(Terminal(args))
+    def start(args: list[str], columns: int = 100, lines: int = 40) -> Terminal:
+        opened.append(Terminal(args, columns, lines))
         return opened[-1]
 
     yield start
@@ -348,7 +383,7 @@ def terminal() -> Iterator[Callable[[list[str]], Terminal]]:
 
 
 def test_watch_shows_the_live_book_and_leaves_on_ctrl_c(
-    spawn: Spawn, terminal: Callable[[list[str]], Terminal]
+    spawn: Spawn, terminal: Callable[..., Terminal]
 ) -> None:
     alice, bob = spawn("alice"), spawn("bob")
     ask = alice.offer("sell", "1.25", "8000.5")
@@ -359,27 +394,39 @@ def test_watch_shows_the_live_book_and_leaves_on_ctrl_c(
     # a long --interval: what shows up quickly can only come through the event stream
     term = terminal(["--api", alice.url, "watch", "--interval", "60"])
     wait_for(
-        lambda: "Ctrl-C to leave" in term.read() and re.search(r"\blive\b", term.text),
+        lambda: "Ctrl-C to leave" in term.screen() and re.search(r"\blive\b", term.screen()),
         timeout=15,
         what="first screen",
     )
-    screen = term.text
-    assert "alice" in screen and "8000.5" in screen and "7990" in screen
-    assert re.search(r"\*\s*│\s*sell\s*│\s*8000\.5", screen)  # alice's own offer, marked
-    assert re.search(r"spread 10\.5", screen)
-    assert re.search(cells("maker", "sell", "BTC/USD", "8000.5", "0.25"), screen)  # the last trades
+    screen = term.screen()
+    assert "alice" in screen and "8,000.50" in screen and "7,990.00" in screen
+    assert re.search(r"\*\s*│\s*sell\s*│\s*8,000\.50", screen)  # alice's own offer, marked
+    assert re.search(r"spread 10\.50", screen)
+    assert re.search(cells("maker", "sell", "8,000.50", "0.25"), screen)  # the last trades
     assert "my offers (1)" in screen
 
     late = bob.offer("sell", "3", "8123.45")
-    wait_for(lambda: "8123.45" in term.read(), timeout=5, what="the new offer to show via the event stream")
+    wait_for(
+        lambda: "8,123.45" in term.screen(), timeout=5, what="the new offer to show via the event stream"
+    )
     took = time.monotonic()
-    bob.take(ask["id"], "1")  # alice's offer is filled: gone from her book and her offers
-    wait_for(lambda: "my offers (0)" in term.read(), timeout=5, what="the fill to show")
+    bob.take(ask["id"], "1")  # alice's offer is filled: gone from her book and her offers, and said so
+    wait_for(lambda: "my offers (0)" in term.screen(), timeout=5, what="the fill to show")
     assert time.monotonic() - took < 5
+    screen = term.screen()
+    assert re.search(r"filled your offer: sold 1 BTC at 8,000\.50 USD to bob", screen), screen
+    bob.post("/api/messages", {"to": "alice", "text": "another 2 at 8000?"})
+    wait_for(
+        lambda: re.search(r'message from "bob" \w{8}: another 2 at 8000\?', term.screen()),
+        timeout=5,
+        what="the message to show as it comes",
+    )
 
     # the peer goes away: the view says so and keeps running
     alice.kill()
-    wait_for(lambda: "disconnected (connection refused)" in term.read(), timeout=10, what="the disconnection")
+    wait_for(
+        lambda: "disconnected (connection refused)" in term.screen(), timeout=10, what="the disconnection"
+    )
     assert term.proc.poll() is None
 
     term.proc.send_signal(signal.SIGINT)
@@ -387,6 +434,101 @@ def test_watch_shows_the_live_book_and_leaves_on_ctrl_c(
     final = term.read()
     assert "Traceback" not in final and "Aborted" not in final
     assert late["id"][:8] in final
+
+
+def test_watch_redraws_on_resize_and_fits_small_terminals(
+    spawn: Spawn, terminal: Callable[..., Terminal]
+) -> None:
+    alice, bob = spawn("alice"), spawn("bob")
+    for i in range(6):
+        bob.offer("sell", f"1.2345678{i}", f"1234{i}.5")
+        bob.offer("buy", f"2.1234567{i}", f"1100{i}.25")
+    alice.offer("buy", "1", "11111.11")
+    wait_for(lambda: len(alice.book()["asks"]) == 6 and len(alice.book()["bids"]) == 7, what="the book")
+    bob.take(alice.get("/api/offers")[0]["id"], "0.5")
+
+    term = terminal(["--api", alice.url, "watch", "--interval", "60"], columns=100, lines=40)
+    wait_for(lambda: "Ctrl-C to leave" in term.screen() and "live" in term.screen(), timeout=15, what="watch")
+    assert "12,345.50" in term.screen()
+
+    def fits(shows: str, hides: str) -> bool:
+        """The whole frame on the screen once (no piece of an earlier frame), for this size (what a
+        frame of this width shows and hides), numbers whole."""
+        screen = term.screen()
+        return (
+            screen.count("Ctrl-C to leave") == 1
+            and screen.count("BTC/USD  7 bids · 6 asks") == 1
+            and "12,340.50" in screen  # the best ask, whole
+            and "11,111.11" in screen  # the best bid, whole
+            and shows in screen
+            and hides not in screen
+            and not re.search(r"[\d,.]…", screen)
+        )
+
+    # redrawn at once, not at the next --interval (60 s); narrower, columns give way; shorter, panels
+    for columns, lines, shows, hides in (
+        (60, 20, "maker", "cumulative"),
+        (40, 15, "price USD", "maker"),
+        (120, 50, "last trades (1)", "(the best"),  # room for every panel again
+    ):
+        term.resize(columns, lines)
+        wait_for(
+            lambda a=shows, b=hides: fits(a, b), timeout=5, what=f"the view redrawn at {columns}x{lines}"
+        )
+        assert all(len(r) <= columns for r in term.screen().splitlines())
+    term.proc.send_signal(signal.SIGINT)
+    assert term.proc.wait(10) == 0
+
+
+def test_watch_json_streams_events_line_by_line(spawn: Spawn) -> None:
+    alice, bob = spawn("alice"), spawn("bob")
+    wait_for(lambda: sees_peers(alice, 1) and sees_peers(bob, 1), what="alice and bob to see each other")
+    env = {k: v for k, v in os.environ.items() if k not in ("OTC_API", "COLUMNS")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otc.cli", "watch", "--api", alice.url, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None
+    got: list[dict[str, Any]] = []
+    pending = b""
+
+    def until(check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        nonlocal pending
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for event in got:
+                if check(event):
+                    return event
+            if select.select([proc.stdout], [], [], 0.1)[0]:
+                pending += os.read(proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
+                *complete, pending = pending.split(b"\n")
+                got.extend(msgspec.json.decode(line) for line in complete)  # each line one JSON object
+        raise AssertionError(f"no such event among {got}")
+
+    try:
+        hello = until(lambda e: e["type"] == "connected")
+        assert (hello["peer_id"], hello["name"]) == (alice.peer_id, "alice")
+        offer = alice.offer("sell", "2", "8000")
+        posted = until(lambda e: e["type"] == "offer" and e["id"] == offer["id"])
+        assert (posted["offer"]["price"], posted["offer"]["available"]) == ("8000", "2")
+        wait_for(lambda: visible(bob, offer["id"]), what="the offer at bob")
+        bob.take(offer["id"], "0.5")
+        fill = until(lambda e: e["type"] == "trade")["receipt"]
+        assert (fill["role"], fill["side"], fill["amount"], fill["taker"]) == (
+            "maker",
+            "sell",
+            "0.5",
+            bob.peer_id,
+        )
+        bob.post("/api/messages", {"to": "alice", "text": "hi"})
+        message = until(lambda e: e["type"] == "message")["message"]
+        assert (message["sender"], message["text"]) == (bob.peer_id, "hi")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    assert proc.returncode == 0
 
 
 def test_watch_output_captured_without_a_terminal(spawn: Spawn) -> None:
@@ -422,7 +564,7 @@ def test_watch_output_captured_without_a_terminal(spawn: Spawn) -> None:
             proc.wait()
     assert proc.returncode == 0, err + rest
     text = out.decode()
-    assert re.search(cells("buy", "7777.77", "1", "1"), text), text
+    assert re.search(cells("buy", "7,777.77", "1", "1"), text), text
     assert "Traceback" not in (err + rest).decode() and "\x1b[" not in text  # plain text, no escapes
 
 
@@ -476,14 +618,17 @@ def test_sweep_buys_across_makers_best_price_first_and_posts_the_rest(spawn: Spa
 
     # the table form, selling into the bids; a sweep that finds nothing says so
     out = ok("--api", taker.url, "sell", "2", "--limit", "7990")
-    assert "Sold 2 of 2 BTC at an average 7992.5 USD (total 15985 USD), limit 7990" in out
-    fill_rows = [r for r in rows(out) if r[2:3] == ["taker"]]
-    assert [(r[3], r[4], dec(r[5]), dec(r[6]), dec(r[7]), r[8]) for r in fill_rows] == [
-        ("sell", "BTC/USD", 7995, 1, 7995, f"m1 ({m1.peer_id[:8]})"),
-        ("sell", "BTC/USD", 7990, 1, 7990, f"m2 ({m2.peer_id[:8]})"),
+    assert "Sold 2 of 2 BTC at an average 7,992.50 USD (total 15,985.00 USD), limit 7,990.00 USD" in out
+    fill_rows = [r for r in records(out) if r["role"] == "taker"]
+    assert [
+        (r["side"], r["price USD"], dec(r["amount BTC"]), r["total USD"], r["with"]) for r in fill_rows
+    ] == [
+        ("sell", "7,995.00", 1, "7,995.00", f"m1 ({m1.peer_id[:8]})"),
+        ("sell", "7,990.00", 1, "7,990.00", f"m2 ({m2.peer_id[:8]})"),
     ]
     out = ok("--api", taker.url, "sell", "1", "--limit", "7996")  # our own bid at 8005 does not count
-    assert "Sold 0 of 1 BTC, limit 7996" in out and "No offers of other makers at 7996 or better." in out
+    assert "Sold 0 of 1 BTC, limit 7,996.00 USD" in out
+    assert "No offers of other makers at 7,996.00 USD or better." in out
     assert visible(taker, bids[2]["id"])["remaining"] == "1"  # 7980 was below the limit: left alone
     refused("ERR_INVALID_PRICE", "--api", taker.url, "buy", "1", "--limit", "8000.001")
     refused("ERR_INVALID_AMOUNT", "--api", taker.url, "sell", "0", "--limit", "8000")

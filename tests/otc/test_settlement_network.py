@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import stat
 import subprocess
@@ -347,7 +348,7 @@ def test_cli_rfq_quoting_settle_notify_and_offer_templates(spawn: Spawn) -> None
         receipt = out["receipt"]
         assert (receipt["price"], receipt["amount"], receipt["maker"]) == ("8000", "1.5", maker.peer_id)
         table = ok("--api", req.url, "rfq", "buy", "3", "--wait", "1")
-        assert "maker" in table and "8000" in table and "2" in table  # the rule quotes at most 2
+        assert "maker" in table and "8,000" in table and "2" in table  # the rule quotes at most 2
         text = ok("--api", req.url, "settle", receipt["id"][:8], "payment_sent", "--note", "wire 7")
         assert "payment_sent" in text and "you are the buyer" in text and "12000 USD" in text
         assert "payment_sent" in ok("--api", req.url, "settlements")
@@ -385,13 +386,19 @@ def test_watch_rings_the_bell_with_a_summary_line_on_notifications(spawn: Spawn)
         )
         assert b"\x07" not in term.raw
         bob.post("/api/messages", {"to": "alice", "text": "quote me 50?"})
-        wait_for(lambda: "message from bob: quote me 50?" in term.read(), timeout=10, what="the summary line")
+        wait_for(
+            lambda: re.search(r'message from "bob" \w{8}: quote me 50\?', term.read()),
+            timeout=10,
+            what="the line",
+        )
         assert b"\x07" in term.raw  # the bell
         offer = alice.offer("sell", "1", "8000")
         wait_for(lambda: visible(bob, offer["id"]), what="the offer at bob")
         bob.take(offer["id"], "1")
         wait_for(
-            lambda: "fill: sold 1 BTC at 8000 USD as maker" in term.read(), timeout=10, what="the fill line"
+            lambda: "filled your offer: sold 1 BTC at 8,000.00 USD to bob" in term.read(),
+            timeout=10,
+            what="the fill",
         )
     finally:
         term.close()

@@ -17,6 +17,8 @@ matching endpoint returns, so a client keeps one copy of the state and patches i
 - ``{"type": "peers", "peers": [...]}``: the peers (as ``GET /api/peers?all=1``) whenever one's name,
   liveness, sync or reachability changed; checked every ``API_EVENT_PEERS_CHECK_S``, since a maker
   falls silent without a message.
+- ``{"type": "grape", "ok", "grape", "error"}``: the Grape was lost (``ok`` false: out of the market
+  until it answers again) or reached again.
 - ``{"type": "book"}``: a maker's offers were replaced by its authoritative list: read the book again.
 - ``{"type": "resync"}``: the client fell more than ``QUEUE`` events behind and some were dropped:
   read everything again. Nothing else is ever dropped silently.
@@ -80,6 +82,10 @@ def payload(event: dict[str, Any], views: Views, me: str) -> bytes:
     elif kind == "message" and msg is not None:
         at = event.get("received_at") or now_ms()
         body = tagged(b"message", views.message_view(event.get("direction", "in"), msg, at))
+    elif kind == "grape":  # the Grape was lost or reached again (node/grapestatus.py)
+        body = _encoder.encode(
+            {"type": kind, "ok": event["ok"], "grape": event["grape"], "error": event["error"]}
+        )
     else:
         body = _encoder.encode({"type": kind})
     note = notice(event, me)

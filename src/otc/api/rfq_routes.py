@@ -186,7 +186,7 @@ async def read(request: Request, kind: type[Any]) -> Any:
     except OTCError as exc:
         if exc.code == E.ERR_INVALID_PAYLOAD:
             for name, code in FIELD_CODES.items():
-                if f"`$.{name}`" in exc.message:
+                if f"`$.{name}`" in exc.message or exc.message.startswith(f"{name} "):  # raw, or in words
                     raise OTCError(code, exc.message) from None
         raise
 

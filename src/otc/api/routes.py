@@ -7,6 +7,7 @@ a 4xx status; a request body with an unknown field is refused rather than half-u
 from __future__ import annotations
 
 import collections
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -20,12 +21,14 @@ from ..core.offer import available
 from ..core.recovery import Report
 from ..core.signing import receipt_is_valid
 from ..core.sweep import average_text
+from ..core.trade import TakerTrade
 from ..home import new_token, remove_token, write_token
 from ..node.clock import now_ms
 from ..node.peer import Peer
 from ..web import assets
 from . import events
 from .auth import SESSION_PATH, Auth, LoginCodeOut, LoginIn, SessionOut
+from .schema_words import plain_schema_error
 from .server import EventStream, HTTPError, Request, Response, Router, WebServer
 
 
@@ -133,6 +136,9 @@ class HealthOut(msgspec.Struct):
     book_offers: int  # open offers of every maker held in my book
     pending_trades: int  # trades I took whose outcome I am still asking the maker for
     join_ms: float  # time it took to load the book from other peers at start
+    grape: str = ""  # the Grape this peer announces and looks up through
+    grape_ok: bool = True  # false: it cannot reach it, so it is out of the market (see grape_error)
+    grape_error: str | None = None
     # "ok", or why trading is refused: "needs_recovery" (restart with --recover), "recovering"
     state: str = "ok"
     recovery: Report | None = None  # the evidence and what --recover did (core/recovery.py)
@@ -167,9 +173,29 @@ class PairsOut(msgspec.Struct):
     pairs: list[PairOut]
 
 
-class ErrorOut(msgspec.Struct):
+class ErrorOut(msgspec.Struct, omit_defaults=True):
     error: str
     message: str
+    available: str | None = None  # with a refused amount: what could be had instead
+
+
+class TakeOut(msgspec.Struct):
+    """One of my takes, whatever became of it: ``requested`` (asking the maker), ``reserved`` (confirmed,
+    waiting for the maker's answer), ``done`` (a trade: see /api/trades), ``failed`` (no trade: ``error``
+    says why)."""
+
+    trade_id: str
+    offer_id: str
+    maker: str
+    maker_name: str
+    side: str  # mine: the opposite of the offer's
+    pair: str
+    price: str
+    amount: str
+    state: str
+    error: str | None
+    created_at: int
+    updated_at: int
 
 
 class SkippedOut(msgspec.Struct):
@@ -201,6 +227,7 @@ FIELD_CODES = {
     "limit": E.ERR_INVALID_PRICE,
     "pair": E.ERR_UNKNOWN_PAIR,
     "ttl_s": E.ERR_INVALID_TTL,
+    "text": E.ERR_INVALID_MESSAGE,
 }
 STATUS = {
     E.ERR_OFFER_NOT_FOUND: 404,
@@ -215,6 +242,7 @@ STATUS = {
     E.ERR_WEBHOOK_NOT_FOUND: 404,
     E.ERR_QUOTE_FOREIGN: 403,
     E.ERR_NOT_ENTITLED: 403,
+    E.ERR_NOT_READY: 503,
 }
 BAD_REQUEST = {
     E.ERR_INVALID_PAYLOAD,
@@ -277,14 +305,34 @@ def message_out(direction: str, msg: Chat | GrapevineNote, received_at: int) -> 
     return MessageOut(msg.id, direction, msg.sender, msg.sender_name, msg.to, msg.text, msg.ts, received_at)
 
 
+def take_out(t: TakerTrade) -> TakeOut:
+    return TakeOut(
+        trade_id=t.take.trade_id,
+        offer_id=t.take.offer_id,
+        maker=t.maker,
+        maker_name=t.terms.maker_name if t.terms is not None else "",
+        side="sell" if t.side == "buy" else "buy",
+        pair=t.pair,
+        price=t.take.price,
+        amount=t.take.amount,
+        state=t.state.value,
+        error=t.error,
+        created_at=t.take.ts,
+        updated_at=t.updated_at,
+    )
+
+
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(body), status)
 
 
-def error_response(code: str, message: str, status: int | None = None) -> Response:
+def error_response(
+    code: str, message: str, status: int | None = None, available: Decimal | None = None
+) -> Response:
     if status is None:
         status = STATUS.get(code, 400 if code in BAD_REQUEST else 409)
-    return json_response(ErrorOut(code, message), status)
+    more = None if available is None else canonical(max(available, Decimal(0)))
+    return json_response(ErrorOut(code, message, more), status)
 
 
 async def read_body(request: Request, kind: type[Any]) -> Any:
@@ -295,8 +343,8 @@ async def read_body(request: Request, kind: type[Any]) -> Any:
         text = str(exc)
         for name, code in FIELD_CODES.items():
             if f"`$.{name}`" in text:
-                raise OTCError(code, text) from None
-        raise OTCError(E.ERR_INVALID_PAYLOAD, text) from None
+                raise OTCError(code, plain_schema_error(text)) from None
+        raise OTCError(E.ERR_INVALID_PAYLOAD, plain_schema_error(text)) from None
     except msgspec.DecodeError as exc:
         raise OTCError(E.ERR_INVALID_PAYLOAD, f"body is not valid JSON: {exc}") from None
 
@@ -332,7 +380,7 @@ def endpoint(fn: Endpoint) -> Endpoint:
             result: Response | EventStream = await fn(request)
             return result
         except OTCError as exc:
-            return error_response(exc.code, exc.message)
+            return error_response(exc.code, exc.message, available=exc.available)
 
     return wrapped
 
@@ -355,6 +403,7 @@ class API:
             ("DELETE", "/api/offers/{id}", self.cancel_offer),
             ("POST", "/api/trades", self.post_trade),
             ("GET", "/api/trades", self.trades),
+            ("GET", "/api/takes", self.takes),
             ("GET", "/api/peers", self.peers),
             ("POST", "/api/messages", self.post_message),
             ("GET", "/api/messages", self.messages),
@@ -370,7 +419,8 @@ class API:
 
         routes += RfqAPI(peer, self.auth.token).routes()
         for method, path, handler in routes:
-            r.add(method, path, endpoint(handler))
+            starting = path in (SESSION_PATH, "/api/openapi.json")  # served while the peer starts
+            r.add(method, path, endpoint(handler if starting else self._once_started(handler)))
         # the web desk's own files (no data: served before login; see otc/web)
         desk = assets()
         for path, asset in desk.items():
@@ -382,6 +432,18 @@ class API:
     @property
     def token(self) -> str:
         return self.auth.token
+
+    def _once_started(self, handler: Endpoint) -> Endpoint:
+        """The API listens before the peer joins the market (a port that is taken must fail before the
+        peer announces itself); until the join is done, requests get 503 ERR_NOT_READY."""
+
+        async def gated(request: Request) -> Response | EventStream:
+            if not self.peer.started:
+                raise OTCError(E.ERR_NOT_READY, "the peer is starting: joining the market")
+            result: Response | EventStream = await handler(request)
+            return result
+
+        return gated
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
         write_token(self.peer.data_dir, self.token)  # before the port opens: a client can always find it
@@ -405,13 +467,18 @@ class API:
         pending = len(p.trading.pending_trades())
         health = HealthOut(
             p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending, p.market.join_ms,
-            p.recovery.state.value, p.recovery.report,
+            p.grape.grape, p.grape.ok is not False, p.grape.error, p.recovery.state.value, p.recovery.report,
         )  # fmt: skip
         return json_response(health)
 
     async def book(self, request: Request) -> Response:
         pair = get_pair(request.query.get("pair", self.peer.config.default_pair)).symbol
         bids, asks = self.peer.book.view(pair, now_ms())
+        prefix = request.query.get("id", "").lower()
+        if prefix:  # the open offers whose id starts so, in any pair, shown or not (at most 10)
+            found = self.peer.book.find(prefix)[:10] if len(prefix) >= 4 else []
+            pair = found[0].pair if found else pair
+            bids, asks = [o for o in found if o.side == "buy"], [o for o in found if o.side == "sell"]
         return json_response(
             BookOut(pair, [self.offer_view(o) for o in bids], [self.offer_view(o) for o in asks])
         )
@@ -440,8 +507,20 @@ class API:
         offer = self.peer.trading.cancel_offer(request.match_info["id"])
         return json_response(offer_out(offer, self.peer.peer_id))
 
+    def _in_a_market(self) -> None:
+        """Refuse to trade when there is nobody to trade with for sure: no Grape, and no live peer heard
+        (a peer that hears others trades with them directly, Grape or not)."""
+        p = self.peer
+        if p.grape.ok is False and not p.book.peers(now_ms()):
+            raise OTCError(
+                E.ERR_NOT_CONNECTED,
+                f"this peer cannot reach its Grape at {p.grape.grape} ({p.grape.error}) and hears no other "
+                "peer: it is not in a market. Start the Grape, or restart the peer with the right --grape.",
+            )
+
     async def post_trade(self, request: Request) -> Response:
         body: TradeIn = await read_body(request, TradeIn)
+        self._in_a_market()
         receipt = await self.peer.trading.take(body.offer_id, body.amount)
         return json_response(self.receipt_view(receipt), 201)
 
@@ -449,6 +528,13 @@ class API:
         receipts = self.peer.trading.receipts() + self.peer.rfq.receipts()  # quotes we honoured too
         receipts.sort(key=lambda r: (r[1].created_at, r[1].id))
         return json_response([receipt_out(r, role, self._verified(r)) for role, r in receipts])
+
+    async def takes(self, request: Request) -> Response:
+        try:
+            limit = min(max(int(request.query.get("limit", "50")), 1), 1000)
+        except ValueError:
+            raise OTCError(E.ERR_INVALID_PAYLOAD, "limit is a number of takes, 1 to 1000") from None
+        return json_response([take_out(t) for t in self.peer.store.recent_taker_trades(limit)])
 
     async def peers(self, request: Request) -> Response:
         return json_response(self.peers_view(hidden=request.query.get("all") in ("1", "true")))
@@ -535,6 +621,7 @@ class API:
         body: SweepIn = await read_body(request, SweepIn)
         if (blocked := self.peer.recovery.blocked()) is not None:
             raise blocked  # before it takes anything: our history is not whole (node/recovery.py)
+        self._in_a_market()
         result = await self.peer.sweeps.sweep(
             body.side, body.amount, body.limit, body.pair, body.post, body.deadline_s
         )
@@ -576,9 +663,9 @@ def openapi_document() -> dict[str, Any]:
             ref_template="#/components/schemas/{name}",
         )
     )
-    (sweep_in, sweep_out, login_in, session_out, login_code, pairs), more_components = (
+    (sweep_in, sweep_out, login_in, session_out, login_code, pairs, take), more_components = (
         msgspec.json.schema_components(
-            [SweepIn, SweepOut, LoginIn, SessionOut, LoginCodeOut, PairsOut],
+            [SweepIn, SweepOut, LoginIn, SessionOut, LoginCodeOut, PairsOut, TakeOut],
             ref_template="#/components/schemas/{name}",
         )
     )
@@ -600,6 +687,13 @@ def openapi_document() -> dict[str, Any]:
         "schema": {"type": "string", "enum": list(PAIRS)},
     }
     id_param = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    prefix_param = {
+        "name": "id",
+        "in": "query",
+        "required": False,
+        "description": "an offer id prefix (4+ hex): the open offers it names, in any pair, at most 10",
+        "schema": {"type": "string"},
+    }
     all_param = {
         "name": "all",
         "in": "query",
@@ -616,7 +710,13 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": {
             "/api/health": {"get": {"operationId": "health", "responses": ok(health)}},
-            "/api/book": {"get": {"operationId": "book", "parameters": [pair_param], "responses": ok(book)}},
+            "/api/book": {
+                "get": {
+                    "operationId": "book",
+                    "parameters": [pair_param, prefix_param],
+                    "responses": ok(book),
+                }
+            },
             "/api/offers": {
                 "post": {
                     "operationId": "postOffer",
@@ -635,6 +735,13 @@ def openapi_document() -> dict[str, Any]:
                     "responses": ok(receipt, "201"),
                 },
                 "get": {"operationId": "trades", "responses": ok({"type": "array", "items": receipt})},
+            },
+            "/api/takes": {
+                "get": {
+                    "operationId": "takes",
+                    "description": "My latest takes (?limit=, default 50), newest first, and their outcome.",
+                    "responses": ok({"type": "array", "items": take}),
+                }
             },
             "/api/peers": {
                 "get": {

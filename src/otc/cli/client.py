@@ -38,15 +38,19 @@ class BadResponse(ClientError):
 class APIError(ClientError):
     """The peer refused the request: ``{"error": "ERR_...", "message": "..."}`` with a 4xx status."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, available: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.available = available  # with a refused amount: what could be had instead
 
 
 def normalize_url(url: str) -> str:
+    """``http://HOST:PORT`` from a URL, ``HOST:PORT``, or a bare port (``8003``: on this machine)."""
     url = url.strip().rstrip("/")
+    if url.lstrip(":").isdigit():
+        return f"http://127.0.0.1:{url.lstrip(':')}"
     return url if "://" in url else f"http://{url}"
 
 
@@ -149,7 +153,10 @@ def _refusal(status: int, raw: bytes) -> ClientError:
     except msgspec.DecodeError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return APIError(status, body["error"], str(body.get("message", "")))
+        more = body.get("available")
+        return APIError(
+            status, body["error"], str(body.get("message", "")), more if isinstance(more, str) else None
+        )
     return BadResponse(f"HTTP {status} without an otc error body: {raw[:200]!r}")
 
 

@@ -239,7 +239,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
     @api_command(offer, "again")
     @click.argument("offer_id")
     def offer_again(out: Any, offer_id: str) -> None:
-        """Post one of your offers again with the same terms (it may be cancelled, expired or filled)."""
+        """Post one of your offers again with the same terms (it may be cancelled, expired or filled).
+
+        \b
+        Example:
+          otc offer again 9b5e46ed"""
         data, raw = out.client.call("POST", f"/api/offers/{offer_id}/again")
         out.show(raw, lambda: render.offer_line(data, "Posted again"))
 
@@ -248,7 +252,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
     @click.option("--price", help="The new price.")
     @click.option("--amount", help="The new amount (default: what remains).")
     def offer_amend(out: Any, offer_id: str, price: str | None, amount: str | None) -> None:
-        """Replace an open offer by one with a new price and/or amount, in one signed update."""
+        """Replace an open offer by one with a new price and/or amount, in one signed update.
+
+        \b
+        Example:
+          otc offer amend 9b5e46ed --price 8010"""
         if price is None and amount is None:
             raise click.UsageError("give --price, --amount or both")
         body = {k: v for k, v in (("price", price), ("amount", amount)) if v is not None}
@@ -263,7 +271,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
     # --- requests for quote ---
     @main.group(cls=DefaultGroup, default="request")
     def rfq() -> None:
-        """Requests for quote: `otc rfq buy 50` asks every live peer for a firm quote."""
+        """Requests for quote: `otc rfq buy 50` asks every live peer for a firm quote.
+
+        \b
+        Example:
+          otc rfq buy 50 --wait 2"""
 
     @api_command(rfq, "request")
     @click.argument("side", type=click.Choice(["buy", "sell"]))
@@ -296,7 +308,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
         take: str | None,
     ) -> None:
         """Ask every live peer to quote for buying or selling AMOUNT; show the quotes, best first; accept one
-        (with --accept, or when asked on a terminal)."""
+        (with --accept, or when asked on a terminal).
+
+        \b
+        Example:
+          otc rfq buy 5 --wait 2 --accept best"""
         body: Json = {"side": side, "amount": amount}
         if pair is not None:
             body["pair"] = pair
@@ -343,14 +359,22 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
 
     @api_command(rfq, "list")
     def rfq_list(out: Any) -> None:
-        """Your recent requests for quote, and the open requests others sent you."""
+        """Your recent requests for quote, and the open requests others sent you.
+
+        \b
+        Example:
+          otc rfq list"""
         data, raw = out.client.call("GET", "/api/rfqs")
         out.show(raw, lambda: rfqs_table(data))
 
     @api_command(rfq, "show")
     @click.argument("rfq_id")
     def rfq_show(out: Any, rfq_id: str) -> None:
-        """One request for quote with its quotes, best first (for a request sent to you: your quotes)."""
+        """One request for quote with its quotes, best first (for a request sent to you: your quotes).
+
+        \b
+        Example:
+          otc rfq show bda82de2"""
         data, raw = out.client.call("GET", f"/api/rfqs/{rfq_id}")
         out.show(raw, lambda: quotes_table(data))
 
@@ -362,7 +386,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
         "--ttl", type=click.FloatRange(0.001, 60), metavar="SECONDS", help="Firm this long (default 5)."
     )
     def rfq_quote(out: Any, rfq_id: str, price: str, amount: str | None, ttl: float | None) -> None:
-        """Answer a request for quote with a firm quote at PRICE for AMOUNT (default: all requested)."""
+        """Answer a request for quote with a firm quote at PRICE for AMOUNT (default: all requested).
+
+        \b
+        Example:
+          otc rfq quote bda82de2 8002 3"""
         body: Json = {"price": price}
         if amount is not None:
             body["amount"] = amount
@@ -382,7 +410,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
     @click.argument("quote_id")
     @click.argument("amount", required=False)
     def rfq_accept(out: Any, quote_id: str, amount: str | None) -> None:
-        """Trade on a quote you were sent (AMOUNT: part of it; default all)."""
+        """Trade on a quote you were sent (AMOUNT: part of it; default all).
+
+        \b
+        Example:
+          otc rfq accept 14339c83 1.5"""
         data, raw = out.client.call(
             "POST", f"/api/quotes/{quote_id}/accept", {} if amount is None else {"amount": amount}
         )
@@ -391,11 +423,19 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
     # --- quoting rules ---
     @main.group()
     def quoting() -> None:
-        """Your quoting rules: answer requests for quote automatically, within a balance."""
+        """Your quoting rules: answer requests for quote automatically, within a balance.
+
+        \b
+        Example:
+          otc quoting set sell --price 8005 --max-size 5 --balance 20"""
 
     @api_command(quoting, "show")
     def quoting_show(out: Any) -> None:
-        """Your quoting rules, with what open quotes commit and what the balance leaves."""
+        """Your quoting rules, with what open quotes commit and what the balance leaves.
+
+        \b
+        Example:
+          otc quoting show"""
         data, raw = out.client.call("GET", "/api/quoting")
         out.show(raw, lambda: rules_table(data))
 
@@ -420,7 +460,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
         ttl: float | None,
     ) -> None:
         """Set the rule for SIDE (your side: `sell` answers requests to buy). With --price or --spread it
-        answers automatically; with neither it only caps your quotes by --balance."""
+        answers automatically; with neither it only caps your quotes by --balance.
+
+        \b
+        Example:
+          otc quoting set sell --spread 0.1 --max-size 5 --balance 20"""
         body: Json = {"side": side}
         for k, v in (
             ("pair", pair),
@@ -440,7 +484,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
     @click.argument("side", type=click.Choice(["buy", "sell"]))
     @pair_option
     def quoting_off(out: Any, side: str, pair: str | None) -> None:
-        """Remove the rule for SIDE."""
+        """Remove the rule for SIDE.
+
+        \b
+        Example:
+          otc quoting remove sell"""
         data, raw = out.client.call("DELETE", "/api/quoting", query={"side": side, "pair": pair})
         out.show(raw, lambda: Text(f"Removed the {data['pair']} {data['side']} quoting rule"))
 
@@ -451,7 +499,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
     @click.option("--note", help="A payment reference or transaction id, shown to the other party.")
     def settle(out: Any, trade_id: str, step: str | None, note: str | None) -> None:
         """Show a trade's settlement, or make STEP: payment_sent and settled (buyer), payment_received and
-        delivery_sent (seller), disputed (either). TRADE_ID may be a unique prefix."""
+        delivery_sent (seller), disputed (either). TRADE_ID may be a unique prefix.
+
+        \b
+        Example:
+          otc settle 55f082ef payment_sent --note wire-ref-1"""
         trade_id = _trade_id(out, trade_id)
         if step is None:
             data, raw = out.client.call("GET", f"/api/trades/{trade_id}/settlement")
@@ -473,7 +525,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
     @api_command(main, "settlements")
     @click.option("--open", "only_open", is_flag=True, help="Only those not settled or disputed.")
     def settlements(out: Any, only_open: bool) -> None:
-        """Your trades' settlements: who pays what, the state, what is due when."""
+        """Your trades' settlements: who pays what, the state, what is due when.
+
+        \b
+        Example:
+          otc settlements"""
         data, raw = out.client.call("GET", "/api/settlements", query={"open": "1" if only_open else None})
         out.show(raw, lambda: settlements_table(data))
 
@@ -481,7 +537,11 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
     @api_command(main, "notify")
     def notify(out: Any) -> None:
         """Print notifications as they come (fills, requests for quote, quotes, settlement steps and
-        deadlines, messages), one per line; --json: the event's JSON per line. Until Ctrl-C."""
+        deadlines, messages), one per line; --json: the event's JSON per line. Until Ctrl-C.
+
+        \b
+        Example:
+          otc notify --json"""
         client = out.client
         client.get("/api/health")  # no peer there: exit now, with the hint
         try:
@@ -503,18 +563,30 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
 
     @main.group()
     def webhooks() -> None:
-        """Webhooks: every notification POSTed as JSON, signed with an HMAC of the API token."""
+        """Webhooks: every notification POSTed as JSON, signed with an HMAC of the API token.
+
+        \b
+        Example:
+          otc webhooks add http://127.0.0.1:9000/hook"""
 
     @api_command(webhooks, "add")
     @click.argument("url")
     def webhooks_add(out: Any, url: str) -> None:
-        """POST notifications to URL from now on (kept across restarts)."""
+        """POST notifications to URL from now on (kept across restarts).
+
+        \b
+        Example:
+          otc webhooks add http://127.0.0.1:9000/hook"""
         data, raw = out.client.call("POST", "/api/webhooks", {"url": url})
         out.show(raw, lambda: Text(f"Webhook {data['id']}: {data['url']}"))
 
     @api_command(webhooks, "list")
     def webhooks_list(out: Any) -> None:
-        """The webhooks, with their delivery counts."""
+        """The webhooks, with their delivery counts.
+
+        \b
+        Example:
+          otc webhooks list"""
         data, raw = out.client.call("GET", "/api/webhooks")
 
         def table() -> Table:
@@ -538,6 +610,10 @@ def register(main: click.Group, api_command: ApiCommand) -> None:
     @api_command(webhooks, "remove")
     @click.argument("hook_id")
     def webhooks_remove(out: Any, hook_id: str) -> None:
-        """Stop POSTing to a webhook."""
+        """Stop POSTing to a webhook.
+
+        \b
+        Example:
+          otc webhooks remove 1"""
         data, raw = out.client.call("DELETE", f"/api/webhooks/{hook_id}")
         out.show(raw, lambda: Text(f"Removed webhook {data['id']}: {data['url']}"))

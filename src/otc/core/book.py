@@ -22,7 +22,8 @@ at the same or a newer seq, asks the maker for its list (``sync``), which both a
 closes what is gone. The signed head authenticates the whole list, whoever relays it.
 
 Liveness: offers of a maker not heard from for ``liveness_ms`` are hidden (not deleted: a paused maker
-that comes back needs nothing re-sent); offers past ``expires_at`` are hidden by everyone's own clock. A
+that comes back needs nothing re-sent), and so at once are those of a maker that says goodbye (a signed
+``Departure``, when it stops on purpose); offers past ``expires_at`` are hidden by everyone's own clock. A
 maker that comes back (or is heard for the first time) with a head our copy does not match stays hidden
 until a sync has repaired the copy, so offers it closed meanwhile never show again, even briefly.
 """
@@ -36,7 +37,7 @@ from enum import Enum
 from sortedcontainers import SortedList
 
 from .errors import OTCError
-from .messages import Head, MakerOffers, MakerSeen, Offer
+from .messages import Departure, Head, MakerOffers, MakerSeen, Offer
 from .money import D
 from .offer import OPEN, DigestCache, check_consistent, content_hash, digest, is_live, same_terms
 from .signing import is_signed, offer_is_valid
@@ -59,6 +60,7 @@ class MakerView:
     head: Head | None = None
     last_seen: int | None = None  # local clock, ms
     since: int | None = None  # when we first heard of this maker (local clock, ms): for forgetting
+    departed: int = 0  # ts of its last signed goodbye: no head dated at or before it is a sign of life
 
     digests: DigestCache = field(default_factory=DigestCache)
 
@@ -238,6 +240,8 @@ class Book:
             view = self.makers[head.maker] = MakerView(since=now)
         if view.head is not None and head.ts <= view.head.ts:
             return False  # replayed or reordered heartbeat: proves nothing about liveness
+        if head.ts <= view.departed:
+            return False  # sent before the maker's goodbye, arriving after it
         returning = not self.maker_alive(head.maker, now)
         view.head = head
         if view.in_step(head):
@@ -266,6 +270,8 @@ class Book:
         view = self.makers.get(seen.head.maker)
         if view is None:
             view = self.makers[seen.head.maker] = MakerView(since=now)
+        if seen.head.ts <= view.departed:
+            return
         if view.head is None or seen.head.ts > view.head.ts:
             view.head = seen.head
             last = now - seen.age_ms
@@ -275,6 +281,24 @@ class Book:
                 # from a slower snapshot source is refused rather than shown
                 view.synced_head = max(view.synced_head, seen.head.head)
                 view.max_seq = max(view.max_seq, seen.head.head)
+
+    def on_departure(self, goodbye: Departure, now: int) -> bool:
+        """A maker's signed goodbye: hide its offers at once, as if it had been silent past the liveness
+        timeout (they are kept: when it is heard again with a newer head, the rules for a maker coming
+        back apply). Ignored unless signed, fresh, and newer than every head of it we hold. True when
+        it hid a live maker."""
+        if goodbye.maker == self.own_id or not -self.liveness_ms <= now - goodbye.ts <= 2 * self.liveness_ms:
+            return False
+        view = self.makers.get(goodbye.maker)
+        if view is None or view.head is None or goodbye.ts <= max(view.head.ts, view.departed):
+            return False
+        if not is_signed(goodbye):
+            return False
+        alive = self.maker_alive(goodbye.maker, now)
+        view.departed = goodbye.ts
+        if view.last_seen is not None:
+            view.last_seen = min(view.last_seen, now - self.liveness_ms - 1)
+        return alive
 
     def sync(self, reply: MakerOffers, now: int, *, answered: bool = False) -> int | None:
         """Apply a maker's authoritative list of its open offers; returns how many offers changed, or
@@ -313,7 +337,12 @@ class Book:
         view.synced_head = max(view.synced_head, head.head)
         view.max_seq = max(view.max_seq, head.head)
         # a reply older than a head we already hold could be a replay by whoever answers on its name
-        if answered and self._fresh(head, now) and (view.head is None or head.ts >= view.head.ts):
+        if (
+            answered
+            and self._fresh(head, now)
+            and (view.head is None or head.ts >= view.head.ts)
+            and head.ts > view.departed
+        ):
             view.head = head
             view.last_seen = now if view.last_seen is None else max(view.last_seen, now)
         return changed

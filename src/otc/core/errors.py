@@ -77,3 +77,4 @@ ERR_RECOVERY_NEEDED = "ERR_RECOVERY_NEEDED"  # our store lost history: trading w
 ERR_RECOVERING = "ERR_RECOVERING"  # checking or rebuilding our history from the network: trading waits
 ERR_STORE_DAMAGED = "ERR_STORE_DAMAGED"  # peer.sqlite cannot be read, or belongs to another identity
 ERR_REQUEST_STALE = "ERR_REQUEST_STALE"  # a signed request dated too far from our clock, or replayed
+ERR_NOT_CONNECTED = "ERR_NOT_CONNECTED"  # the peer reaches no Grape and hears no other peer: no market

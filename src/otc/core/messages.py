@@ -113,7 +113,7 @@ class Snapshot(msgspec.Struct, kw_only=True):
     next: str | None = None
 
 
-MarketRequest = Updates | Heartbeat | SnapshotRequest
+# MarketRequest (every payload of the market key) is defined at the end of the file, with Departure
 
 
 # --- RPC payloads on a peer's own key -----------------------------------------------------------------
@@ -334,3 +334,18 @@ PeerRequest = (
     | HeldRequest
     | ReceiptsRequest  # recovery (issue 8 item 7)
 )
+
+
+# --- goodbye on stop: a maker leaving on purpose says so (issue 13) ----------------------------------------
+class Departure(msgspec.Struct, frozen=True, tag="departure", tag_field="type", kw_only=True):
+    """A maker's signed goodbye, sent to the market when it stops on purpose: its offers are gone for now.
+    Peers hide them at once instead of after the liveness timeout, and show them again when the maker is
+    heard with a newer head (it restarted). ``ts`` orders it against the maker's heads: a goodbye no newer
+    than a head we hold is stale (replayed after the maker came back) and changes nothing."""
+
+    maker: PeerId
+    ts: Millis
+    sig: Sig = ""
+
+
+MarketRequest = Updates | Heartbeat | SnapshotRequest | Departure

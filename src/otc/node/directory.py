@@ -22,6 +22,7 @@ from grenache.server import ERR_UNKNOWN_SERVICE
 
 from ..core import limits
 from ..core.messages import Ping
+from .grapestatus import GrapeStatus
 
 # failures that mean the peer did not answer us (as opposed to answering with an error)
 SILENCE = frozenset({ERR_TIMEOUT, ERR_REQUEST_GENERIC, ERR_GRAPE_LOOKUP_EMPTY})
@@ -40,8 +41,15 @@ class Directory:
     not answer a request is unreachable for a while (limits.UNREACHABLE_S, doubling), so its offers are
     shown as such and sweeps skip it rather than wait on it again."""
 
-    def __init__(self, link: Link, client: PeerRPCClient, addr_of: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        link: Link,
+        client: PeerRPCClient,
+        addr_of: Callable[[str], str | None],
+        grape: GrapeStatus | None = None,
+    ) -> None:
         self.link = link
+        self.grape = grape  # told how each market lookup went: whether we reach the Grape at all
         self.client = client
         self.addr_of = addr_of
         self._market_dests: list[str] = []
@@ -56,8 +64,12 @@ class Directory:
         """What the Grape lists for the market (the last list while it cannot answer)."""
         try:
             listed = await self.link.lookup(MARKET)
-        except GrenacheError:
+        except GrenacheError as exc:
+            if self.grape is not None:
+                self.grape.note(exc)
             return self._market_dests
+        if self.grape is not None:
+            self.grape.note(None)
         self._market_dests = listed
         self._listed_at = seen = time.monotonic()
         for dest in listed:

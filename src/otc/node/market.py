@@ -27,6 +27,7 @@ from ..core import errors as E
 from ..core.book import Applied, Book
 from ..core.desk import Desk
 from ..core.messages import (
+    Departure,
     Head,
     Heartbeat,
     MakerOffers,
@@ -38,7 +39,7 @@ from ..core.messages import (
     SnapshotRequest,
     Updates,
 )
-from ..core.signing import offer_is_valid
+from ..core.signing import offer_is_valid, sign
 from .clock import now_ms
 from .config import PeerConfig
 from .directory import MARKET, Directory
@@ -78,6 +79,7 @@ class Market:
         self._sync_backoff: dict[str, tuple[float, float]] = {}  # maker -> (not before, last wait)
         self._drifting: set[str] = set()  # makers whose last heartbeat showed drift
         self._verifier = concurrent.futures.ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
+        self.departed = False  # we said goodbye: no more heartbeats
 
     def start(self, addr: str) -> None:
         self.addr = addr
@@ -106,7 +108,8 @@ class Market:
         # on a fixed schedule: a slow peer or a slow Grape delays one send, never the next heartbeat
         beats = 0
         while True:
-            self.tasks.spawn(self._broadcast(Heartbeat(head=self.head())))
+            if not self.departed:
+                self.tasks.spawn(self._broadcast(Heartbeat(head=self.head())))
             self.book.forget_tombstones()
             self.directory.forget_vouched()
             beats += 1
@@ -119,7 +122,7 @@ class Market:
     def head(self) -> Head:
         return self.desk.head(now_ms(), self.addr)
 
-    async def _broadcast(self, msg: Updates | Heartbeat) -> None:
+    async def _broadcast(self, msg: Updates | Heartbeat | Departure) -> None:
         """``map`` to every market peer: those the Grape lists, and the live makers whose heartbeats we
         hear. A restarted Grape forgets announcements until they are repeated, and then lists only part
         of the market, or nothing (then we fall back to what it listed last): without the heartbeat
@@ -129,6 +132,26 @@ class Market:
         dests.discard(self.addr)
         if dests:
             await self.client.map_dests(sorted(dests), MARKET, msg)
+
+    # --- goodbye on stop (issue 13) ---------------------------------------------------------------------
+    async def depart(self, timeout_s: float = 1.0) -> None:
+        """Say goodbye once, when stopping on purpose: a signed ``Departure`` to every market peer, so
+        their books hide our offers at once rather than after the liveness timeout. Heartbeats stop
+        first (one sent after it would bring us back); the offers show again when we restart and our
+        heartbeats resume. Bounded by ``timeout_s``: stopping never waits on a slow peer."""
+        if self.departed or not self.addr:
+            return
+        self.departed = True
+        goodbye = sign(self.desk.identity, Departure(maker=self.desk.peer_id, ts=now_ms()))
+        try:
+            await asyncio.wait_for(self._broadcast(goodbye), timeout_s)
+        except (TimeoutError, GrenacheError) as exc:
+            log.debug("goodbye not delivered everywhere: %s", exc)
+
+    def _on_departure(self, goodbye: Departure, now: int) -> None:
+        if self.book.on_departure(goodbye, now):
+            self._drifting.discard(goodbye.maker)
+            self.events.emit({"type": "book"})
 
     # --- serving the market -------------------------------------------------------------------------
     async def on_request(self, payload: Any) -> Any:
@@ -143,6 +166,9 @@ class Market:
             return {"applied": len(applied)}
         if isinstance(msg, Heartbeat):
             self._on_heartbeat(msg.head, now)
+            return {"ok": True}
+        if isinstance(msg, Departure):
+            self._on_departure(msg, now)
             return {"ok": True}
         if not self.started.is_set():
             # a half-loaded book would end the asker's join early with a partial copy
@@ -298,7 +324,7 @@ class Market:
                     break
                 after = snap.next
         except (GrenacheError, msgspec.ValidationError) as exc:
-            log.info("snapshot from %s failed: %s", dest, exc)
+            log.debug("snapshot from %s failed: %s", dest, exc)  # a stopped peer the Grape still lists
         await self._load(offers, {seen.head.maker: seen.head for seen in makers}, now)
         for seen in makers:  # after the offers: liveness is granted only where our copy matches
             self.book.on_seen(seen, now)

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from grenache import Link, PeerRPCClient, PeerRPCServer, RPCError
+from grenache import GrenacheError, Link, PeerRPCClient, PeerRPCServer, RPCError
 
 from ..core.book import Book
 from ..core.desk import Desk
@@ -49,6 +49,7 @@ from .chat import Messenger
 from .config import PeerConfig, announced_host
 from .directory import MARKET, Directory, peer_key
 from .events import Listeners
+from .grapestatus import GrapeStatus
 from .grapevine import GrapevineBridge
 from .keyfile import load_or_create
 from .market import Market
@@ -107,7 +108,8 @@ class Peer:
         )
         self.events = Listeners()
         self.tasks = Tasks()
-        self.directory = Directory(self.link, self.client, self._head_addr)
+        self.grape = GrapeStatus(config.grape, self.events)
+        self.directory = Directory(self.link, self.client, self._head_addr, self.grape)
         self.market = Market(
             config, self.desk, self.book, self.client, self.directory, self.tasks, self.events
         )
@@ -182,10 +184,18 @@ class Peer:
 
     async def _announce(self) -> None:
         for first in [self.server.announce(peer_key(self.peer_id)), self.server.announce(MARKET)]:
-            await first
+            outcome = await first
+            self.grape.note(outcome if isinstance(outcome, GrenacheError) else None)
+
+    async def leave(self, drain_s: float = 3.0) -> None:
+        """Stopping on purpose: say goodbye to the market (our offers leave every book at once), then
+        give our takes in flight up to ``drain_s`` to be answered. The API may still answer meanwhile."""
+        await self.market.depart()
+        await self.trading.wind_down(drain_s)
 
     async def stop(self) -> None:
         self.tasks.stopping = True  # no new background work from here on
+        await self.market.depart()  # once: a no-op after leave()
         await self.server.stop()  # first: no handler may start work on what we are closing
         await self.grapevine.stop()
         await self.tasks.stop()

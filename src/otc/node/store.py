@@ -244,6 +244,11 @@ class Store:
             for row in self.db.execute(f"SELECT body FROM taker_trades{where} ORDER BY updated_at")
         ]
 
+    def recent_taker_trades(self, limit: int) -> list[TakerTrade]:
+        """Our latest ``limit`` takes, newest first, whatever became of them."""
+        rows = self.db.execute("SELECT body FROM taker_trades ORDER BY updated_at DESC LIMIT ?", (limit,))
+        return [_taker.decode(row[0]) for row in rows]
+
     def messages(self, limit: int = 500) -> list[tuple[str, Chat | GrapevineNote, int]]:
         """The latest ``limit`` messages, oldest first, by when we received (or sent) them: a sender's
         own timestamp is never trusted for order. Each: (direction, message, received_at)."""

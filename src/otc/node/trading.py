@@ -84,6 +84,8 @@ class Trading:
         # our takes not yet done or failed (the store holds them all): memory grows with what is in
         # flight, never with history
         self.open_takes: dict[str, TakerTrade] = {}
+        self.closing = False  # stopping: no new takes (see wind_down)
+        self._takes: set[asyncio.Future[TakerTrade]] = set()  # takes being driven for a caller
         for trade in store.taker_trades(open_only=True):
             if trade.state is TakerState.REQUESTED:  # its take call died with the last process
                 trade = taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: interrupted", now_ms())
@@ -248,6 +250,8 @@ class Trading:
         A refusal that means "not now" (``BUSY``: our other reservations at that maker, or its load)
         is tried again as a new trade until the take's deadline (``take_deadline_s``, or less); every
         other refusal is final."""
+        if self.closing:
+            raise OTCError(E.ERR_NOT_READY, "the peer is stopping: it takes nothing more")
         self._require_open()
         if amount is None:
             amount = canonical(available(offer))
@@ -264,6 +268,8 @@ class Trading:
             # shielded: if our caller goes away (an API client disconnects), the trade still runs to a
             # definite state instead of being left half-asked
             task = self.tasks.track(asyncio.ensure_future(self._take_to_end(trade, deadline)))
+            self._takes.add(task)
+            task.add_done_callback(self._takes.discard)
             trade = await asyncio.shield(task)
             if trade.state is TakerState.DONE:
                 return receipt(trade)
@@ -351,6 +357,15 @@ class Trading:
                 if trade.state is TakerState.RESERVED and trade.take.trade_id not in self._driving:
                     self.tasks.spawn(self._drive(trade, self.config.take_deadline_s))
             await asyncio.sleep(1.0)
+
+    async def wind_down(self, timeout_s: float) -> None:
+        """Before stopping: take nothing more, and give the takes in flight up to ``timeout_s`` to get
+        their maker's answer, so whoever asked for one hears the outcome rather than a closed
+        connection. (One still unanswered then is settled at the next start: see ``__init__``.)"""
+        self.closing = True
+        running = [t for t in self._takes if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=timeout_s)
 
     # --- views --------------------------------------------------------------------------------------
     def receipts(self) -> list[tuple[str, Receipt]]:
