@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -186,13 +187,43 @@ async def measure_propagation(peers: list[PeerProcess], offers: int) -> list[flo
     return latencies
 
 
-def bench_propagation(sizes: list[int], offers: int, tmp: Path) -> None:
+def cpu_ticks(peer: PeerProcess) -> int:
+    """user + system CPU time of a peer process, in clock ticks (Linux /proc)."""
+    with open(f"/proc/{peer.pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def market_stats(peers: list[PeerProcess]) -> list[dict[str, int]]:
+    return [p.get("/api/health").get("market", {}) for p in peers]
+
+
+def measure_idle(peers: list[PeerProcess], seconds: float) -> tuple[float, float]:
+    """Mean CPU (% of one core) and market messages received per peer per second, while idle."""
+    before, cpu0, t0 = market_stats(peers), [cpu_ticks(p) for p in peers], time.perf_counter()
+    time.sleep(seconds)
+    after, cpu1, t1 = market_stats(peers), [cpu_ticks(p) for p in peers], time.perf_counter()
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu = statistics.mean((b - a) / hz / (t1 - t0) * 100 for a, b in zip(cpu0, cpu1, strict=True))
+    msgs = statistics.mean(
+        (b.get("msgs_in", 0) - a.get("msgs_in", 0)) / (t1 - t0) for a, b in zip(before, after, strict=True)
+    )
+    return cpu, msgs
+
+
+def bench_propagation(sizes: list[int], offers: int, tmp: Path, idle_s: float) -> None:
     console.rule("offer propagation (peer processes on two Grapes)")
     for n in sizes:
         with network(n, tmp, f"prop{n}-") as (_, peers):
+            time.sleep(2)  # let the start-up traffic settle
+            cpu, msgs = measure_idle(peers, idle_s)
+            record(f"idle CPU per peer, {n} peers", cpu, "% core", "—", None, f"over {idle_s:.0f} s")
+            record(f"idle market msgs per peer, {n} peers", msgs, "msgs/s", "—", None, "received")
+            copies0 = sum(s.get("offers_in", 0) for s in market_stats(peers))
             lat = asyncio.run(measure_propagation(peers, offers))
+            copies = (sum(s.get("offers_in", 0) for s in market_stats(peers)) - copies0) / (offers * (n - 1))
             target = 10 if n <= 5 else 50
-            p50, p99 = pct(lat, 50), pct(lat, 99)
+            p50, p99 = pct(lat, 50) if lat else float("nan"), pct(lat, 99) if lat else float("nan")
             lost = offers - len(lat)
             record(f"propagation p50, {n} peers", p50, "ms", "—", None)
             record(
@@ -203,6 +234,7 @@ def bench_propagation(sizes: list[int], offers: int, tmp: Path) -> None:
                 (p99 < target and lost == 0) if n in (5, 50) else None,
                 f"{len(lat)} offers" + (f", {lost} not everywhere in 10 s" if lost else ""),
             )
+            record(f"offer copies received per peer, {n} peers", copies, "copies", "—", None)
 
 
 # --- trades --------------------------------------------------------------------------------------------
@@ -383,6 +415,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller runs (for a smoke test)")
     parser.add_argument("--peers", default="5,20,50")
     parser.add_argument("--offers", type=int, default=200)
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement per size")
     parser.add_argument("--join", default="10000,100000")
     parser.add_argument("--only", default="book,propagation,trades,join,memory")
     parser.add_argument("--json", type=Path)
@@ -394,7 +427,7 @@ def main() -> int:
         if "book" in only:
             bench_book(20_000 if args.quick else 100_000)
         if "propagation" in only:
-            bench_propagation([int(x) for x in args.peers.split(",")], args.offers, tmp)
+            bench_propagation([int(x) for x in args.peers.split(",")], args.offers, tmp, args.idle)
         if "trades" in only:
             bench_trades(tmp, args.quick)
         if "join" in only:

@@ -122,6 +122,7 @@ class HealthOut(msgspec.Struct):
     book_offers: int  # open offers of every maker held in my book
     pending_trades: int  # trades I took whose outcome I am still asking the maker for
     join_ms: float  # time it took to load the book from other peers at start
+    market: dict[str, int] = msgspec.field(default_factory=dict)  # replication message counters
 
 
 class MessageOut(msgspec.Struct):
@@ -316,6 +317,7 @@ class API:
         health = HealthOut(
             p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending, p.market.join_ms
         )
+        health.market = dict(p.market.stats)
         return json_response(health)
 
     async def book(self, request: Request) -> Response:

@@ -78,6 +78,8 @@ class Market:
         self._sync_backoff: dict[str, tuple[float, float]] = {}  # maker -> (not before, last wait)
         self._drifting: set[str] = set()  # makers whose last heartbeat showed drift
         self._verifier = concurrent.futures.ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
+        # market RPC requests received and sent, and offer copies received (duplicates included)
+        self.stats = {"msgs_in": 0, "msgs_out": 0, "offers_in": 0}
 
     def start(self, addr: str) -> None:
         self.addr = addr
@@ -128,6 +130,7 @@ class Market:
         dests.update(p.addr for p in self.book.peers(now_ms()) if self.directory.is_listed(p.addr))
         dests.discard(self.addr)
         if dests:
+            self.stats["msgs_out"] += len(dests)
             await self.client.map_dests(sorted(dests), MARKET, msg)
 
     # --- serving the market -------------------------------------------------------------------------
@@ -135,7 +138,9 @@ class Market:
         """The ``otc:market`` handler: pushed updates, heartbeats, snapshot requests."""
         msg = decode(payload, MarketRequest)
         now = now_ms()
+        self.stats["msgs_in"] += 1
         if isinstance(msg, Updates):
+            self.stats["offers_in"] += len(msg.offers)
             # updates prove nothing about liveness (anyone can relay a signed update): heads do
             applied = await self._receive_many(msg.offers, now)
             for offer in applied:
@@ -205,6 +210,7 @@ class Market:
         await asyncio.shield(task)
 
     async def _pull_offers(self, maker: str) -> None:
+        self.stats["msgs_out"] += 1
         try:
             offers = await self.directory.ask(
                 maker, OffersRequest(), timeout=self.config.rpc_timeout_s, result_type=MakerOffers
