@@ -110,7 +110,8 @@ class PeerOut(msgspec.Struct):
     offers: int  # its open offers in our book
     in_sync: bool  # our copy matches the digest of its last heartbeat
     listed: bool  # a Grape has listed its address: we reach it directly, even while Grapes are down
-    alive: bool  # its offers show in our book (false: silent, or heard again and awaiting a sync)
+    alive: bool  # its offers show in our book (false: declared dead, awaiting a sync, or equivocating)
+    equivocating: bool = False  # it signed two states of one offer or head: hidden for good
 
 
 class HealthOut(msgspec.Struct):
@@ -379,6 +380,7 @@ class API:
                     in_sync=view.in_step(view.head),
                     listed=self.peer.directory.is_listed(p.addr),
                     alive=book.maker_alive(p.peer_id, now),
+                    equivocating=view.proof is not None,
                 )
             )
         return json_response(out)

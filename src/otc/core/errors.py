@@ -44,3 +44,4 @@ ERR_AMBIGUOUS_PEER = "ERR_AMBIGUOUS_PEER"
 ERR_AMBIGUOUS_ID = "ERR_AMBIGUOUS_ID"
 ERR_INVALID_MESSAGE = "ERR_INVALID_MESSAGE"
 ERR_NOT_READY = "ERR_NOT_READY"  # a peer still joining does not serve its (partial) book
+ERR_BUSY = "ERR_BUSY"  # a bounded budget (limits.py) is spent for now: ask again later

@@ -86,32 +86,7 @@ class Receipt(Terms, frozen=True, kw_only=True):
     taker_sig: Sig
 
 
-# --- RPC payloads on the market key (every peer) ----------------------------------------------------
-class Updates(msgspec.Struct, tag="updates", tag_field="type", kw_only=True):
-    offers: Annotated[list[Offer], msgspec.Meta(max_length=5000)]
-
-
-class Heartbeat(msgspec.Struct, tag="heartbeat", tag_field="type", kw_only=True):
-    head: Head
-
-
-class SnapshotRequest(msgspec.Struct, tag="snapshot", tag_field="type", kw_only=True):
-    after: str = ""  # offer id cursor: the page starts after it
-    limit: Annotated[int, msgspec.Meta(ge=1, le=20000)] = 5000
-
-
-class MakerSeen(msgspec.Struct, frozen=True, kw_only=True):
-    head: Head
-    age_ms: Annotated[int, msgspec.Meta(ge=0)]  # how long ago the relaying peer last heard from it
-
-
-class Snapshot(msgspec.Struct, kw_only=True):
-    offers: list[Offer]
-    makers: list[MakerSeen]
-    next: str | None = None
-
-
-MarketRequest = Updates | Heartbeat | SnapshotRequest
+# --- RPC payloads on the market key: see the market overlay section at the end ----------------------
 
 
 # --- RPC payloads on a peer's own key -----------------------------------------------------------------
@@ -164,3 +139,154 @@ class TradeReply(msgspec.Struct, kw_only=True):
 class MakerOffers(msgspec.Struct, kw_only=True):
     head: Head
     offers: list[Offer]
+
+
+# --- market overlay (replication): gossip, membership, reconciliation, snapshots ------------------------
+# See core/replication.py for the protocol and core/limits.py for every bound used here.
+from . import limits as _L  # noqa: E402 - kept with the section that uses it
+
+Addr = Annotated[str, msgspec.Meta(max_length=64)]
+Prefix = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{0,2}$")]
+U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec checks bounds within int64
+
+
+class Death(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A death notice: ``accuser`` could not reach the maker of ``head`` (the newest head of it the
+    accuser held), directly nor through others. It hides the maker wherever our copy of its head is not
+    newer; the maker refutes it with any newer head of its own."""
+
+    head: Head
+    accuser: PeerId
+    ts: Millis  # the accuser's clock when it declared the maker dead
+    sig: Sig = ""
+
+
+class Equivocation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Proof that a maker signed two different states of one thing: two offers with one id and seq, or
+    two heads with one seq and different digests. Exactly one of the pairs is given."""
+
+    offers: Annotated[list[Offer], msgspec.Meta(max_length=2)] = []
+    heads: Annotated[list[Head], msgspec.Meta(max_length=2)] = []
+
+
+class Gossip(msgspec.Struct, tag="gossip", tag_field="type", kw_only=True):
+    """Eager push of news to a neighbour: offer updates, heads (riding with their makers' updates),
+    death notices and equivocation proofs. ``sender`` is the pusher's peer id (not authenticated: it only
+    says whom not to push the news back to, and which allowance it draws on)."""
+
+    sender: Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?$")] = ""
+    offers: Annotated[list[Offer], msgspec.Meta(max_length=_L.MAX_GOSSIP_OFFERS)] = []
+    heads: Annotated[list[Head], msgspec.Meta(max_length=_L.MAX_GOSSIP_HEADS)] = []
+    deaths: Annotated[list[Death], msgspec.Meta(max_length=_L.MAX_GOSSIP_DEATHS)] = []
+    proofs: Annotated[list[Equivocation], msgspec.Meta(max_length=_L.MAX_GOSSIP_PROOFS)] = []
+
+
+class Range(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The fingerprint of the makers whose ids start with ``prefix``: how many, and the sum of their
+    item hashes mod 2**63 (see core/fingerprint.py)."""
+
+    prefix: Prefix
+    count: Annotated[int, msgspec.Meta(ge=0)]
+    fp: U63
+
+
+class Item(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What a peer holds of one maker: its head's seq and ts, and its state (fingerprint.STATES)."""
+
+    maker: PeerId
+    seq: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+    ts: Millis
+    state: Annotated[int, msgspec.Meta(ge=0, le=3)]
+
+
+class Items(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    prefix: Prefix
+    items: list[Item]
+
+
+class Ping(msgspec.Struct, tag="ping", tag_field="type", kw_only=True):
+    """A failure-detector probe that opens a reconciliation: ``root`` is the sender's settled fingerprint
+    of every maker it holds. Equal fingerprints end it there (one small message at idle)."""
+
+    sender: PeerId
+    root: Range
+
+
+class Pong(msgspec.Struct, kw_only=True):
+    peer: PeerId  # who answered: a probe counts only if the address still serves the peer we meant
+    neighbour: bool  # the answerer counts the sender among its neighbours
+    dead: bool  # the answerer holds a death notice covering the sender's newest head: refute it
+    ranges: list[Range] = []  # the answerer's children of the root when the roots differ
+
+
+class PingReq(msgspec.Struct, tag="ping_req", tag_field="type", kw_only=True):
+    """An indirect probe: ping ``target`` at ``addr`` for the sender and say whether it answered."""
+
+    sender: PeerId
+    target: PeerId
+    addr: Addr
+
+
+class PingReqReply(msgspec.Struct, kw_only=True):
+    ok: bool
+
+
+class Neighbour(msgspec.Struct, tag="neighbour", tag_field="type", kw_only=True):
+    """Ask to become neighbours. ``head`` is the asker's own signed head (its id and address)."""
+
+    head: Head
+    urgent: bool = False  # the asker has no neighbour at all
+
+
+class NeighbourReply(msgspec.Struct, kw_only=True):
+    accepted: bool
+    head: Head  # the answerer's own signed head
+    candidates: Annotated[list[Addr], msgspec.Meta(max_length=16)] = []  # others to try
+
+
+class Leave(msgspec.Struct, tag="leave", tag_field="type", kw_only=True):
+    sender: PeerId
+
+
+class Reconcile(msgspec.Struct, tag="reconcile", tag_field="type", kw_only=True):
+    """One step of range-based reconciliation: the sender's fingerprints of ranges it found different,
+    and its items of the ranges small enough to list."""
+
+    sender: PeerId
+    ranges: Annotated[list[Range], msgspec.Meta(max_length=_L.MAX_RECONCILE_RANGES)] = []
+    items: Annotated[list[Items], msgspec.Meta(max_length=_L.MAX_RECONCILE_RANGES)] = []
+
+
+class ReconcileReply(msgspec.Struct, kw_only=True):
+    ranges: list[Range] = []
+    items: list[Items] = []
+
+
+class Pull(msgspec.Struct, tag="pull", tag_field="type", kw_only=True):
+    """Ask a peer for its records of these makers."""
+
+    makers: Annotated[list[PeerId], msgspec.Meta(max_length=_L.MAX_PULL_MAKERS)]
+
+
+class SnapshotRequest(msgspec.Struct, tag="snapshot", tag_field="type", kw_only=True):
+    """A page of a peer's records, in maker id order, starting after ``after``."""
+
+    after: Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?$")] = ""
+
+
+class Record(msgspec.Struct, kw_only=True):
+    """All a peer holds of one maker: its newest head, the death notice or equivocation proof that hides
+    it, and its open offers when our copy is exactly what the head commits to (else null)."""
+
+    head: Head
+    death: Death | None = None
+    proof: Equivocation | None = None
+    offers: list[Offer] | None = None
+
+
+class Records(msgspec.Struct, kw_only=True):
+    records: list[Record]
+    next: str | None = None  # snapshot: the cursor of the next page; null at the end
+
+
+MarketRequest = Gossip | Ping | PingReq | Neighbour | Leave | Reconcile | Pull | SnapshotRequest

@@ -67,7 +67,7 @@ class Peer:
         self.desk.load(
             self.store.open_offers(), self.store.maker_trades_to_load(KEEP_SETTLED), self.store.seq()
         )
-        self.book = Book(self.peer_id, liveness_ms=config.liveness_ms)
+        self.book = Book(self.peer_id)
         for offer in self.desk.open_offers():
             self.book.apply(offer)
         self.link = Link(config.grape, announce_interval=config.announce_interval_s)
