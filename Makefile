@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.setup-stamp
 
-.PHONY: setup test lint demo bench bench-rpc chaos clean
+.PHONY: setup test lint demo bench bench-rpc chaos sim clean
 
 setup: $(STAMP) node_modules/.package-lock.json
 
@@ -33,6 +33,9 @@ bench-rpc: setup
 
 bench: setup bench-rpc
 	$(PY) bench/exchange.py
+
+sim: setup
+	$(PY) -m otc.sim --peers $${PEERS:-1000} --seed $${SEED:-1}
 
 chaos: setup
 	$(PY) scripts/chaos.py --seed $${SEED:-1} --peers $${PEERS:-5} --seconds $${DURATION:-60}

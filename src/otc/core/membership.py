@@ -119,6 +119,8 @@ class Membership:
         self._known_seen = 0
         self.dialing: dict[str, int] = {}  # addr -> when
         self.backoff: dict[str, int] = {}  # addr -> not before
+        self._waits: dict[str, int] = {}  # addr -> its last backoff (doubles while dials keep failing)
+        self._sick_until = 0  # we were lately the likely sick one: rewire fast to rejoin the market
         self._order: list[str] = []
         self._next_probe = 0
         self._last_lookup = -(10**12)
@@ -207,6 +209,7 @@ class Membership:
         self._troubled.discard(peer_id)
         self._order.insert(self.rng.randrange(len(self._order) + 1), peer_id)
         self.backoff.pop(addr, None)
+        self._waits.pop(addr, None)
 
     def dialled(
         self, addr: str, peer_id: str | None, accepted: bool, candidates: list[str], now: int
@@ -219,7 +222,7 @@ class Membership:
             return False
         self.add_candidates(candidates)
         if peer_id is None or not accepted:
-            self.backoff[addr] = now + self.timing.dial_backoff_ms
+            self._back_off(addr, now)
             return False
         link = self.links.get(peer_id)
         if link is not None and link.neighbour:
@@ -285,6 +288,13 @@ class Membership:
         link.until = now + self.timing.suspect_ms
         link.retry_at = now + self.timing.suspect_retry_ms
 
+    def _back_off(self, addr: str, now: int) -> None:
+        """Do not dial ``addr`` for a while: 2 s, doubling while it keeps failing, up to dial_backoff_ms
+        (short at first, so links come back soon after a partition heals)."""
+        wait = min(self.timing.dial_backoff_ms, 2 * self._waits.get(addr, self.timing.lookup_fast_ms // 2))
+        self._waits[addr] = wait
+        self.backoff[addr] = now + wait // 2 + self.rng.randrange(wait // 2 + 1)
+
     def _hint(self, when: int | None = None, *, now: int | None = None) -> None:
         when = when if when is not None else (self._next_probe if now is None else now)
         self.hint = when if self.hint is None else min(self.hint, when)
@@ -306,8 +316,11 @@ class Membership:
             if link.state is LinkState.SUSPECT:
                 if now >= link.until:
                     self.left(link.peer_id)
-                    self.backoff[link.addr] = now + t.dial_backoff_ms
-                    out.append(Dead(link.peer_id, link.addr, accuse=self.healthy(now)))
+                    self._back_off(link.addr, now)
+                    healthy = self.healthy(now)
+                    if not healthy:
+                        self._sick_until = now + t.rewire_ms
+                    out.append(Dead(link.peer_id, link.addr, accuse=healthy))
                 elif now >= link.retry_at and not link.probing:
                     link.retry_at = now + t.suspect_retry_ms
                     link.probing = True
@@ -340,9 +353,14 @@ class Membership:
         for addr, until in list(self.backoff.items()):
             if until <= now:
                 del self.backoff[addr]
+        if len(self._waits) > 4 * L.CANDIDATES_MAX:
+            self._waits = {a: w for a, w in self._waits.items() if a in self.backoff}
         want = L.NEIGHBOURS_TARGET - degree - len(self.dialing)
         if now >= self._next_rewire:
-            self._next_rewire = now + t.rewire_ms // 2 + self.rng.randrange(t.rewire_ms)
+            # after a spell of being cut off, rewire every few seconds: the market we lost sight of is
+            # reachable again once the partition heals, and our links all point inside our own side
+            period = t.lookup_fast_ms if now < self._sick_until else t.rewire_ms
+            self._next_rewire = now + period // 2 + self.rng.randrange(period)
             if degree >= L.NEIGHBOURS_TARGET + 2:
                 victim = self.rng.choice(self.neighbour_ids())
                 out.append(Leave(victim, self.links[victim].addr))

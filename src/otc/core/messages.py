@@ -145,7 +145,7 @@ class MakerOffers(msgspec.Struct, kw_only=True):
 # See core/replication.py for the protocol and core/limits.py for every bound used here.
 from . import limits as _L  # noqa: E402 - kept with the section that uses it
 
-Addr = Annotated[str, msgspec.Meta(max_length=64)]
+Addr = Annotated[str, msgspec.Meta(max_length=64, pattern=r"^[0-9A-Za-z.\-]{1,58}:[0-9]{1,5}$")]  # host:port
 Prefix = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{0,2}$")]
 U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec checks bounds within int64
 

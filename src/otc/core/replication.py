@@ -98,6 +98,7 @@ CHANGED = (Applied.NEW, Applied.UPDATED, Applied.CLOSED)
 LEAF_ITEMS = 32  # a range with at most this many items is listed rather than split
 HEAD_BYTES = 700  # estimated encoded size of a record's head (and of a death notice), for page bounds
 OFFER_BYTES = 480  # estimated encoded size of one offer
+SETTLE_STEP = 250  # settling is due on multiples of this (ms): changes close in time settle in one tick
 
 
 class Phase(StrEnum):
@@ -240,6 +241,10 @@ class Outbox:
 
     def size(self) -> int:
         return len(self.offers) + len(self.heads) + len(self.deaths) + len(self.proofs)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.offers or self.heads or self.deaths or self.proofs)
 
     def add(self, news: News) -> None:
         for o in news.offers:
@@ -612,7 +617,7 @@ class Replica:
             box = self._outboxes.get(peer_id)
             if box is None:
                 box = self._outboxes[peer_id] = Outbox()
-            if box.in_flight < L.GOSSIP_IN_FLIGHT and not box.size() and news.fits():
+            if box.in_flight < L.GOSSIP_IN_FLIGHT and not box.pending and news.fits():
                 if direct is None:
                     direct = news.gossip(self.own_id)
                 box.in_flight += 1
@@ -625,7 +630,7 @@ class Replica:
     def _flush(self, peer_id: str, box: Outbox) -> list[Action]:
         out: list[Action] = []
         link = self.membership.links.get(peer_id)
-        while link is not None and box.in_flight < L.GOSSIP_IN_FLIGHT and box.size():
+        while link is not None and box.in_flight < L.GOSSIP_IN_FLIGHT and box.pending:
             box.in_flight += 1
             out.append(self._send(link.addr, box.take(self.own_id), ("gossip", peer_id)))
         return out
@@ -951,8 +956,13 @@ class Replica:
                 return []
             box.in_flight -= 1
             if ok:
-                self.membership.heard(context[1], now)
-            return self._flush(context[1], box)
+                link = self.membership.links.get(context[1])
+                if link is not None:
+                    if link.state is M.LinkState.ALIVE:
+                        link.last_heard = now
+                    else:
+                        self.membership.heard(context[1], now)
+            return self._flush(context[1], box) if box.pending else []
         if kind == "probe":
             return self._on_pong(context[1], reply if ok else None, now)
         if kind == "via":
@@ -1152,8 +1162,9 @@ class Replica:
     def _touch(self, maker: str, now: int) -> None:
         if maker not in self._settling:
             self._settling.add(maker)
-            self._settle.append((now + self.timing.settle_ms, maker))
-            self._hint(now + self.timing.settle_ms)
+            due = -(-(now + self.timing.settle_ms) // SETTLE_STEP) * SETTLE_STEP  # one tick settles many
+            self._settle.append((due, maker))
+            self._hint(due)
 
     def _settle_dirty(self, now: int) -> None:
         if self.book.dirty:

@@ -128,8 +128,9 @@ class Market:
         self._run(actions)
         if isinstance(reply, Deferred):
             future = self._deferred[reply.token] = asyncio.get_running_loop().create_future()
-            try:
-                return await future
+            try:  # the core answers within its own probe timeout; this bound only guards against a bug
+                async with asyncio.timeout(self.replica.timing.indirect_timeout_ms / 1000 + 1):
+                    return await future
             finally:
                 self._deferred.pop(reply.token, None)
         if isinstance(reply, Refusal):
@@ -176,6 +177,9 @@ class Market:
             result = Failure(exc.code or "ERR_REQUEST_GENERIC")
         except msgspec.ValidationError:
             result = Failure(E.ERR_INVALID_PAYLOAD)
+        except Exception as exc:  # an address no socket can reach, ...: the core must hear back regardless
+            log.debug("request to %s failed: %r", action.addr, exc)
+            result = Failure("ERR_REQUEST_GENERIC")
         self._run(self.replica.on_reply(action.token, result, now_ms()))
 
     async def _lookup(self) -> None:

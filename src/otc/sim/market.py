@@ -71,19 +71,25 @@ class Scenario:
     loss: float = 0.01
 
     def sized(self) -> Scenario:
+        """Defaults by size. Past 2,000 peers the workload is lighter (30 offers, 5 joins, 5 deaths, 10
+        peers cut off): every flood costs every peer a few messages, and the run must stay in minutes."""
         n = self.peers
         big = n > 2000
+
+        def pick(given: int, small: int, large: int) -> int:
+            return given if given >= 0 else (large if big else small)
+
         return Scenario(
             peers=n,
             seed=self.seed,
-            offers=self.offers or (100 if big else 200),
+            offers=self.offers or (30 if big else 200),
             offer_gap_ms=self.offer_gap_ms,
-            joins=self.joins if self.joins >= 0 else max(2, n // (500 if big else 100)),
-            deaths=self.deaths if self.deaths >= 0 else max(2, n // (500 if big else 100)),
-            partition=self.partition if self.partition >= 0 else max(2, n // (200 if big else 20)),
+            joins=pick(self.joins, max(2, n // 100), 5),
+            deaths=pick(self.deaths, max(2, n // 100), 5),
+            partition=pick(self.partition, max(2, n // 20), 10),
             partition_ms=self.partition_ms,
             warmup_ms=self.warmup_ms,
-            idle_ms=self.idle_ms,
+            idle_ms=5_000 if big and self.idle_ms == Scenario.idle_ms else self.idle_ms,
             tail_ms=self.tail_ms,
             loss=self.loss,
         )
@@ -285,56 +291,57 @@ class Sim:
         now = self.engine.now
         src.outstanding.add(a.token)
         dest = self.by_addr.get(a.addr)
-        if dest is None or not self.net.connected(src.index, dest.index) or self.net.lost():
+        net = self.net
+        if dest is None or not net.connected(src.index, dest.index) or net.rng.random() < net.loss:
             self.engine.at(now + a.timeout_ms, self._timeout, src, a.token)
             return
-        lat = self.net.latency(src.index, dest.index)
-        self.engine.at(now + lat, self._deliver, src, a.token, dest, a.msg, now + a.timeout_ms)
+        lat = net.latency(src.index, dest.index)
+        self.engine.at(now + lat, self._deliver, src, a.token, dest, a.msg, now + a.timeout_ms, lat)
 
-    def _deliver(self, src: SimPeer, token: int, dest: SimPeer, msg: Any, deadline: int) -> None:
+    def _deliver(self, src: SimPeer, token: int, dest: SimPeer, msg: Any, deadline: int, lat: int) -> None:
         now = self.engine.now
         if not dest.alive:  # a closed port answers at once (connection refused)
-            lat = self.net.latency(src.index, dest.index)
             self.engine.at(now + lat, self._reply, src, token, Failure("ERR_REQUEST_GENERIC"))
             return
-        if not self.net.connected(src.index, dest.index):
+        net = self.net
+        if not net.connected(src.index, dest.index):
             self.engine.at(deadline, self._timeout, src, token)
             return
         if self.counting:
             self.received += 1
-        if isinstance(msg, Gossip):
+        if self.published and type(msg) is Gossip:
             for o in msg.offers:
                 key = (o.id, o.seq)
                 if key in self.published:
                     self.copies[key] += 1
         reply, actions = dest.replica.handle(msg, now)
-        self._run(dest, actions)
-        if isinstance(reply, Deferred):
+        if actions or dest.replica._wake_hint is not None or dest.replica.membership.hint is not None:
+            self._run(dest, actions)
+        if type(reply) is Deferred:
             dest.deferred[reply.token] = (src, token)
             self.engine.at(deadline, self._timeout, src, token)
-        else:
-            self._answer(dest, src, token, reply, deadline)
-
-    def _answer(
-        self, dest: SimPeer, src: SimPeer, token: int, reply: Any, deadline: int | None = None
-    ) -> None:
-        if isinstance(reply, Refusal):
-            reply = Failure(reply.code)
-        lat = self.net.latency(src.index, dest.index)
-        now = self.engine.now
-        if not self.net.connected(src.index, dest.index) or self.net.lost():
-            if deadline is not None:
-                self.engine.at(deadline, self._timeout, src, token)
             return
-        if deadline is not None and now + lat > deadline:
+        if type(reply) is Refusal:
+            reply = Failure(reply.code)
+        if not net.connected(src.index, dest.index) or net.rng.random() < net.loss or now + lat > deadline:
             self.engine.at(deadline, self._timeout, src, token)
             return
         self.engine.at(now + lat, self._reply, src, token, reply)
 
+    def _answer(self, dest: SimPeer, src: SimPeer, token: int, reply: Any) -> None:
+        """A deferred answer (an indirect probe's outcome)."""
+        if isinstance(reply, Refusal):
+            reply = Failure(reply.code)
+        if self.net.connected(src.index, dest.index) and not self.net.lost():
+            lat = self.net.latency(src.index, dest.index)
+            self.engine.at(self.engine.now + lat, self._reply, src, token, reply)
+
     def _reply(self, src: SimPeer, token: int, reply: Any) -> None:
         if src.alive and token in src.outstanding:
             src.outstanding.discard(token)
-            self._run(src, src.replica.on_reply(token, reply, self.engine.now))
+            actions = src.replica.on_reply(token, reply, self.engine.now)
+            if actions or src.replica._wake_hint is not None or src.replica.membership.hint is not None:
+                self._run(src, actions)
 
     def _timeout(self, src: SimPeer, token: int) -> None:
         if src.alive and token in src.outstanding:
@@ -388,7 +395,7 @@ class Sim:
         price = str(7000 + self.rng.randrange(2000))
         offer, effects = maker.desk.create(side="sell", amount="1", price=price, pair="BTC/USD", now=now)
         self.published[(offer.id, offer.seq)] = Published(offer, now, maker)
-        self._run(maker, maker.replica.publish(effects.offers, now))
+        self.commit(maker, effects.offers)
         self.engine.at(now + 10 * SECOND, self._check_delivery, (offer.id, offer.seq))
         if self.rng.random() < 0.25:
             self.engine.at(now + 2 * SECOND, self.cancel, maker, offer.id)
@@ -403,7 +410,13 @@ class Sim:
         now = self.engine.now
         _, effects = maker.desk.cancel(oid, now)
         self.cancelled[oid] = maker
-        self._run(maker, maker.replica.publish(effects.offers, now))
+        self.commit(maker, effects.offers)
+
+    def commit(self, maker: SimPeer, offers: list[Offer]) -> None:
+        """What the peer does with its desk's decisions (node/trading.py): its own book, then the market."""
+        for offer in offers:
+            maker.book.apply(offer)
+        self._run(maker, maker.replica.publish(offers, self.engine.now))
 
     def kill(self, peer: SimPeer) -> None:
         if not peer.alive:
