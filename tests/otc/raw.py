@@ -4,6 +4,7 @@ can do without running (or importing) the project's peer."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -124,10 +125,8 @@ class SilentListeners:
         while not self._stop.is_set():
             for url in self.grapes:
                 for port in self.ports:
-                    try:
+                    with contextlib.suppress(OSError):
                         grape(url, "announce", ["otc:market", port])
-                    except OSError:
-                        pass
             self._stop.wait(5)
 
     def close(self) -> None:

@@ -17,7 +17,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -102,7 +101,7 @@ def test_an_equivocating_maker_is_caught_everywhere(net: GrapeNetwork, peers: li
 # --- bounds ---------------------------------------------------------------------------------------------
 def test_junk_from_200_fresh_keys_stays_bounded(net: GrapeNetwork, peers: list[PeerProcess],
                                                  tmp_path: Path) -> None:  # fmt: skip
-    victim, witness = start(peers, net, tmp_path, "victim", "witness")
+    victim, _witness = start(peers, net, tmp_path, "victim", "witness")  # a neighbour the junk reaches
     wait_for(lambda: victim.get("/api/health")["peers"] == 1, what="the two to meet")
     rss_before = victim.rss_kb()
     now = now_ms()

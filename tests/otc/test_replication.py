@@ -92,7 +92,7 @@ def test_idle_traffic_per_peer_does_not_grow_with_the_market() -> None:
     assert rates[1] < rates[0] * 1.3, rates
 
 
-# --- liveness -------------------------------------------------------------------------------------------------
+# --- liveness ------------------------------------------------------------------------------------------
 def test_a_dead_maker_vanishes_from_every_book_well_within_15_s() -> None:
     sim = market(50, loss=0.01)
     victim = sim.peers[7]
@@ -145,7 +145,7 @@ def test_a_paused_peer_is_hidden_then_comes_back_by_itself() -> None:
     assert sleeper.replica.membership.degree() >= L.NEIGHBOURS_TARGET - 1
 
 
-# --- repair and joining ---------------------------------------------------------------------------------------
+# --- repair and joining --------------------------------------------------------------------------------
 def test_reconciliation_repairs_an_update_that_never_arrived() -> None:
     sim = market(20)
     maker, deaf = sim.peers[0], sim.peers[9]
@@ -188,9 +188,7 @@ def test_snapshot_and_pull_pages_are_bounded_in_bytes_and_by_a_budget() -> None:
     now = sim.engine.now
     offers = []
     for i in range(L.MAX_OFFERS_PER_MAKER):
-        offer, effects = big.desk.create(
-            side="sell", amount="1", price=str(9000 + i), pair="BTC/USD", now=now
-        )
+        _, effects = big.desk.create(side="sell", amount="1", price=str(9000 + i), pair="BTC/USD", now=now)
         offers += effects.offers
     sim.commit(big, offers)
     sim.engine.run_until(now + 5 * SECOND)
@@ -208,7 +206,7 @@ def test_snapshot_and_pull_pages_are_bounded_in_bytes_and_by_a_budget() -> None:
     assert served <= L.SERVE_BYTES_BURST + L.PAGE_BYTES
 
 
-# --- bounds and equivocation -------------------------------------------------------------------------------------
+# --- bounds and equivocation ---------------------------------------------------------------------------
 def test_strangers_introduce_new_makers_only_within_their_allowance() -> None:
     sim = market(3)
     victim = sim.peers[0]
@@ -256,7 +254,7 @@ def test_a_neighbour_request_without_a_signed_head_is_refused() -> None:
     assert isinstance(reply, Refusal) and reply.code == "ERR_INVALID_PAYLOAD"
 
 
-# --- fingerprints -------------------------------------------------------------------------------------------------
+# --- fingerprints --------------------------------------------------------------------------------------
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 5)), max_size=80))
 def test_fingerprints_always_equal_a_recount(ops: list[tuple[int, int]]) -> None:
