@@ -125,7 +125,7 @@ def test_junk_from_200_fresh_keys_stays_bounded(net: GrapeNetwork, peers: list[P
     bound = L.STRANGER_OFFERS_BURST + L.STRANGER_OFFERS_PER_S * (elapsed + 1)
     held = victim.get("/api/health")["book_offers"]
     print(f"\njunk: {held} of 100,000 offers held after {elapsed:.1f} s (bound {bound:.0f})")
-    assert held <= bound
+    assert held <= bound and held < 10_000  # (without the allowance: all 100,000, and +160 MB)
     grown_mb = (victim.rss_kb() - rss_before) / 1024
     assert grown_mb < 20, f"RSS grew {grown_mb:.0f} MB"
     # a newcomer copies no more than the victim holds
@@ -157,7 +157,7 @@ def test_snapshot_pages_are_bounded_and_so_is_what_a_flood_of_requests_costs(
     request = {"type": "snapshot", "after": ""}
     assert len(json.dumps(["raw-rid", "otc:market", request])) < 70
     size, err, page = rpc_size(addr(holder), "otc:market", request)
-    assert err is None and size <= L.PAGE_BYTES + 4096, size
+    assert err is None and size <= L.PAGE_BYTES + 4096 and size < 1.1 * 2**20, size  # the book is ~1.4 MB
     # paging through it all works, page by page
     total, after = 0, ""
     while True:
@@ -222,14 +222,16 @@ def test_silent_strangers_slow_neither_propagation_nor_a_newcomer(net: GrapeNetw
         p50 = statistics.median(latencies)
         print(f"\nwith 8 silent records among 10: propagation p50 {p50:.1f} ms")
         assert p50 < 50
-        newcomer = PeerProcess(net.urls[0], "newcomer", log_dir=tmp_path)
-        peers.append(newcomer)
-        launched = time.monotonic()
-        newcomer.launch()
-        newcomer.wait_ready(30)
-        serving = time.monotonic() - launched
-        print(f"a newcomer served its API {serving:.1f} s after launch")
-        assert serving < 5
-        wait_for(lambda: len(shown(newcomer)) == 30, timeout=10, what="the newcomer to hold alice's offers")
+        # three newcomers in turn (with hedging removed, each would wait on silent sources 62 % of the time)
+        for i in range(3):
+            newcomer = PeerProcess(net.urls[i % 2], f"newcomer{i}", log_dir=tmp_path)
+            peers.append(newcomer)
+            launched = time.monotonic()
+            newcomer.launch()
+            newcomer.wait_ready(30)
+            serving = time.monotonic() - launched
+            print(f"newcomer {i} served its API {serving:.1f} s after launch")
+            assert serving < 5
+            wait_for(lambda n=newcomer: len(shown(n)) == 30, timeout=10, what="the newcomer to hold the book")
     finally:
         silent.close()
