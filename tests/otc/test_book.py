@@ -391,6 +391,17 @@ def test_a_returning_maker_with_a_stale_copy_stays_hidden_until_synced(book: Boo
     assert b.id not in visible(book, later + 4) and len(visible(book, later + 4)) == 1
 
 
+def test_a_restarted_maker_is_hidden_until_synced(book: Book, desk: Desk) -> None:
+    a = post(desk)
+    book.receive(a, T0)
+    assert not heartbeat(book, desk, T0)
+    cancel(desk, a)  # missed while it restarted
+    assert book.accept_head(desk.head(T0 + 5, "127.0.0.1:2"), T0 + 5) is HeadOutcome.DRIFT  # a new address
+    assert visible(book, T0 + 5) == []
+    book.sync(MakerOffers(head=desk.head(T0 + 6, "127.0.0.1:2"), offers=desk.open_offers()), T0 + 6)
+    assert book.maker_alive(MAKER.peer_id, T0 + 6) and book.get(a.id) is None
+
+
 def test_a_live_makers_drift_hides_nothing(book: Book, desk: Desk) -> None:
     b = post(desk)
     book.receive(b, T0)
@@ -538,7 +549,7 @@ def test_a_heartbeat_older_than_what_we_hold_is_no_drift(book: Book, desk: Desk)
     first = post(desk)
     book.receive(first, T0)
     assert not heartbeat(book, desk, T0)  # in step, and live
-    old = desk.head(T0 + 1, "a")
+    old = desk.head(T0 + 1, "127.0.0.1:1")
     newer = post(desk)
     book.receive(newer, T0 + 1)  # a push that outran the head below
     assert book.accept_head(old, T0 + 1) is not HeadOutcome.DRIFT

@@ -34,6 +34,8 @@ Liveness is decided by the replication protocol (core/replication.py), recorded 
     hidden     death notice naming a head at least as new as ours        dead
     dead       head newer than the one the notice named                  live if our copy matches it,
                                                                          else hidden
+    live       head from a new address (the maker restarted)             live if our copy matches it,
+                                                                         else hidden
     any        proof that it signed two states of one thing              equivocating (final)
     dead       forgotten (limits: 10 min after the notice)               unknown, but heads not newer
                                                                          than the last are refused
@@ -420,7 +422,11 @@ class Book:
         else:
             view = self._writable(head.maker)
             assert view is not None
-        returning = view.head is None or view.death is not None or not view.revealed
+        # returning: first heard, back from the dead, still awaiting a sync, or restarted elsewhere (a
+        # new address is a new run of the maker: what happened while it was down, we may have missed)
+        returning = (
+            view.head is None or view.death is not None or not view.revealed or view.head.addr != head.addr
+        )
         view.head = head
         view.death = view.died_at = None
         view.last_seen = now
