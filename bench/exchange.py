@@ -403,7 +403,7 @@ def bench_late_join(sizes: list[int], tmp: Path) -> None:
 def bench_memory(tmp: Path) -> None:
     console.rule("memory")
     with network(2, tmp, "idle") as (_, peers):
-        time.sleep(3)  # idle: a few heartbeats exchanged
+        time.sleep(3)  # idle: a few probes exchanged
         rss = peers[0].rss_kb() / 1024
         record("RSS of an idle peer process", rss, "MB", "< 40 MB", rss < 40)
 

@@ -84,7 +84,7 @@ def main() -> int:
             alice, bob, carol = peers
             for p in peers:
                 wait_for(lambda p=p: p.get("/api/health")["peers"] == 2, what="peers to meet")
-            say("every peer sees the other two (heartbeats over the DHT-discovered addresses)")
+            say("every peer sees the other two (their signed heads, through the market overlay)")
 
             step("3. Offers are posted and every book converges")
             big = alice.offer("sell", "100", "8000")

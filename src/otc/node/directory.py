@@ -2,7 +2,7 @@
 how to reach one peer by its id.
 
 Grenache service names (see docs/protocol.md):
-- ``otc:market``      announced by every peer; receives pushed updates, heartbeats, snapshot requests.
+- ``otc:market``      announced by every peer; the market overlay: gossip, probes, reconciliation, snapshots.
 - ``otc:peer:<id>``   announced by each peer for itself; receives takes, confirms, offer-list requests, chat.
 """
 

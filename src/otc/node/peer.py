@@ -1,6 +1,6 @@
 """The peer: a thin composition of parts, each with one concern, around the pure core.
 
-- ``Market``    (market.py)    replication of every maker's offers: pushes, heartbeats, sync, late join
+- ``Market``    (market.py)    the market overlay (core/replication.py): gossip, probes, sync, join
 - ``Trading``   (trading.py)   our desk as maker, our takes as taker
 - ``Messenger`` (chat.py)      signed direct messages
 - ``Sweeper``   (sweeps.py)    sweep orders across makers

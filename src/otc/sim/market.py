@@ -71,26 +71,28 @@ class Scenario:
     loss: float = 0.01
 
     def sized(self) -> Scenario:
-        """Defaults by size. Past 2,000 peers the workload is lighter (30 offers, 5 joins, 5 deaths, 10
-        peers cut off): every flood costs every peer a few messages, and the run must stay in minutes."""
+        """Defaults by size. Past 2,000 peers the workload is lighter (20 offers, 5 joins, 5 deaths, 10
+        peers cut off, shorter windows): every flood costs every peer a few messages, and a 10,000-peer run
+        must finish in minutes on two cores."""
         n = self.peers
         big = n > 2000
 
         def pick(given: int, small: int, large: int) -> int:
             return given if given >= 0 else (large if big else small)
 
+        default = Scenario()
         return Scenario(
             peers=n,
             seed=self.seed,
-            offers=self.offers or (30 if big else 200),
+            offers=self.offers or (20 if big else 200),
             offer_gap_ms=self.offer_gap_ms,
             joins=pick(self.joins, max(2, n // 100), 5),
             deaths=pick(self.deaths, max(2, n // 100), 5),
             partition=pick(self.partition, max(2, n // 20), 10),
             partition_ms=self.partition_ms,
-            warmup_ms=self.warmup_ms,
-            idle_ms=5_000 if big and self.idle_ms == Scenario.idle_ms else self.idle_ms,
-            tail_ms=self.tail_ms,
+            warmup_ms=6_000 if big and self.warmup_ms == default.warmup_ms else self.warmup_ms,
+            idle_ms=5_000 if big and self.idle_ms == default.idle_ms else self.idle_ms,
+            tail_ms=15_000 if big and self.tail_ms == default.tail_ms else self.tail_ms,
             loss=self.loss,
         )
 
