@@ -221,6 +221,7 @@ def test_a_restarted_maker_ignores_stale_copies_of_its_own_offers(spawn: Spawn, 
 
     alice2 = spawn("alice", data_dir=data)  # answers only once its join from bob is done
     assert visible(alice2, offer["id"]) is None
+
     # and after bob has repaired its copy from the restarted alice's head (seq 2: the cancel), neither
     # side shows it (bob holds the old head, in step with its stale copy, until the new one arrives)
     def synced() -> bool:
