@@ -11,11 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from grenache.grapes import GrapeNetwork
 
 from ..harness import PeerProcess, wait_for
 
 N = 150
+pytestmark = pytest.mark.timeout(900)  # 150 processes start on 2 cores: a minute or two, more if shared
 
 
 def each(peers: list[PeerProcess], fn: Any) -> list[Any]:
@@ -32,15 +35,18 @@ def books(peers: list[PeerProcess]) -> list[set[str]]:
 
 
 def test_150_peers_on_two_grapes_hold_one_market(tmp_path: Path) -> None:
+    t0 = time.monotonic()
     with GrapeNetwork(2, log_dir=tmp_path) as net:
         peers = [PeerProcess(net.urls[i % 2], f"s{i}", log_dir=tmp_path) for i in range(N)]
         try:
             for p in peers:
                 p.launch()
-            each(peers, lambda p: p.wait_ready(240))
+            each(peers, lambda p: p.wait_ready(300))
+            print(f"\n150 peers answering {time.monotonic() - t0:.0f} s after launch")
             # every peer's signed head reached every other peer (the peer list, chat by name rely on it)
             wait_for(lambda: all(n == N - 1 for n in each(peers, lambda p: p.get("/api/health")["peers"])),
-                     timeout=120, interval=1, what="every peer to know the 149 others")  # fmt: skip
+                     timeout=240, interval=1, what="every peer to know the 149 others")  # fmt: skip
+            print(f"each knows the 149 others {time.monotonic() - t0:.0f} s after launch")
             before = sum(h["market"]["offers_in"] for h in each(peers, lambda p: p.get("/api/health")))
 
             makers = peers[:3]

@@ -25,8 +25,13 @@ nobody links to is still watched) goes through this state machine::
     any       it leaves, answers as another peer, or says we      dropped   (no accusation)
               are not its neighbour
 
-"The likely sick one": when most of the peers we probed in the last ``health_window_ms`` failed, we are
-probably the one cut off or overloaded, and accuse nobody (we still drop them, and dial others).
+"The likely sick one" (Lifeguard's local health awareness, simplified): when most of the peers we
+probed in the last ``health_window_ms`` failed, we are probably the one cut off, and accuse nobody (we
+still drop them, and dial others). And a local health score (0–8) rises with each probe of ours that
+fails and with our own event loop's lag (reported by the adapter: a process starved of CPU answers
+late and sees others answer late), falls with each probe answered, and stretches our probe, indirect
+probe and suspicion timeouts by (1 + score); past 2 we accuse nobody either. So an overloaded machine
+slows its own failure detection down instead of declaring live peers dead and flooding refutations.
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ class Dead:
 
 
 Intent = Probe | ProbeVia | Dial | Lookup | Leave | Dead
+MAX_SCORE = 8
 
 
 @dataclass
@@ -128,6 +134,7 @@ class Membership:
         self._next_rewire = 0
         self._results: dict[str, tuple[int, bool]] = {}  # peer -> (when, answered) of direct probes
         self._troubled: set[str] = set()  # links probing or suspect: the only ones with deadlines
+        self.score = 0  # local health: 0 healthy .. MAX_SCORE starved (see the top)
         self.hint: int | None = None  # the earliest deadline set outside ``tick`` since the last one
 
     # --- views -------------------------------------------------------------------------------------
@@ -146,11 +153,21 @@ class Membership:
         return link is not None and link.neighbour
 
     def healthy(self, now: int) -> bool:
-        """Lifeguard's local health, simplified: most peers we probed lately answered."""
+        """Whether we trust our own verdicts: most peers we probed lately answered, and our local health
+        score is low (we are not the one starved of CPU)."""
         since = now - self.timing.health_window_ms
         recent = [ok for when, ok in self._results.values() if when >= since]
         failed = recent.count(False)
-        return failed < 2 or failed * 2 <= len(recent)
+        return (failed < 2 or failed * 2 <= len(recent)) and self.score <= 2
+
+    def stretch(self, ms: int) -> int:
+        """A timeout as our local health allows: longer while we are slow."""
+        return ms * (1 + self.score)
+
+    def lagged(self, ms: int) -> None:
+        """Our own event loop ran ``ms`` late: we are starved of CPU, so others will look slow to us."""
+        if ms >= 200:
+            self.score = min(MAX_SCORE, self.score + ms // 200)
 
     # --- inputs ------------------------------------------------------------------------------------
     def add_candidates(self, addrs: list[str]) -> None:
@@ -249,6 +266,7 @@ class Membership:
         link.probing = False
         ok = answered_as == peer_id
         self._results[peer_id] = (now, ok)
+        self.score = max(0, self.score - 1) if ok else min(MAX_SCORE, self.score + 1)
         if ok:
             self.heard(peer_id, now)
             return []
@@ -266,7 +284,7 @@ class Membership:
             self._troubled.add(peer_id)
             self._hint(link.until)
             link.helpers = len(chosen)
-            link.until = now + self.timing.indirect_timeout_ms
+            link.until = now + self.stretch(self.timing.indirect_timeout_ms)
             return [ProbeVia(h.peer_id, h.addr, peer_id, link.addr) for h in chosen]
         return []
 
@@ -285,7 +303,7 @@ class Membership:
         link.state = LinkState.SUSPECT
         self._troubled.add(link.peer_id)
         self._hint(link.retry_at)
-        link.until = now + self.timing.suspect_ms
+        link.until = now + self.stretch(self.timing.suspect_ms)
         link.retry_at = now + self.timing.suspect_retry_ms
 
     def _back_off(self, addr: str, now: int) -> None:
@@ -348,7 +366,7 @@ class Membership:
                     out.append(Probe(peer_id, addr))
         # dial up to the target degree; look the market up when short of candidates
         for addr, since in list(self.dialing.items()):
-            if now - since > 2 * t.dial_timeout_ms:
+            if now - since > 2 * self.stretch(t.dial_timeout_ms):
                 del self.dialing[addr]  # its outcome got lost: a late answer is still welcome
         for addr, until in list(self.backoff.items()):
             if until <= now:

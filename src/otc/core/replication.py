@@ -365,7 +365,8 @@ class Replica:
         self._join_started = 0
         self._join_next_hedge = 0
         self._join_paging = False
-        self.stats = {"msgs_in": 0, "msgs_out": 0, "offers_in": 0}
+        # messages received and sent, offer copies received, accusations made, refutations signed
+        self.stats = {"msgs_in": 0, "msgs_out": 0, "offers_in": 0, "accused": 0, "refuted": 0}
         self._wake_hint: int | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -405,8 +406,11 @@ class Replica:
         return self._forward(News(offers=list(offers), heads=[self.head]), exclude="", now=now)
 
     def _refute(self, now: int) -> list[Action]:
-        """A notice declared us dead: a newer head of ours revives us wherever it goes."""
+        """A notice declared us dead: a newer head of ours revives us wherever it goes. Someone could not
+        reach us: we may be the slow one, so our local health score rises too."""
         assert self.head is not None
+        self.membership.score = min(M.MAX_SCORE, self.membership.score + 1)
+        self.stats["refuted"] += 1
         self.head = self.sign_head(max(now, self.head.ts + 1))
         self._touch(self.own_id, now)
         return self._forward(News(heads=[self.head]), exclude="", now=now)
@@ -649,14 +653,17 @@ class Replica:
     def _carry(self, intent: M.Intent, now: int) -> list[Action]:
         t = self.timing
         if isinstance(intent, M.Probe):
-            return [self._send(intent.addr, self._ping(), ("probe", intent.peer_id), t.probe_timeout_ms)]
+            timeout = self.membership.stretch(t.probe_timeout_ms)
+            return [self._send(intent.addr, self._ping(), ("probe", intent.peer_id), timeout)]
         if isinstance(intent, M.ProbeVia):
             via = PingReq(sender=self.own_id, target=intent.target_id, addr=intent.target_addr)
-            return [self._send(intent.helper_addr, via, ("via", intent.target_id), t.indirect_timeout_ms)]
+            timeout = self.membership.stretch(t.indirect_timeout_ms)
+            return [self._send(intent.helper_addr, via, ("via", intent.target_id), timeout)]
         if isinstance(intent, M.Dial):
             assert self.head is not None
             dial = Neighbour(head=self.head, urgent=intent.urgent)
-            return [self._send(intent.addr, dial, ("dial", intent.addr), t.dial_timeout_ms)]
+            timeout = self.membership.stretch(t.dial_timeout_ms)
+            return [self._send(intent.addr, dial, ("dial", intent.addr), timeout)]
         if isinstance(intent, M.Lookup):
             return [Lookup()]
         if isinstance(intent, M.Leave):
@@ -682,6 +689,7 @@ class Replica:
         if view.head.addr != addr:
             return []  # it moved (a restart elsewhere): its newer head is its own proof of life
         death = sign_death(self.identity, view.head, now)
+        self.stats["accused"] += 1
         news = News()
         if self.book.apply_death(death, now):
             news.deaths.append(death)
@@ -734,7 +742,8 @@ class Replica:
         if link is None or link.probing:
             return []
         link.probing = True
-        return [self._send(link.addr, self._ping(), ("probe", peer_id), self.timing.probe_timeout_ms)]
+        timeout = self.membership.stretch(self.timing.probe_timeout_ms)
+        return [self._send(link.addr, self._ping(), ("probe", peer_id), timeout)]
 
     # --- reconciliation -----------------------------------------------------------------------------------
     def _sorted_makers(self) -> list[str]:
