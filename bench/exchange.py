@@ -1,10 +1,11 @@
 """Exchange benchmarks (`make bench`): every figure next to its target, measured in one run.
 
-    .venv/bin/python bench/exchange.py [--quick] [--peers 5,20,50] [--offers 200] [--json out.json]
+    .venv/bin/python bench/exchange.py [--quick] [--peers 5,20,50,150] [--offers 200] [--json out.json]
 
 - book:        the pure order book (in process): add, cancel, best price, apply update — ops/s
 - propagation: an offer posted at one peer until every other peer's book has it (SSE arrival), p50/p99,
-               at 5, 20 and 50 peer processes on two Grapes
+               and the copies of it each peer received, at 5, 20, 50 and 150 peer processes on two Grapes
+               (past Grape's 100-announcer lookups), after measuring their idle CPU and messages
 - latency:     take request until the taker holds the done receipt (the maker holds it before it answers)
 - throughput:  trades/s in a 10-peer network, 5 makers and 5 takers with many takes in flight
 - contention:  100 takers racing for one offer, repeated; overfills (must be 0) and time to settle
@@ -95,7 +96,7 @@ def bench_book(n: int) -> None:
     def fresh_book() -> Book:  # every maker heard from, so all offers are visible
         book = Book()
         for head in heads:
-            book.on_head(head, 3)
+            book.accept_head(head, 3)
         assert all(book.maker_alive(m.peer_id, 3) for m in makers)
         return book
 
@@ -413,7 +414,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller runs (for a smoke test)")
-    parser.add_argument("--peers", default="5,20,50")
+    parser.add_argument("--peers", default="5,20,50,150")
     parser.add_argument("--offers", type=int, default=200)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement per size")
     parser.add_argument("--join", default="10000,100000")
