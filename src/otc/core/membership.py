@@ -133,7 +133,8 @@ class Membership:
         self._next_other = 0
         self._next_rewire = 0
         self._results: dict[str, tuple[int, bool]] = {}  # peer -> (when, answered) of direct probes
-        self._troubled: set[str] = set()  # links probing or suspect: the only ones with deadlines
+        # links probing or suspect: the only ones with deadlines (a dict: ordered, so runs are repeatable)
+        self._troubled: dict[str, None] = {}
         self.score = 0  # local health: 0 healthy .. MAX_SCORE starved (see the top)
         self.hint: int | None = None  # the earliest deadline set outside ``tick`` since the last one
 
@@ -204,7 +205,7 @@ class Membership:
             link.last_heard = now
             if link.state is not LinkState.ALIVE:
                 link.state = LinkState.ALIVE
-                self._troubled.discard(peer_id)
+                self._troubled.pop(peer_id, None)
                 if not link.neighbour and not link.probing:
                     del self.links[peer_id]
 
@@ -223,7 +224,7 @@ class Membership:
 
     def _link(self, peer_id: str, addr: str, now: int) -> None:
         self.links[peer_id] = Link(peer_id, addr, True, now, last_heard=now)
-        self._troubled.discard(peer_id)
+        self._troubled.pop(peer_id, None)
         self._order.insert(self.rng.randrange(len(self._order) + 1), peer_id)
         self.backoff.pop(addr, None)
         self._waits.pop(addr, None)
@@ -253,7 +254,7 @@ class Membership:
     def left(self, peer_id: str) -> None:
         """It left us, or told us we are not its neighbour: drop it without accusing it."""
         link = self.links.pop(peer_id, None)
-        self._troubled.discard(peer_id)
+        self._troubled.pop(peer_id, None)
         self._hint(now=None)  # fewer neighbours: dial again soon
         if link is not None and peer_id in self._order:
             self._order.remove(peer_id)
@@ -281,7 +282,7 @@ class Membership:
                 self._suspect(link, now)
                 return []
             link.state = LinkState.PROBING
-            self._troubled.add(peer_id)
+            self._troubled[peer_id] = None
             self._hint(link.until)
             link.helpers = len(chosen)
             link.until = now + self.stretch(self.timing.indirect_timeout_ms)
@@ -301,7 +302,7 @@ class Membership:
 
     def _suspect(self, link: Link, now: int) -> None:
         link.state = LinkState.SUSPECT
-        self._troubled.add(link.peer_id)
+        self._troubled[link.peer_id] = None
         self._hint(link.retry_at)
         link.until = now + self.stretch(self.timing.suspect_ms)
         link.retry_at = now + self.timing.suspect_retry_ms
