@@ -27,10 +27,11 @@ nobody links to is still watched) goes through this state machine::
 
 "The likely sick one" (Lifeguard's local health awareness, simplified): when most of the peers we
 probed in the last ``health_window_ms`` failed, we are probably the one cut off, and accuse nobody (we
-still drop them, and dial others). And a local health score (0–8) rises with each probe of ours that
-fails and with our own event loop's lag (reported by the adapter: a process starved of CPU answers
-late and sees others answer late), falls with each probe answered, and stretches our probe, indirect
-probe and suspicion timeouts by (1 + score); past 2 we accuse nobody either. So an overloaded machine
+still drop them, and dial others). And a local health score (0–8) rises with our own event loop's lag
+(reported by the adapter: a process starved of CPU answers late and sees others answer late), with a
+helper that does not answer our indirect probe at all, and with being accused; it falls with each probe
+answered, and stretches our probe, indirect probe, suspicion and dial timeouts by (1 + score); past 2
+we accuse nobody either. So an overloaded machine
 slows its own failure detection down instead of declaring live peers dead and flooding refutations.
 """
 
@@ -267,7 +268,8 @@ class Membership:
         link.probing = False
         ok = answered_as == peer_id
         self._results[peer_id] = (now, ok)
-        self.score = max(0, self.score - 1) if ok else min(MAX_SCORE, self.score + 1)
+        if ok:
+            self.score = max(0, self.score - 1)
         if ok:
             self.heard(peer_id, now)
             return []
@@ -289,7 +291,11 @@ class Membership:
             return [ProbeVia(h.peer_id, h.addr, peer_id, link.addr) for h in chosen]
         return []
 
-    def probed_via(self, target_id: str, ok: bool, now: int) -> None:
+    def probed_via(self, target_id: str, ok: bool, now: int, *, helper_answered: bool = True) -> None:
+        """An indirect probe's outcome. A helper that did not answer at all (it answers "no" when the
+        target does not) says more about our own links than about the target: our score rises."""
+        if not helper_answered:
+            self.score = min(MAX_SCORE, self.score + 1)
         link = self.links.get(target_id)
         if link is None or link.state is not LinkState.PROBING:
             return

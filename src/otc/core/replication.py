@@ -879,7 +879,7 @@ class Replica:
         if kind == "probe":
             return self._on_pong(context[1], reply if ok else None, now)
         if kind == "via":
-            self.membership.probed_via(context[1], ok and reply.ok, now)
+            self.membership.probed_via(context[1], ok and reply.ok, now, helper_answered=ok)
             return []
         if kind == "helper":
             self._ping_reqs -= 1
