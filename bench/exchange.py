@@ -9,7 +9,8 @@
 - latency:     take request until the taker holds the done receipt (the maker holds it before it answers)
 - throughput:  trades/s in a 10-peer network, 5 makers and 5 takers with many takes in flight
 - contention:  100 takers racing for one offer, repeated; overfills (must be 0) and time to settle
-- late join:   time for a new peer to hold a book of 10,000 and 100,000 offers (signatures verified)
+- late join:   time for a new peer to hold a book of 10,000 and 100,000 offers (10 and 100 maker
+               processes at the 1,000-offer bound each; every list authenticated by its maker's head)
 - memory:      RSS of an idle peer process
 Only loopback addresses are used; every process started is stopped at the end, also on Ctrl-C.
 """
@@ -42,6 +43,7 @@ from grenache.grapes import GrapeNetwork  # noqa: E402
 from otc.core.book import Book  # noqa: E402
 from otc.core.desk import Desk  # noqa: E402
 from otc.core.identity import Identity  # noqa: E402
+from otc.core.limits import MAX_OFFERS_PER_MAKER  # noqa: E402
 from otc.core.messages import Offer  # noqa: E402
 from otc.launch import PeerProcess, start_all, wait_for  # noqa: E402
 from otc.node.keyfile import load_or_create  # noqa: E402
@@ -345,10 +347,10 @@ def bench_trades(tmp: Path, quick: bool) -> None:
 
 
 # --- late join -----------------------------------------------------------------------------------------
-def seed_maker(data_dir: Path, n: int) -> None:
+def seed_maker(data_dir: Path, n: int, salt: int = 0) -> None:
     """A maker's data directory holding ``n`` signed open offers (as if posted before)."""
     identity = load_or_create(data_dir / "identity.key")
-    desk = Desk(identity, "seeder")
+    desk = Desk(identity, f"seeder{salt}")
     now = int(time.time() * 1000)
     offers = []
     for i in range(n):
@@ -362,38 +364,45 @@ def seed_maker(data_dir: Path, n: int) -> None:
         offers.append(offer)
     store = Store(data_dir / "peer.sqlite")
     store.save(seq=desk.seq, offers=offers)
-    store.set_meta("name", "seeder")
+    store.set_meta("name", f"seeder{salt}")
     store.close()
 
 
 def bench_late_join(sizes: list[int], tmp: Path) -> None:
-    console.rule("late join (signatures verified)")
+    """A newcomer loads a book of ``n`` offers: n / 1,000 makers at the per-maker bound (limits.py), each
+    its own process started from a seeded data directory, and a holder that has the whole book."""
+    console.rule("late join (heads verified: one signature per maker)")
+    per_maker = MAX_OFFERS_PER_MAKER
     for n in sizes:
-        data = tmp / f"seed-{n}"
-        seed_maker(data, n)
+        count = max(1, n // per_maker)
+        dirs = [tmp / f"seed-{n}-{i}" for i in range(count)]
+        for i, data in enumerate(dirs):
+            seed_maker(data, min(per_maker, n), salt=i)
         net = GrapeNetwork(2, log_dir=tmp).start()
-        peers: list[PeerProcess] = []
+        urls = net.urls
+        peers = [PeerProcess(urls[i % 2], f"seeder{i}", data_dir=d, log_dir=tmp) for i, d in enumerate(dirs)]
         try:
-            maker = PeerProcess(net.urls[0], "seeder", data_dir=data, log_dir=tmp)
-            peers.append(maker.start(120))
             holder = PeerProcess(net.urls[1], "holder", log_dir=tmp)
-            peers.append(holder.start(120))
-            wait_for(lambda h=holder, n=n: h.get("/api/health")["book_offers"] == n, 120, 0.05, "holder")
+            peers.append(holder)
+            for p in peers:
+                p.launch()
+            for p in peers:
+                p.wait_ready(300)
+            wait_for(lambda h=holder, n=n: h.get("/api/health")["book_offers"] == n, 300, 0.1, "holder")
             newcomer = PeerProcess(net.urls[1], "newcomer", log_dir=tmp)
             t0 = time.perf_counter()
             peers.append(newcomer.start(120))  # answers once its join is complete
             health = newcomer.get("/api/health")
             total = time.perf_counter() - t0
             join = health["join_ms"] / 1000
-            assert health["book_offers"] == n, health
             target = 3.0 if n == 100_000 else None
             record(
-                f"late join, {n:,} offers: book loaded",
+                f"late join, {n:,} offers ({count} makers): book loaded",
                 join,
                 "s",
                 f"< {target} s" if target else "—",
-                None if target is None else join < target,
-                f"from process launch to serving: {total:.2f} s",
+                None if target is None else join < target and health["book_offers"] == n,
+                f"from process launch to serving: {total:.2f} s; {health['book_offers']:,} offers held",
             )
         finally:
             for p in peers:
