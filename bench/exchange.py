@@ -388,7 +388,11 @@ def bench_late_join(sizes: list[int], tmp: Path) -> None:
                 p.launch()
             for p in peers:
                 p.wait_ready(300)
-            wait_for(lambda h=holder, n=n: h.get("/api/health")["book_offers"] == n, 300, 0.1, "holder")
+
+            def full(h: PeerProcess = holder, n: int = n) -> bool:
+                return bool(h.get("/api/health")["book_offers"] == n)
+
+            wait_for(full, 300, 0.1, "the holder to hold the whole book")
             newcomer = PeerProcess(net.urls[1], "newcomer", log_dir=tmp)
             t0 = time.perf_counter()
             peers.append(newcomer.start(120))  # answers once its join is complete
