@@ -4,7 +4,7 @@ STAMP   := .venv/.setup-stamp
 # the browser the security tests attack the control API from (Debian's; Playwright never downloads one)
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup test lint demo bench bench-rpc chaos clean
+.PHONY: setup test lint demo bench bench-rpc chaos sim clean
 
 setup: $(STAMP) node_modules/.package-lock.json $(CHROMIUM)
 
@@ -53,6 +53,9 @@ bench-rpc: setup
 bench: setup bench-rpc
 	$(PY) bench/exchange.py
 	$(PY) bench/rfq.py
+
+sim: setup
+	$(PY) -m otc.sim --peers $${PEERS:-1000} --seed $${SEED:-1}
 
 chaos: setup
 	$(PY) scripts/chaos.py --seed $${SEED:-1} --peers $${PEERS:-5} --seconds $${DURATION:-60}

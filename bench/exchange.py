@@ -1,14 +1,16 @@
 """Exchange benchmarks (`make bench`): every figure next to its target, measured in one run.
 
-    .venv/bin/python bench/exchange.py [--quick] [--peers 5,20,50] [--offers 200] [--json out.json]
+    .venv/bin/python bench/exchange.py [--quick] [--peers 5,20,50,150] [--offers 200] [--json out.json]
 
 - book:        the pure order book (in process): add, cancel, best price, apply update — ops/s
 - propagation: an offer posted at one peer until every other peer's book has it (SSE arrival), p50/p99,
-               at 5, 20 and 50 peer processes on two Grapes
+               and the copies of it each peer received, at 5, 20, 50 and 150 peer processes on two Grapes
+               (past Grape's 100-announcer lookups), after measuring their idle CPU and messages
 - latency:     take request until the taker holds the done receipt (the maker holds it before it answers)
 - throughput:  trades/s in a 10-peer network, 5 makers and 5 takers with many takes in flight
 - contention:  100 takers racing for one offer, repeated; overfills (must be 0) and time to settle
-- late join:   time for a new peer to hold a book of 10,000 and 100,000 offers (signatures verified)
+- late join:   time for a new peer to hold a book of 10,000 and 100,000 offers (10 and 100 maker
+               processes at the 1,000-offer bound each; every list authenticated by its maker's head)
 - memory:      RSS of an idle peer process
 Only loopback addresses are used; every process started is stopped at the end, also on Ctrl-C.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -40,6 +43,7 @@ from grenache.grapes import GrapeNetwork  # noqa: E402
 from otc.core.book import Book  # noqa: E402
 from otc.core.desk import Desk  # noqa: E402
 from otc.core.identity import Identity  # noqa: E402
+from otc.core.limits import MAX_OFFERS_PER_MAKER  # noqa: E402
 from otc.core.messages import Offer  # noqa: E402
 from otc.launch import PeerProcess, isolate, start_all, wait_for  # noqa: E402
 from otc.node.keyfile import load_or_create  # noqa: E402
@@ -94,7 +98,7 @@ def bench_book(n: int) -> None:
     def fresh_book() -> Book:  # every maker heard from, so all offers are visible
         book = Book()
         for head in heads:
-            book.on_head(head, 3)
+            book.accept_head(head, 3)
         assert all(book.maker_alive(m.peer_id, 3) for m in makers)
         return book
 
@@ -188,13 +192,43 @@ async def measure_propagation(peers: list[PeerProcess], offers: int) -> list[flo
     return latencies
 
 
-def bench_propagation(sizes: list[int], offers: int, tmp: Path) -> None:
+def cpu_ticks(peer: PeerProcess) -> int:
+    """user + system CPU time of a peer process, in clock ticks (Linux /proc)."""
+    with open(f"/proc/{peer.pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def market_stats(peers: list[PeerProcess]) -> list[dict[str, int]]:
+    return [p.get("/api/health").get("market", {}) for p in peers]
+
+
+def measure_idle(peers: list[PeerProcess], seconds: float) -> tuple[float, float]:
+    """Mean CPU (% of one core) and market messages received per peer per second, while idle."""
+    before, cpu0, t0 = market_stats(peers), [cpu_ticks(p) for p in peers], time.perf_counter()
+    time.sleep(seconds)
+    after, cpu1, t1 = market_stats(peers), [cpu_ticks(p) for p in peers], time.perf_counter()
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu = statistics.mean((b - a) / hz / (t1 - t0) * 100 for a, b in zip(cpu0, cpu1, strict=True))
+    msgs = statistics.mean(
+        (b.get("msgs_in", 0) - a.get("msgs_in", 0)) / (t1 - t0) for a, b in zip(before, after, strict=True)
+    )
+    return cpu, msgs
+
+
+def bench_propagation(sizes: list[int], offers: int, tmp: Path, idle_s: float) -> None:
     console.rule("offer propagation (peer processes on two Grapes)")
     for n in sizes:
         with network(n, tmp, f"prop{n}-") as (_, peers):
+            time.sleep(2)  # let the start-up traffic settle
+            cpu, msgs = measure_idle(peers, idle_s)
+            record(f"idle CPU per peer, {n} peers", cpu, "% core", "—", None, f"over {idle_s:.0f} s")
+            record(f"idle market msgs per peer, {n} peers", msgs, "msgs/s", "—", None, "received")
+            copies0 = sum(s.get("offers_in", 0) for s in market_stats(peers))
             lat = asyncio.run(measure_propagation(peers, offers))
+            copies = (sum(s.get("offers_in", 0) for s in market_stats(peers)) - copies0) / (offers * (n - 1))
             target = 10 if n <= 5 else 50
-            p50, p99 = pct(lat, 50), pct(lat, 99)
+            p50, p99 = pct(lat, 50) if lat else float("nan"), pct(lat, 99) if lat else float("nan")
             lost = offers - len(lat)
             record(f"propagation p50, {n} peers", p50, "ms", "—", None)
             record(
@@ -205,6 +239,7 @@ def bench_propagation(sizes: list[int], offers: int, tmp: Path) -> None:
                 (p99 < target and lost == 0) if n in (5, 50) else None,
                 f"{len(lat)} offers" + (f", {lost} not everywhere in 10 s" if lost else ""),
             )
+            record(f"offer copies received per peer, {n} peers", copies, "copies", "—", None)
 
 
 # --- trades --------------------------------------------------------------------------------------------
@@ -322,10 +357,10 @@ def bench_trades(tmp: Path, quick: bool) -> None:
 
 
 # --- late join -----------------------------------------------------------------------------------------
-def seed_maker(data_dir: Path, n: int) -> None:
+def seed_maker(data_dir: Path, n: int, salt: int = 0) -> None:
     """A maker's data directory holding ``n`` signed open offers (as if posted before)."""
     identity = load_or_create(data_dir / "identity.key")
-    desk = Desk(identity, "seeder")
+    desk = Desk(identity, f"seeder{salt}")
     now = int(time.time() * 1000)
     offers = []
     for i in range(n):
@@ -339,38 +374,49 @@ def seed_maker(data_dir: Path, n: int) -> None:
         offers.append(offer)
     store = Store(data_dir / "peer.sqlite")
     store.save(seq=desk.seq, offers=offers)
-    store.set_meta("name", "seeder")
+    store.set_meta("name", f"seeder{salt}")
     store.close()
 
 
 def bench_late_join(sizes: list[int], tmp: Path) -> None:
-    console.rule("late join (signatures verified)")
+    """A newcomer loads a book of ``n`` offers: n / 1,000 makers at the per-maker bound (limits.py), each
+    its own process started from a seeded data directory, and a holder that has the whole book."""
+    console.rule("late join (heads verified: one signature per maker)")
+    per_maker = MAX_OFFERS_PER_MAKER
     for n in sizes:
-        data = tmp / f"seed-{n}"
-        seed_maker(data, n)
+        count = max(1, n // per_maker)
+        dirs = [tmp / f"seed-{n}-{i}" for i in range(count)]
+        for i, data in enumerate(dirs):
+            seed_maker(data, min(per_maker, n), salt=i)
         net = GrapeNetwork(2, log_dir=tmp).start()
-        peers: list[PeerProcess] = []
+        urls = net.urls
+        peers = [PeerProcess(urls[i % 2], f"seeder{i}", data_dir=d, log_dir=tmp) for i, d in enumerate(dirs)]
         try:
-            maker = PeerProcess(net.urls[0], "seeder", data_dir=data, log_dir=tmp)
-            peers.append(maker.start(120))
             holder = PeerProcess(net.urls[1], "holder", log_dir=tmp)
-            peers.append(holder.start(120))
-            wait_for(lambda h=holder, n=n: h.get("/api/health")["book_offers"] == n, 120, 0.05, "holder")
+            peers.append(holder)
+            for p in peers:
+                p.launch()
+            for p in peers:
+                p.wait_ready(300)
+
+            def full(h: PeerProcess = holder, n: int = n) -> bool:
+                return bool(h.get("/api/health")["book_offers"] == n)
+
+            wait_for(full, 300, 0.1, "the holder to hold the whole book")
             newcomer = PeerProcess(net.urls[1], "newcomer", log_dir=tmp)
             t0 = time.perf_counter()
             peers.append(newcomer.start(120))  # answers once its join is complete
             health = newcomer.get("/api/health")
             total = time.perf_counter() - t0
             join = health["join_ms"] / 1000
-            assert health["book_offers"] == n, health
             target = 3.0 if n == 100_000 else None
             record(
-                f"late join, {n:,} offers: book loaded",
+                f"late join, {n:,} offers ({count} makers): book loaded",
                 join,
                 "s",
                 f"< {target} s" if target else "—",
-                None if target is None else join < target,
-                f"from process launch to serving: {total:.2f} s",
+                None if target is None else join < target and health["book_offers"] == n,
+                f"from process launch to serving: {total:.2f} s; {health['book_offers']:,} offers held",
             )
         finally:
             for p in peers:
@@ -381,7 +427,7 @@ def bench_late_join(sizes: list[int], tmp: Path) -> None:
 def bench_memory(tmp: Path) -> None:
     console.rule("memory")
     with network(2, tmp, "idle") as (_, peers):
-        time.sleep(3)  # idle: a few heartbeats exchanged
+        time.sleep(3)  # idle: a few probes exchanged
         rss = peers[0].rss_kb() / 1024
         record("RSS of an idle peer process", rss, "MB", "< 40 MB", rss < 40)
 
@@ -391,8 +437,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller runs (for a smoke test)")
-    parser.add_argument("--peers", default="5,20,50")
+    parser.add_argument("--peers", default="5,20,50,150")
     parser.add_argument("--offers", type=int, default=200)
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement per size")
     parser.add_argument("--join", default="10000,100000")
     parser.add_argument("--only", default="book,propagation,trades,join,memory")
     parser.add_argument("--json", type=Path)
@@ -405,7 +452,7 @@ def main() -> int:
         if "book" in only:
             bench_book(20_000 if args.quick else 100_000)
         if "propagation" in only:
-            bench_propagation([int(x) for x in args.peers.split(",")], args.offers, tmp)
+            bench_propagation([int(x) for x in args.peers.split(",")], args.offers, tmp, args.idle)
         if "trades" in only:
             bench_trades(tmp, args.quick)
         if "join" in only:

@@ -143,7 +143,9 @@ def main(keep: bool = False) -> int:
             for p, grape in zip(peers, (0, 1, 0, 1), strict=True):
                 say(f"{p.name:5} peer id {p.peer_id[:16]}…  api {p.url}  via grape {grape + 1}")
             alice, bob, carol, dave = peers
-            say("every peer sees the other three (heartbeats over the DHT-discovered addresses)")
+            for p in peers:
+                wait_for(lambda p=p: p.get("/api/health")["peers"] == 3, what="peers to meet")
+            say("every peer sees the other three (their signed heads, through the market overlay)")
             try:
                 http("GET", alice.url + "/api/trades")
             except APIError as exc:

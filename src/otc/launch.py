@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,8 +25,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-
-from grenache.grapes import free_port
 
 from .home import default_data_dir, read_token, running
 
@@ -77,6 +77,26 @@ def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.
         time.sleep(interval)
 
 
+def api_port_below_ephemeral() -> int:
+    """A free port for a control API, below the kernel's ephemeral range: while peers start, their RPC
+    servers and every outgoing connection take ephemeral ports, and one of them could take a port picked
+    there for an API that is not bound yet (then the API fails to start, or another server answers)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10_000, max(10_001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 class PeerProcess:
     """An ``otc peer`` process. Its data directory is ``data_dir`` if given; else, with ``home``, the
     default one for its name (``$XDG_DATA_HOME/otc/<name>``); with ``ephemeral``, a temporary one the
@@ -108,7 +128,7 @@ class PeerProcess:
         elif home:
             self._data_dir = default_data_dir(name)
         self.log_dir = log_dir
-        self.api_port = api_port or free_port()
+        self.api_port = api_port or api_port_below_ephemeral()
         self.nofile = nofile  # (soft, hard) limit on open files to start the process with
         self.proc: subprocess.Popen[bytes] | None = None
         self.peer_id = ""

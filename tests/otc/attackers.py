@@ -22,7 +22,7 @@ from grenache import GrenacheError, Link, PeerRPCClient, PeerRPCServer, RPCError
 from grenache.tls import client_context, self_signed, server_context
 from otc.core.desk import Desk
 from otc.core.identity import Identity
-from otc.core.messages import Chat, Heartbeat, Offer, Take, Updates
+from otc.core.messages import Chat, Gossip, Offer, Take
 from otc.core.signing import sign
 
 T = TypeVar("T")
@@ -204,7 +204,8 @@ class SilentListener:
 
 class FakeMaker:
     """A maker with a real key and signed offers, whose announced address never answers: it keeps its
-    offers alive in a peer's book by pushing signed updates and fresh signed heartbeats to it."""
+    offers alive in a peer's book by pushing them to it as overlay gossip, with a fresh signed head every
+    ``every_s`` (a stranger's gossip, within what the book allows strangers)."""
 
     def __init__(self, silent: SilentListener) -> None:
         self.identity = Identity.generate()
@@ -223,10 +224,11 @@ class FakeMaker:
             await link.announce(f"otc:peer:{self.identity.peer_id}", self.silent.port)
 
     async def keep_alive(self, client: PeerRPCClient, victim_rpc: str, every_s: float = 1.5) -> None:
-        await client.request_dest(victim_rpc, "otc:market", wire(Updates(offers=self.offers)))
+        offers = self.offers
         while True:
             head = self.desk.head(now_ms(), self.silent.addr)
-            await client.request_dest(victim_rpc, "otc:market", wire(Heartbeat(head=head)))
+            await client.request_dest(victim_rpc, "otc:market", wire(Gossip(offers=offers, heads=[head])))
+            offers = []
             await asyncio.sleep(every_s)
 
 

@@ -1,5 +1,5 @@
-"""The replicated book: signature and consistency checks, merge by seq, tombstones, views, liveness,
-digest drift and repair by sync."""
+"""The replicated book: signature and consistency checks, merge by seq, tombstones, views, liveness by
+heads and death notices, equivocation, bounds, digest drift and repair by sync, shared bases."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otc.core.book import Applied, Book
+from otc.core import limits as L
+from otc.core.book import Applied, Book, HeadOutcome, MakerView
 from otc.core.desk import Desk
 from otc.core.identity import Identity
-from otc.core.messages import Confirm, Departure, MakerOffers, MakerSeen, Offer, Take
+from otc.core.messages import Confirm, Head, MakerOffers, Offer, Take
+from otc.core.notices import sign_death
 from otc.core.signing import sign
 from otc.core.taker import Taker
 
@@ -22,7 +24,7 @@ MAKER = Identity.from_seed(bytes([1]) * 32)
 OTHER = Identity.from_seed(bytes([2]) * 32)
 TAKER = Identity.from_seed(bytes([3]) * 32)
 T0 = 1_700_000_000_000
-LIVENESS = 8_000
+ACCUSER = Identity.from_seed(bytes([4]) * 32)
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def desk() -> Desk:
 
 @pytest.fixture
 def book() -> Book:
-    return Book(liveness_ms=LIVENESS)
+    return Book()
 
 
 def post(desk: Desk, now: int = T0, **fields: Any) -> Offer:
@@ -62,7 +64,12 @@ def fill(desk: Desk, offer: Offer, amount: str, now: int = T0) -> Offer:
 
 
 def heartbeat(book: Book, desk: Desk, now: int) -> bool:
-    return book.on_head(desk.head(now, "127.0.0.1:1"), now)
+    """The maker's head as of now reaches the book; True when our copy drifted from it."""
+    return book.accept_head(desk.head(now, "127.0.0.1:1"), now) is HeadOutcome.DRIFT
+
+
+def kill(book: Book, head: Head, now: int) -> bool:
+    return book.apply_death(sign_death(ACCUSER, head, now), now)
 
 
 def held(book: Book, maker: str = MAKER.peer_id) -> dict[str, int]:
@@ -159,7 +166,7 @@ def test_a_closed_offer_never_comes_back(book: Book, desk: Desk) -> None:
     heartbeat(book, desk, T0)
     assert book.get(offer.id) is None and visible(book, T0) == []
     # the same when the close arrives before anything else
-    other = Book(liveness_ms=LIVENESS)
+    other = Book()
     assert other.receive(closed, T0) is Applied.CLOSED
     assert other.receive(offer, T0) is Applied.STALE
     assert other.receive(partly, T0) is Applied.STALE
@@ -260,92 +267,94 @@ def test_expired_offers_are_hidden_by_time_alone(book: Book, desk: Desk) -> None
     assert book.get(offer.id) is None
 
 
-def test_a_silent_makers_offers_are_hidden_until_it_speaks_again(book: Book, desk: Desk) -> None:
+def test_a_maker_shows_from_its_first_matching_head_until_a_notice_covers_it(book: Book, desk: Desk) -> None:
     offer = post(desk)
     book.receive(offer, T0)
-    assert visible(book, T0) == []  # never heard a heartbeat: not known to be alive
+    assert visible(book, T0) == []  # never heard a head: not known to be alive
     assert not heartbeat(book, desk, T0)
     assert visible(book, T0) == [offer.id]
-    assert visible(book, T0 + LIVENESS) == [offer.id]
-    assert visible(book, T0 + LIVENESS + 1) == []
+    assert visible(book, T0 + 10**9) == [offer.id]  # no heartbeats: alive until declared dead
+    head = book.makers[MAKER.peer_id].head
+    assert head is not None and kill(book, head, T0 + 5)
+    assert visible(book, T0 + 5) == [] and book.peers(T0 + 5) == []
     assert book.get(offer.id) == offer  # hidden, not deleted
-    assert book.peers(T0 + LIVENESS + 1) == []
-    heartbeat(book, desk, T0 + 20_000)
+    (peer,) = book.peers(T0 + 5, hidden=True)
+    assert (peer.peer_id, peer.name, peer.addr, peer.last_seen) == (MAKER.peer_id, "maker", "127.0.0.1:1", T0)
+    assert not kill(book, head, T0 + 6)  # the same death again changes nothing
+    # the maker refutes with a newer head of its own: back at once (our copy matches it)
+    assert not heartbeat(book, desk, T0 + 20_000)
     assert visible(book, T0 + 20_000) == [offer.id]
-    (peer,) = book.peers(T0 + 20_000)
-    assert (peer.peer_id, peer.name, peer.addr, peer.last_seen) == (
-        MAKER.peer_id,
-        "maker",
-        "127.0.0.1:1",
-        T0 + 20_000,
-    )
+    assert book.peers(T0 + 20_000)[0].last_seen == T0 + 20_000
 
 
-def test_a_replayed_heartbeat_does_not_prove_liveness(book: Book, desk: Desk) -> None:
+def test_a_notice_about_an_older_head_is_stale(book: Book, desk: Desk) -> None:
+    old = desk.head(T0, "a")
+    offer = post(desk)
+    book.receive(offer, T0)
+    assert not heartbeat(book, desk, T0 + 1)
+    assert not kill(book, old, T0 + 2)  # it named a head older than the one we hold
+    assert visible(book, T0 + 2) == [offer.id]
+
+
+def test_a_replayed_or_forged_head_proves_nothing(book: Book, desk: Desk) -> None:
     offer = post(desk)
     book.receive(offer, T0)
     old = desk.head(T0, "a")
-    assert not book.on_head(old, T0)
-    assert not book.on_head(old, T0 + 20_000)  # the same heartbeat, replayed later
+    assert book.accept_head(old, T0) is HeadOutcome.IN_STEP
+    assert kill(book, old, T0 + 1)
+    assert book.accept_head(old, T0 + 20_000) is HeadOutcome.IGNORED  # replayed: the notice covers it
     assert visible(book, T0 + 20_000) == []
     forged = msgspec.structs.replace(desk.head(T0 + 20_000, "a"), name="evil")
-    assert not book.on_head(forged, T0 + 20_000)
+    assert book.accept_head(forged, T0 + 20_000) is HeadOutcome.IGNORED
     assert visible(book, T0 + 20_000) == []
 
 
-def test_relayed_heartbeats_carry_their_age(book: Book, desk: Desk) -> None:
-    offer = post(desk)
-    book.receive(offer, T0)
-    book.on_seen(MakerSeen(head=desk.head(T0, "a"), age_ms=3_000), T0 + 3_000)
-    assert visible(book, T0 + LIVENESS) == [offer.id]
-    assert visible(book, T0 + LIVENESS + 1) == []
-
-
-def test_a_relayed_head_matching_our_copy_shuts_out_staler_copies(book: Book, desk: Desk) -> None:
+def test_a_head_matching_our_copy_shuts_out_staler_copies(book: Book, desk: Desk) -> None:
     """Two snapshot sources: the up-to-date one (no offers of the maker, head matching) is loaded first,
     the stale one (still holding the cancelled offer) after: the stale copy must not come back."""
     a = post(desk)
     cancel(desk, a)
     head = desk.head(T0, "a")
-    book.on_seen(MakerSeen(head=head, age_ms=0), T0)  # source Y: nothing of the maker, head matches
+    assert book.sync(MakerOffers(head=head, offers=[]), T0) == 0  # source Y: nothing of it, head matches
     assert book.maker_alive(MAKER.peer_id, T0)
     assert book.receive(a, T0) is Applied.STALE  # source X's stale copy
     assert visible(book, T0) == []
 
 
-def test_a_relayed_head_not_matching_our_copy_proves_no_liveness(book: Book, desk: Desk) -> None:
+def test_a_new_makers_head_not_matching_our_copy_keeps_it_hidden(book: Book, desk: Desk) -> None:
     a = post(desk)
-    book.on_seen(MakerSeen(head=desk.head(T0, "a"), age_ms=0), T0)  # we hold nothing of it yet
+    assert heartbeat(book, desk, T0)  # we hold nothing of it yet
     assert not book.maker_alive(MAKER.peer_id, T0)
     book.receive(a, T0)
-    assert visible(book, T0) == []  # until its heartbeat (or a sync) shows our copy is right
+    assert visible(book, T0) == []  # until a head (or a sync) shows our copy is right
     assert not heartbeat(book, desk, T0 + 1) and visible(book, T0 + 1) == [a.id]
 
 
-def test_an_answered_sync_older_than_the_head_held_proves_no_liveness(book: Book, desk: Desk) -> None:
-    """Whoever answers on a maker's name could replay an old reply: it must not keep a dead maker alive."""
+def test_a_sync_covered_by_a_notice_does_not_revive(book: Book, desk: Desk) -> None:
+    """Whoever answers on a maker's name could replay its list: it must not bring back a dead maker."""
     a = post(desk)
-    old_reply = MakerOffers(head=desk.head(T0, "a"), offers=desk.open_offers())
+    reply = MakerOffers(head=desk.head(T0, "a"), offers=desk.open_offers())
     book.receive(a, T0)
     assert not heartbeat(book, desk, T0 + 1_000)
-    later = T0 + LIVENESS + 1_001  # silent since T0 + 1 s: hidden
-    assert visible(book, later) == []
-    book.sync(old_reply, later, answered=True)
-    assert visible(book, later) == []
+    assert kill(book, book.makers[MAKER.peer_id].head, T0 + 2_000)  # type: ignore[arg-type]
+    book.sync(reply, T0 + 3_000)
+    assert visible(book, T0 + 3_000) == []
 
 
 def test_own_offers_are_always_visible(desk: Desk) -> None:
-    book = Book(MAKER.peer_id, liveness_ms=LIVENESS)
+    book = Book(MAKER.peer_id)
     offer = post(desk)
     book.apply(offer)
     assert visible(book, T0 + 10**9) == [offer.id]
-    assert not book.on_head(desk.head(T0, "a"), T0)  # our own heartbeat is not news
+    assert book.accept_head(desk.head(T0, "a"), T0) is HeadOutcome.IGNORED  # our own head is not news
+    assert not kill(book, desk.head(T0, "a"), T0)  # nor is a notice about us: we refute it elsewhere
+    assert visible(book, T0) == [offer.id]
 
 
 def test_the_network_never_writes_our_own_offers(desk: Desk) -> None:
     """After a restart, peers relay back copies of our offers that our desk has since closed: only the
     desk may write them, or a cancelled offer would reappear in our own book for good."""
-    book = Book(MAKER.peer_id, liveness_ms=LIVENESS)
+    book = Book(MAKER.peer_id)
     stale = post(desk)
     head = desk.head(T0, "a")
     cancelled = desk.cancel(stale.id, T0)[0]
@@ -357,46 +366,59 @@ def test_the_network_never_writes_our_own_offers(desk: Desk) -> None:
 
 
 def test_a_returning_maker_with_a_stale_copy_stays_hidden_until_synced(book: Book, desk: Desk) -> None:
-    """Offers the maker closed while it was silent must not show again, not even until the next sync."""
+    """Offers the maker closed while it was dead to us must not show again, not even until the sync."""
     a, b = post(desk), post(desk)
     book.receive(a, T0)
     book.receive(b, T0)
     assert not heartbeat(book, desk, T0)
-    later = T0 + LIVENESS + 1
-    assert visible(book, later) == []  # silent: hidden
+    assert kill(book, book.makers[MAKER.peer_id].head, T0 + 1)  # type: ignore[arg-type]
+    later = T0 + 10_000
+    assert visible(book, later) == []
     cancel(desk, a)  # missed
     assert heartbeat(book, desk, later)  # back, and drifted
     assert visible(book, later) == [], "the cancelled offer must not flash back"
-    head = desk.head(later, "addr")
-    book.sync(MakerOffers(head=head, offers=desk.open_offers()), later)  # relayed: proves no liveness
-    assert visible(book, later) == []
-    book.sync(MakerOffers(head=head, offers=desk.open_offers()), later, answered=True)  # from the maker
+    head = desk.head(later + 1, "addr")
+    book.sync(MakerOffers(head=head, offers=desk.open_offers()), later + 1)  # the list its head commits to
     assert visible(book, later + 1) == [b.id]
-    # a returning maker whose pushes outran its heartbeat is still synced before it shows
-    cancel(desk, b)  # missed while silent
-    stale_head = desk.head(later + 3 + LIVENESS, "addr")
-    book.receive(post(desk), later + 3 + LIVENESS)  # the push that outran the head below
-    assert book.on_head(stale_head, later + 3 + LIVENESS)
-    assert visible(book, later + 3 + LIVENESS) == [], "the cancelled offer must not flash back"
-    book.sync(MakerOffers(head=desk.head(later + 3 + LIVENESS, "addr"), offers=desk.open_offers()),
-              later + 3 + LIVENESS, answered=True)  # fmt: skip
-    assert b.id not in visible(book, later + 3 + LIVENESS) and len(visible(book, later + 3 + LIVENESS)) == 1
+    # a returning maker whose pushes outran its head is still synced before it shows
+    assert kill(book, head, later + 2)
+    cancel(desk, b)  # missed while dead to us
+    stale_head = desk.head(later + 3, "addr")
+    book.receive(post(desk), later + 3)  # the push that outran the head below
+    assert book.accept_head(stale_head, later + 3) is HeadOutcome.DRIFT
+    assert visible(book, later + 3) == [], "the cancelled offer must not flash back"
+    book.sync(MakerOffers(head=desk.head(later + 4, "addr"), offers=desk.open_offers()), later + 4)
+    assert b.id not in visible(book, later + 4) and len(visible(book, later + 4)) == 1
+
+
+def test_a_restarted_maker_is_hidden_until_synced(book: Book, desk: Desk) -> None:
+    a = post(desk)
+    book.receive(a, T0)
+    assert not heartbeat(book, desk, T0)
+    cancel(desk, a)  # missed while it restarted
+    assert book.accept_head(desk.head(T0 + 5, "127.0.0.1:2"), T0 + 5) is HeadOutcome.DRIFT  # a new address
+    assert visible(book, T0 + 5) == []
+    book.sync(MakerOffers(head=desk.head(T0 + 6, "127.0.0.1:2"), offers=desk.open_offers()), T0 + 6)
+    assert book.maker_alive(MAKER.peer_id, T0 + 6) and book.get(a.id) is None
 
 
 def test_a_live_makers_drift_hides_nothing(book: Book, desk: Desk) -> None:
     b = post(desk)
     book.receive(b, T0)
     assert not heartbeat(book, desk, T0)
-    later = T0
     c = post(desk)
-    assert heartbeat(book, desk, later + 2)
-    assert visible(book, later + 2) == [b.id]
-    book.receive(c, later + 2)
-    assert sorted(visible(book, later + 2)) == sorted([b.id, c.id])
+    assert heartbeat(book, desk, T0 + 2)
+    assert visible(book, T0 + 2) == [b.id]
+    book.receive(c, T0 + 2)
+    assert sorted(visible(book, T0 + 2)) == sorted([b.id, c.id])
 
 
-def test_makers_silent_for_long_are_forgotten_and_cannot_come_back_stale(desk: Desk) -> None:
-    book = Book(OTHER.peer_id, liveness_ms=LIVENESS)
+def forget(book: Book, now: int) -> list[str]:
+    return sorted(book.forget(now, dead_after_ms=60_000, silent_after_ms=1_000, proven_after_ms=120_000))
+
+
+def test_dead_makers_are_forgotten_and_an_old_head_cannot_bring_them_back(desk: Desk) -> None:
+    book = Book(OTHER.peer_id)
     other = Desk(OTHER, "me")
     mine = post(other)
     book.apply(mine)
@@ -404,44 +426,106 @@ def test_makers_silent_for_long_are_forgotten_and_cannot_come_back_stale(desk: D
     book.receive(a, T0)
     book.receive(b, T0)
     assert not heartbeat(book, desk, T0)
-    a_cancelled = cancel(desk, a)
-    book.receive(a_cancelled, T0)
-    assert book.forget_silent(T0 + 60_000, after_ms=60_000) == []  # not yet
-    assert book.forget_silent(T0 + 60_001, after_ms=60_000) == [MAKER.peer_id]
+    head = book.makers[MAKER.peer_id].head
+    assert head is not None and kill(book, head, T0)
+    assert forget(book, T0 + 60_000) == []  # not yet
+    assert forget(book, T0 + 60_001) == [MAKER.peer_id]
     assert MAKER.peer_id not in book.makers and book.get(b.id) is None
     assert book.open_count() == 1 and visible(book, T0 + 60_001) == [mine.id]  # our own offers stay
     assert book.page("", 10)[0] == [mine]  # and the forgotten ones are no longer relayed to newcomers
-
-    # a replayed copy of the cancelled offer is accepted again, but stays hidden while the maker is silent
     later = T0 + 70_000
-    assert book.receive(a, later) is Applied.NEW and a.id not in visible(book, later)
-    # the maker speaks again: the head does not match our copy, so everything stays hidden until a sync
+    assert book.accept_head(head, later) is HeadOutcome.IGNORED  # the old head, replayed
+    assert book.apply_death(sign_death(ACCUSER, head, later), later) is False
+    # replayed copies of its offers, at or below its last seq, are refused too
+    assert book.receive(a, later) is Applied.STALE and a.id not in visible(book, later)
+    # the maker speaks again with a newer head our copy does not match: hidden until a sync
+    cancel(desk, a)
     assert heartbeat(book, desk, later)
     assert visible(book, later) == [mine.id]
     book.sync(MakerOffers(head=desk.head(later, "addr"), offers=desk.open_offers()), later)
-    assert not book.on_head(desk.head(later + 1, "addr"), later + 1)
-    assert sorted(visible(book, later + 1)) == sorted([mine.id, b.id])
+    assert sorted(visible(book, later)) == sorted([mine.id, b.id])
 
 
-def test_updates_of_unheard_makers_are_forgotten_too(book: Book, desk: Desk) -> None:
+def test_updates_of_makers_never_heard_are_forgotten(book: Book, desk: Desk) -> None:
     a = post(desk)
-    book.receive(a, T0)  # no heartbeat ever
-    assert book.forget_silent(T0 + 1_000, after_ms=1_000) == []
-    assert book.forget_silent(T0 + 1_001, after_ms=1_000) == [MAKER.peer_id]
+    book.apply(a)  # no head ever (applied without a clock: the first pass starts it)
+    assert forget(book, T0) == []
+    assert forget(book, T0 + 1_000) == []
+    assert forget(book, T0 + 1_001) == [MAKER.peer_id]
     assert book.get(a.id) is None
 
 
-def test_makers_known_only_from_applied_updates_are_forgotten_too(book: Book, desk: Desk) -> None:
-    """The peer applies verified batches with ``apply`` (no clock): the first pass starts the clock."""
+def test_live_makers_are_never_forgotten_for_silence(book: Book, desk: Desk) -> None:
+    book.receive(post(desk), T0)
+    assert not heartbeat(book, desk, T0)
+    assert forget(book, T0 + 10**9) == []
+
+
+# --- equivocation and bounds -----------------------------------------------------------------------------
+def test_two_heads_with_one_seq_and_different_digests_are_a_conflict(book: Book, desk: Desk) -> None:
     a = post(desk)
-    book.apply(a)
-    assert book.forget_silent(T0, after_ms=1_000) == []
-    assert book.forget_silent(T0 + 1_001, after_ms=1_000) == [MAKER.peer_id]
-    assert book.get(a.id) is None
+    book.receive(a, T0)
+    head = desk.head(T0, "a")
+    assert book.accept_head(head, T0) is HeadOutcome.IN_STEP
+    twin = Desk(MAKER, "maker")  # the same key, another history: seq 1 with another offer
+    twin.create(side="buy", amount="1", price="1", pair="BTC/USD", now=T0)
+    other = twin.head(T0 + 1, "a")
+    assert other.head == head.head and other.digest != head.digest
+    assert book.accept_head(other, T0 + 1) is HeadOutcome.CONFLICT
+    assert book.accept_head(msgspec.structs.replace(other, sig="0" * 128), T0 + 1) is HeadOutcome.IGNORED
+    assert (
+        book.accept_head(desk.head(T0 + 2, "a"), T0 + 2) is HeadOutcome.IN_STEP
+    )  # a re-signed head is no conflict
+
+
+def test_a_proof_hides_a_maker_for_good(book: Book, desk: Desk) -> None:
+    from otc.core.notices import Verifier, conflict
+
+    a = post(desk)
+    book.receive(a, T0)
+    assert not heartbeat(book, desk, T0)
+    forked = resign(MAKER, a, price="29999")
+    assert book.is_news(forked) is False and book.same_seq_copy(forked) == a
+    proof = conflict(a, forked)
+    assert proof is not None and Verifier().proof(proof)
+    assert book.apply_proof(proof, T0) and not book.apply_proof(proof, T0)
+    assert visible(book, T0) == [] and book.get(a.id) is None
+    assert book.receive(post(desk), T0) is Applied.STALE  # nothing of it is news any more
+    assert book.accept_head(desk.head(T0 + 5, "a"), T0 + 5) is HeadOutcome.IGNORED
+    assert (peer := book.peers(T0, hidden=True)[0]).peer_id == MAKER.peer_id and peer.name == "maker"
+    assert not Verifier().proof(msgspec.structs.replace(proof, offers=[a, a]))
+
+
+def test_offers_past_the_per_maker_bound_are_refused(desk: Desk) -> None:
+    book = Book(max_offers=3)
+    offers = [post(desk, price=str(30000 + i)) for i in range(4)]
+    assert [book.receive(o, T0) for o in offers] == [Applied.NEW] * 3 + [Applied.REFUSED]
+    assert book.accept_head(desk.head(T0, "a"), T0) is HeadOutcome.IGNORED  # it commits to 4 > 3
+    assert visible(book, T0) == []
+    assert book.receive(cancel(desk, offers[0]), T0) is Applied.CLOSED
+    assert book.receive(offers[3], T0) is Applied.NEW
+    assert book.accept_head(desk.head(T0, "a"), T0) is HeadOutcome.IN_STEP
+    assert Book().max_offers == L.MAX_OFFERS_PER_MAKER
+
+
+def test_books_sharing_a_base_copy_what_they_change(desk: Desk) -> None:
+    head = desk.head(T0, "a")
+    base = {MAKER.peer_id: MakerView(head=head, revealed=True, shared=True)}
+    one, two = Book(OTHER.peer_id, base=base), Book(TAKER.peer_id, base=base)
+    assert one.maker_alive(MAKER.peer_id, T0) and two.maker_alive(MAKER.peer_id, T0)
+    offer = post(desk)
+    assert one.receive(offer, T0) is Applied.NEW
+    assert kill(two, head, T0)
+    assert base[MAKER.peer_id].offers == {} and base[MAKER.peer_id].death is None
+    assert one.maker_alive(MAKER.peer_id, T0) and not two.maker_alive(MAKER.peer_id, T0)
+    assert held(one) == {offer.id: 1} and held(two) == {}
+    assert len(one.makers) == 1 and MAKER.peer_id in one.makers and list(two.makers) == [MAKER.peer_id]
+    del one.makers[MAKER.peer_id]
+    assert MAKER.peer_id not in one.makers and len(one.makers) == 0 and MAKER.peer_id in base
 
 
 # --- digest drift and sync -----------------------------------------------------------------------------
-def test_on_head_reports_drift(book: Book, desk: Desk) -> None:
+def test_accept_head_reports_drift(book: Book, desk: Desk) -> None:
     a = post(desk)
     b = post(desk)
     book.receive(a, T0)
@@ -465,10 +549,10 @@ def test_a_heartbeat_older_than_what_we_hold_is_no_drift(book: Book, desk: Desk)
     first = post(desk)
     book.receive(first, T0)
     assert not heartbeat(book, desk, T0)  # in step, and live
-    old = desk.head(T0 + 1, "a")
+    old = desk.head(T0 + 1, "127.0.0.1:1")
     newer = post(desk)
-    book.receive(newer, T0 + 1)  # a push that outran the heartbeat below
-    assert not book.on_head(old, T0 + 1)
+    book.receive(newer, T0 + 1)  # a push that outran the head below
+    assert book.accept_head(old, T0 + 1) is not HeadOutcome.DRIFT
     assert sorted(visible(book, T0 + 1)) == sorted([first.id, newer.id])
 
 
@@ -483,15 +567,13 @@ def test_sync_repairs_missed_creates_and_cancels(book: Book, desk: Desk) -> None
     e = post(desk)  # 6
     e_cancelled = cancel(desk, e)  # 7
     head = desk.head(T0 + 1, "addr")
-    assert book.on_head(head, T0 + 1)
+    assert book.accept_head(head, T0 + 1) is HeadOutcome.DRIFT
     changed = book.sync(MakerOffers(head=head, offers=desk.open_offers()), T0 + 1)
     assert changed == 3  # c added, b updated, a closed
     assert held(book) == {o.id: o.seq for o in desk.open_offers()} == {b.id: 5, c.id: 4}
     assert book.get(b.id) == b_filled and book.get(c.id) == c and book.get(a.id) is None
     assert book.makers[MAKER.peer_id].digest_hex == head.digest
-    assert visible(book, T0 + 1) == []  # first heard with a head we did not match: hidden until it speaks
-    assert not heartbeat(book, desk, T0 + 2)  # (the peer feeds the head of the sync reply here)
-    assert sorted(visible(book, T0 + 2)) == sorted([b.id, c.id])
+    assert sorted(visible(book, T0 + 1)) == sorted([b.id, c.id])  # the list matches its head: revealed
     # late copies of what was missed change nothing
     for old in (a, a_cancelled, e, e_cancelled, b):
         assert book.receive(old, T0 + 2) is Applied.STALE, old
@@ -588,41 +670,3 @@ def test_index_matches_a_naive_sort_under_churn(ops: list[tuple[str, int, bool]]
         assert book.side("BTC/USD", side, T0) == expected
         assert book.best("BTC/USD", side, T0) == (expected[0] if expected else None)
     assert book.open_count() == len(open_)
-
-
-# --- goodbye on stop (issue 13) ------------------------------------------------------------------------
-def goodbye(identity: Identity, ts: int) -> Departure:
-    return sign(identity, Departure(maker=identity.peer_id, ts=ts))
-
-
-def test_a_signed_goodbye_hides_a_maker_at_once_until_it_is_heard_again(book: Book, desk: Desk) -> None:
-    offer = post(desk)
-    book.receive(offer, T0)
-    heartbeat(book, desk, T0)
-    assert visible(book, T0 + 100) == [offer.id]
-    assert book.on_departure(goodbye(MAKER, T0 + 100), T0 + 100)
-    assert visible(book, T0 + 100) == [] and book.peers(T0 + 100) == []  # at once, not after 8 s
-    assert book.get(offer.id) == offer  # hidden, not deleted
-    assert not book.on_departure(goodbye(MAKER, T0 + 100), T0 + 200)  # the same goodbye again: nothing
-    # a heartbeat sent before the goodbye, arriving after it, does not bring the maker back
-    assert not heartbeat(book, desk, T0 + 50)
-    assert visible(book, T0 + 200) == []
-    # it restarts: a newer head with the same offers shows them again
-    heartbeat(book, desk, T0 + 5_000)
-    assert visible(book, T0 + 5_000) == [offer.id]
-
-
-def test_a_goodbye_that_is_forged_stale_or_replayed_changes_nothing(book: Book, desk: Desk) -> None:
-    offer = post(desk)
-    book.receive(offer, T0)
-    heartbeat(book, desk, T0)
-    now = T0 + 1_000
-    forged = msgspec.structs.replace(goodbye(OTHER, now), maker=MAKER.peer_id)  # another key's signature
-    unsigned = Departure(maker=MAKER.peer_id, ts=now)
-    older = goodbye(MAKER, T0 - 1)  # from before the head we hold: a replay after the maker came back
-    future = goodbye(MAKER, now + 2 * LIVENESS + 1)
-    for bad in (forged, unsigned, older, future):
-        assert not book.on_departure(bad, now)
-        assert visible(book, now) == [offer.id]
-    assert not book.on_departure(goodbye(OTHER, now), now)  # a maker we never heard: nothing to hide
-    assert OTHER.peer_id not in book.makers or book.makers[OTHER.peer_id].departed == 0

@@ -28,8 +28,8 @@ import msgspec
 from grenache import Link
 from grenache.grapes import Grape, GrapeNetwork, free_port, free_port_pair
 from otc.core.identity import Identity
-from otc.core.messages import Departure
-from otc.core.signing import sign
+from otc.core.messages import Death, Gossip, Head, Pull
+from otc.core.notices import sign_death
 from otc.node.keyfile import load_or_create
 
 from ..harness import PeerProcess, wait_for
@@ -377,46 +377,54 @@ def test_a_stopped_peer_says_goodbye_and_its_offers_come_back_with_it(
 
 
 def test_forged_or_replayed_goodbyes_hide_nobody(spawn: Spawn, tmp_path: Path) -> None:
-    """An attacker sends bob goodbyes in alice's name: unsigned, signed by another key, and alice's own
-    old one replayed after she came back. None hides her; a fresh one signed by her key does (so the
-    attack is made on the path that works)."""
+    """A goodbye is a death notice of the maker's own newest head, signed by the maker. An attacker
+    gossips bob goodbyes in alice's name: unsigned, signed by another key, and one of alice's own about an
+    older head of hers, replayed after she moved on. None hides her; a fresh one signed by her key does
+    (so the attack is made on the path that works), and alice, still running, refutes it at once."""
     alice, bob = spawn("alice", data_dir=tmp_path / "alice"), spawn("bob")
     offer = alice.offer("sell", "1", "8000")
     wait_for(lambda: visible(bob, offer["id"]), what="the offer at bob")
     key = load_or_create(tmp_path / "alice" / "identity.key")
     rpc = f"127.0.0.1:{bob.get('/api/health')['rpc_port']}"
-    old = sign(key, Departure(maker=alice.peer_id, ts=time.time_ns() // 1_000_000 - 3_000))
 
-    def send(goodbye: Departure) -> None:
-        async def go() -> None:
+    def ask(msg: msgspec.Struct) -> Any:
+        async def go() -> Any:
             async with Link(bob.grape) as link:
                 client = raw_client(link)
                 try:
-                    await client.request_dest(rpc, "otc:market", wire(goodbye))
+                    return await client.request_dest(rpc, "otc:market", wire(msg))
                 finally:
                     await client.stop()
 
         with BackgroundLoop() as bg:
-            bg.run(go())
+            return bg.run(go())
+
+    def head_at_bob() -> Head:
+        (record,) = ask(Pull(makers=[alice.peer_id]))["records"]
+        return msgspec.convert(record["head"], Head)
 
     def now_ms() -> int:
         return time.time_ns() // 1_000_000
 
+    def goodbye(death: Death) -> None:
+        ask(Gossip(deaths=[death]))
+
+    older = head_at_bob()
+    second = alice.offer("sell", "1", "8001")  # alice moves on: a newer head
+    wait_for(lambda: head_at_bob().head > older.head and visible(bob, second["id"]), what="alice's new head")
     stranger = Identity.generate()
     for bad in (
-        Departure(maker=alice.peer_id, ts=now_ms()),  # unsigned
-        msgspec.structs.replace(
-            sign(stranger, Departure(maker=stranger.peer_id, ts=now_ms())), maker=alice.peer_id
-        ),
-        old,  # alice's own, but older than the heartbeats bob holds
+        Death(head=head_at_bob(), accuser=alice.peer_id, ts=now_ms()),  # unsigned
+        msgspec.structs.replace(sign_death(stranger, head_at_bob(), now_ms()), accuser=alice.peer_id),
+        sign_death(key, older, now_ms()),  # alice's own, about a head older than the one bob holds
     ):
-        send(bad)
+        goodbye(bad)
         time.sleep(0.2)
         assert visible(bob, offer["id"]), bad
-    send(sign(key, Departure(maker=alice.peer_id, ts=now_ms())))
-    wait_for(lambda: not visible(bob, offer["id"]), timeout=2, what="a genuine goodbye to hide alice")
-    # and her next heartbeat brings her back: a goodbye is "gone for now", not a ban
-    wait_for(lambda: visible(bob, offer["id"]), timeout=10, what="alice's next heartbeat")
+    goodbye(sign_death(key, head_at_bob(), now_ms()))
+    wait_for(lambda: not visible(bob, offer["id"]), timeout=2, interval=0.01, what="a genuine goodbye")
+    # alice hears of it from bob and refutes it with a newer head: a goodbye is "gone for now", not a ban
+    wait_for(lambda: visible(bob, offer["id"]), timeout=10, what="alice's refutation")
 
 
 # --- item 11: my own offers -----------------------------------------------------------------------------

@@ -221,9 +221,14 @@ def test_a_restarted_maker_ignores_stale_copies_of_its_own_offers(spawn: Spawn, 
 
     alice2 = spawn("alice", data_dir=data)  # answers only once its join from bob is done
     assert visible(alice2, offer["id"]) is None
-    # and after bob has repaired its copy from alice's heartbeats, neither side shows it
-    wait_for(lambda: any(p["name"] == "alice" and p["in_sync"] for p in bob.get("/api/peers")), timeout=15,
-             what="bob in sync with alice")  # fmt: skip
+
+    # and after bob has repaired its copy from the restarted alice's head (seq 2: the cancel), neither
+    # side shows it (bob holds the old head, in step with its stale copy, until the new one arrives)
+    def synced() -> bool:
+        views = bob.get("/api/peers")
+        return any(v["name"] == "alice" and v["in_sync"] and v["head_seq"] == 2 for v in views)
+
+    wait_for(synced, timeout=15, what="bob in sync with alice")
     assert visible(bob, offer["id"]) is None and visible(alice2, offer["id"]) is None
 
 

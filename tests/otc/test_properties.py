@@ -19,7 +19,7 @@ import msgspec
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from otc.core.book import Applied, Book
+from otc.core.book import Applied, Book, HeadOutcome
 from otc.core.desk import Desk, Refusal
 from otc.core.errors import OTCError
 from otc.core.identity import Identity
@@ -386,7 +386,7 @@ def make_history(data: st.DataObject) -> History:
 
 def replicate(data: st.DataObject, h: History, label: str) -> Book:
     """Deliver the history to a fresh book: random order, drops, duplicates, stale syncs, forgetting."""
-    book = Book(liveness_ms=10**12)
+    book = Book()
     events: list[tuple[str, int]] = [("update", i) for i in range(len(h.updates))]
     events += [("snapshot", i) for i in range(len(h.snapshots))]
     events += [("forget", 0)]
@@ -435,7 +435,7 @@ def test_books_converge_to_the_makers_open_offers(data: st.DataObject) -> None:
         assert in_pairs == expected
         assert book.open_count() == len(expected)
         assert book.makers[MAKER.peer_id].digest_hex == head.digest
-        assert not book.on_head(desk.head(h.now + 2, "addr"), h.now + 2)
+        assert book.accept_head(desk.head(h.now + 2, "addr"), h.now + 2) is HeadOutcome.IN_STEP
         # late copies of anything, after the sync and after forgetting tombstones, change nothing
         book.forget_tombstones()
         for offer in h.updates:

@@ -37,8 +37,8 @@ from otc.core import limits
 from otc.core.desk import Desk
 from otc.core.identity import Identity
 from otc.core.messages import (
+    Gossip,
     Head,
-    Heartbeat,
     Held,
     HeldTrade,
     HeldTrades,
@@ -347,7 +347,7 @@ class Stranger:
             try:
                 while True:
                     head = self.desk.head(now_ms(), self.addr)
-                    await client.request_dest(victim_rpc, "otc:market", wire(Heartbeat(head=head)))
+                    await client.request_dest(victim_rpc, "otc:market", wire(Gossip(heads=[head])))
                     await asyncio.sleep(1.5)
             finally:
                 await client.stop()

@@ -239,7 +239,7 @@ class Harness:
     def add(self, *offers: Offer) -> None:
         for o in offers:
             self.book.apply(o)
-            self.book.makers[o.maker].last_seen = now_ms()
+            self.book.makers[o.maker].revealed = True  # live: its head matched (liveness is the book's)
 
     def post(self, **fields: Any) -> Offer:
         offer, _ = self.desk.create(now=now_ms(), **fields)

@@ -55,7 +55,7 @@ def stand_in() -> Any:
     return SimpleNamespace(
         peer_id=ME,
         events=Listeners(),
-        directory=SimpleNamespace(grape_answered_within=lambda s: True),
+        grape=SimpleNamespace(ok=True),
         book=SimpleNamespace(peers=lambda now: [1, 2]),
     )
 

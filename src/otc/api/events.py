@@ -49,7 +49,6 @@ from .server import EventStream
 
 log = logging.getLogger("otc.api.events")
 QUEUE = 1000  # events waiting for one slow subscriber before it is told to resync
-MARKET_SILENT_S = 10.0  # the Grape has not answered a lookup for this long: the market is unreachable
 RESYNC = b'{"type":"resync"}'
 _encoder = msgspec.json.Encoder()
 
@@ -95,7 +94,7 @@ def payload(event: dict[str, Any], views: Views, me: str) -> bytes:
 
 
 def peers_key(peers: list[Any]) -> tuple[tuple[Any, ...], ...]:
-    """What a change of is worth an event (not ``last_seen``, which every heartbeat moves)."""
+    """What a change of is worth an event (not ``last_seen``, which every new head moves)."""
     return tuple((p.id, p.name, p.alive, p.in_sync, p.reachable, p.listed) for p in peers)
 
 
@@ -122,7 +121,7 @@ def stream(peer: Peer, views: Views) -> EventStream:
                 queue.put_nowait(RESYNC)
 
         def status() -> bytes:
-            market = peer.directory.grape_answered_within(MARKET_SILENT_S)
+            market = peer.grape.ok is not False  # its last request to the Grape was answered
             live = len(peer.book.peers(now_ms()))
             return _encoder.encode({"type": "status", "now": now_ms(), "peers": live, "market": market})
 

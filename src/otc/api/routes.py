@@ -118,13 +118,14 @@ class PeerOut(msgspec.Struct):
     address: str
     last_seen: int
     # replication state of this maker's offers in our book: what an operator needs to see drift
-    head_seq: int  # the maker's latest seq, as its last heartbeat announced it
+    head_seq: int  # the maker's latest seq, as the newest signed head of it we hold says
     held_seq: int  # the newest of its updates we hold
     offers: int  # its open offers in our book
-    in_sync: bool  # our copy matches the digest of its last heartbeat
+    in_sync: bool  # our copy matches the digest of that head
     listed: bool  # a Grape has listed its address: we reach it directly, even while Grapes are down
-    alive: bool  # its offers show in our book (false: silent, or heard again and awaiting a sync)
+    alive: bool  # its offers show in our book (false: declared dead, awaiting a sync, or equivocating)
     reachable: bool  # false: it did not answer our last request (retried after a while)
+    equivocating: bool = False  # it signed two states of one offer or head: hidden for good
 
 
 class HealthOut(msgspec.Struct):
@@ -142,6 +143,7 @@ class HealthOut(msgspec.Struct):
     # "ok", or why trading is refused: "needs_recovery" (restart with --recover), "recovering"
     state: str = "ok"
     recovery: Report | None = None  # the evidence and what --recover did (core/recovery.py)
+    market: dict[str, int] = msgspec.field(default_factory=dict)  # replication message counters
 
 
 class MessageOut(msgspec.Struct):
@@ -469,6 +471,7 @@ class API:
             p.peer_id, p.name, p.rpc_port, peers, mine, p.book.open_count(), pending, p.market.join_ms,
             p.grape.grape, p.grape.ok is not False, p.grape.error, p.recovery.state.value, p.recovery.report,
         )  # fmt: skip
+        health.market = dict(p.market.stats)
         return json_response(health)
 
     async def book(self, request: Request) -> Response:
@@ -579,6 +582,7 @@ class API:
                     listed=self.peer.directory.is_listed(p.addr),
                     alive=book.maker_alive(p.peer_id, now),
                     reachable=self.peer.directory.reachable(p.peer_id),
+                    equivocating=view.proof is not None,
                 )
             )
         return out

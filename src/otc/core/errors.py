@@ -78,3 +78,4 @@ ERR_RECOVERING = "ERR_RECOVERING"  # checking or rebuilding our history from the
 ERR_STORE_DAMAGED = "ERR_STORE_DAMAGED"  # peer.sqlite cannot be read, or belongs to another identity
 ERR_REQUEST_STALE = "ERR_REQUEST_STALE"  # a signed request dated too far from our clock, or replayed
 ERR_NOT_CONNECTED = "ERR_NOT_CONNECTED"  # the peer reaches no Grape and hears no other peer: no market
+ERR_BUSY = "ERR_BUSY"  # a bounded budget (limits.py) is spent for now: ask again later

@@ -52,7 +52,7 @@ class Offer(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class Head(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A maker's signed heartbeat: its latest seq and a digest committing to its open offers (their
+    """A maker's signed head: its latest seq and a digest committing to its open offers (their
     full encodings, see offer.digest). Receivers use it for liveness, to notice cheaply when their copy
     of the maker's offers drifted, and to authenticate a whole list of them with one signature."""
 
@@ -88,32 +88,7 @@ class Receipt(Terms, frozen=True, kw_only=True):
     taker_sig: Sig
 
 
-# --- RPC payloads on the market key (every peer) ----------------------------------------------------
-class Updates(msgspec.Struct, tag="updates", tag_field="type", kw_only=True):
-    offers: Annotated[list[Offer], msgspec.Meta(max_length=5000)]
-
-
-class Heartbeat(msgspec.Struct, tag="heartbeat", tag_field="type", kw_only=True):
-    head: Head
-
-
-class SnapshotRequest(msgspec.Struct, tag="snapshot", tag_field="type", kw_only=True):
-    after: str = ""  # offer id cursor: the page starts after it
-    limit: Annotated[int, msgspec.Meta(ge=1, le=20000)] = 5000
-
-
-class MakerSeen(msgspec.Struct, frozen=True, kw_only=True):
-    head: Head
-    age_ms: Annotated[int, msgspec.Meta(ge=0)]  # how long ago the relaying peer last heard from it
-
-
-class Snapshot(msgspec.Struct, kw_only=True):
-    offers: list[Offer]
-    makers: list[MakerSeen]
-    next: str | None = None
-
-
-# MarketRequest (every payload of the market key) is defined at the end of the file, with Departure
+# --- RPC payloads on the market key: see the market overlay section at the end ----------------------
 
 
 # --- RPC payloads on a peer's own key -----------------------------------------------------------------
@@ -140,7 +115,7 @@ class OffersRequest(msgspec.Struct, tag="offers", tag_field="type", kw_only=True
     """Ask a maker for its authoritative list of open offers."""
 
 
-class Ping(msgspec.Struct, tag="ping", tag_field="type", kw_only=True):
+class Knock(msgspec.Struct, tag="ping", tag_field="type", kw_only=True):
     """Are you there? Answered ``{"ok": true}``: a sweep checks makers it has not heard lately."""
 
 
@@ -326,7 +301,7 @@ PeerRequest = (
     Take
     | Confirm
     | OffersRequest
-    | Ping
+    | Knock
     | Chat
     | QuoteRequest
     | Quote
@@ -336,16 +311,152 @@ PeerRequest = (
 )
 
 
-# --- goodbye on stop: a maker leaving on purpose says so (issue 13) ----------------------------------------
-class Departure(msgspec.Struct, frozen=True, tag="departure", tag_field="type", kw_only=True):
-    """A maker's signed goodbye, sent to the market when it stops on purpose: its offers are gone for now.
-    Peers hide them at once instead of after the liveness timeout, and show them again when the maker is
-    heard with a newer head (it restarted). ``ts`` orders it against the maker's heads: a goodbye no newer
-    than a head we hold is stale (replayed after the maker came back) and changes nothing."""
+# --- market overlay (replication): gossip, membership, reconciliation, snapshots ------------------------
+# See core/replication.py for the protocol and core/limits.py for every bound used here.
+from . import limits as _L  # noqa: E402 - kept with the section that uses it
 
-    maker: PeerId
-    ts: Millis
+Addr = Annotated[str, msgspec.Meta(max_length=64, pattern=r"^[0-9A-Za-z.\-]{1,58}:[0-9]{1,5}$")]  # host:port
+Prefix = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{0,2}$")]
+U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec checks bounds within int64
+
+
+class Death(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A death notice: ``accuser`` could not reach the maker of ``head`` (the newest head of it the
+    accuser held), directly nor through others. It hides the maker wherever our copy of its head is not
+    newer; the maker refutes it with any newer head of its own."""
+
+    head: Head
+    accuser: PeerId
+    ts: Millis  # the accuser's clock when it declared the maker dead
     sig: Sig = ""
 
 
-MarketRequest = Updates | Heartbeat | SnapshotRequest | Departure
+class Equivocation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Proof that a maker signed two different states of one thing: two offers with one id and seq, or
+    two heads with one seq and different digests. Exactly one of the pairs is given."""
+
+    offers: Annotated[list[Offer], msgspec.Meta(max_length=2)] = []
+    heads: Annotated[list[Head], msgspec.Meta(max_length=2)] = []
+
+
+class Gossip(msgspec.Struct, tag="gossip", tag_field="type", kw_only=True):
+    """Eager push of news to a neighbour: offer updates, heads (riding with their makers' updates),
+    death notices and equivocation proofs. ``sender`` is the pusher's peer id (not authenticated: it only
+    says whom not to push the news back to, and which allowance it draws on)."""
+
+    sender: Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?$")] = ""
+    offers: Annotated[list[Offer], msgspec.Meta(max_length=_L.MAX_GOSSIP_OFFERS)] = []
+    heads: Annotated[list[Head], msgspec.Meta(max_length=_L.MAX_GOSSIP_HEADS)] = []
+    deaths: Annotated[list[Death], msgspec.Meta(max_length=_L.MAX_GOSSIP_DEATHS)] = []
+    proofs: Annotated[list[Equivocation], msgspec.Meta(max_length=_L.MAX_GOSSIP_PROOFS)] = []
+
+
+class Range(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The fingerprint of the makers whose ids start with ``prefix``: how many, and the sum of their
+    item hashes mod 2**63 (see core/fingerprint.py)."""
+
+    prefix: Prefix
+    count: Annotated[int, msgspec.Meta(ge=0)]
+    fp: U63
+
+
+class Item(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What a peer holds of one maker: its head's seq and ts, and its state (fingerprint.STATES)."""
+
+    maker: PeerId
+    seq: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+    ts: Millis
+    state: Annotated[int, msgspec.Meta(ge=0, le=3)]
+
+
+class Items(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    prefix: Prefix
+    items: list[Item]
+
+
+class Ping(msgspec.Struct, tag="ping", tag_field="type", kw_only=True):
+    """A failure-detector probe that opens a reconciliation: ``root`` is the sender's settled fingerprint
+    of every maker it holds. Equal fingerprints end it there (one small message at idle)."""
+
+    sender: PeerId
+    root: Range
+
+
+class Pong(msgspec.Struct, kw_only=True):
+    peer: PeerId  # who answered: a probe counts only if the address still serves the peer we meant
+    neighbour: bool  # the answerer counts the sender among its neighbours
+    dead: bool  # the answerer holds a death notice covering the sender's newest head: refute it
+    ranges: list[Range] = []  # the answerer's children of the root when the roots differ
+
+
+class PingReq(msgspec.Struct, tag="ping_req", tag_field="type", kw_only=True):
+    """An indirect probe: ping ``target`` at ``addr`` for the sender and say whether it answered."""
+
+    sender: PeerId
+    target: PeerId
+    addr: Addr
+
+
+class PingReqReply(msgspec.Struct, kw_only=True):
+    ok: bool
+
+
+class Neighbour(msgspec.Struct, tag="neighbour", tag_field="type", kw_only=True):
+    """Ask to become neighbours. ``head`` is the asker's own signed head (its id and address)."""
+
+    head: Head
+    urgent: bool = False  # the asker has no neighbour at all
+
+
+class NeighbourReply(msgspec.Struct, kw_only=True):
+    accepted: bool
+    head: Head  # the answerer's own signed head
+    candidates: Annotated[list[Addr], msgspec.Meta(max_length=16)] = []  # others to try
+
+
+class Leave(msgspec.Struct, tag="leave", tag_field="type", kw_only=True):
+    sender: PeerId
+
+
+class Reconcile(msgspec.Struct, tag="reconcile", tag_field="type", kw_only=True):
+    """One step of range-based reconciliation: the sender's fingerprints of ranges it found different,
+    and its items of the ranges small enough to list."""
+
+    sender: PeerId
+    ranges: Annotated[list[Range], msgspec.Meta(max_length=_L.MAX_RECONCILE_RANGES)] = []
+    items: Annotated[list[Items], msgspec.Meta(max_length=_L.MAX_RECONCILE_RANGES)] = []
+
+
+class ReconcileReply(msgspec.Struct, kw_only=True):
+    ranges: list[Range] = []
+    items: list[Items] = []
+
+
+class Pull(msgspec.Struct, tag="pull", tag_field="type", kw_only=True):
+    """Ask a peer for its records of these makers."""
+
+    makers: Annotated[list[PeerId], msgspec.Meta(max_length=_L.MAX_PULL_MAKERS)]
+
+
+class SnapshotRequest(msgspec.Struct, tag="snapshot", tag_field="type", kw_only=True):
+    """A page of a peer's records, in maker id order, starting after ``after``."""
+
+    after: Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?$")] = ""
+
+
+class Record(msgspec.Struct, kw_only=True):
+    """All a peer holds of one maker: its newest head, the death notice or equivocation proof that hides
+    it, and its open offers when our copy is exactly what the head commits to (else null)."""
+
+    head: Head
+    death: Death | None = None
+    proof: Equivocation | None = None
+    offers: list[Offer] | None = None
+
+
+class Records(msgspec.Struct, kw_only=True):
+    records: list[Record]
+    next: str | None = None  # snapshot: the cursor of the next page; null at the end
+
+
+MarketRequest = Gossip | Ping | PingReq | Neighbour | Leave | Reconcile | Pull | SnapshotRequest

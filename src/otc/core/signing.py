@@ -12,7 +12,6 @@ from .identity import Identity, verify
 from .messages import (
     Chat,
     Confirm,
-    Departure,
     Head,
     Offer,
     Quote,
@@ -37,7 +36,6 @@ DOMAINS: dict[type[Any], bytes] = {
     Terms: b"grenache-otc/1 terms\n",
     Chat: b"grenache-otc/1 chat\n",
     TradeRefusal: b"grenache-otc/1 refusal\n",
-    Departure: b"grenache-otc/1 departure\n",
 }
 REQUEST_DOMAINS: dict[type[Any], bytes] = {
     Take: b"grenache-otc/1 take request\n",
@@ -58,15 +56,15 @@ def sign(identity: Identity, msg: T) -> T:
     return msgspec.structs.replace(msg, sig=identity.sign(signing_bytes(msg)))
 
 
-def signer_of(msg: Offer | Head | Take | Chat | TradeRefusal | Departure) -> str:
-    if isinstance(msg, (Offer, Head, TradeRefusal, Departure)):
+def signer_of(msg: Offer | Head | Take | Chat | TradeRefusal) -> str:
+    if isinstance(msg, (Offer, Head, TradeRefusal)):
         return msg.maker
     if isinstance(msg, Take):
         return msg.taker
     return msg.sender
 
 
-def is_signed(msg: Offer | Head | Take | Chat | TradeRefusal | Departure) -> bool:
+def is_signed(msg: Offer | Head | Take | Chat | TradeRefusal) -> bool:
     return bool(msg.sig) and verify(signer_of(msg), msg.sig, signing_bytes(msg))
 
 

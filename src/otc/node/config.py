@@ -1,4 +1,4 @@
-"""A peer's settings, with the reason for each timing."""
+"""A peer's settings, with the reason for each timing (the market's own are in core/timing.py)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,11 @@ class PeerConfig:
     rpc_port: int = 0
     announce_host: str | None = None  # the address others should dial (--announce); see announced_host
     default_pair: str = DEFAULT_PAIR
-    heartbeat_s: float = 2.0
-    liveness_ms: int = 8000  # offers of a silent maker vanish from books after this (+ one heartbeat)
-    forget_after_ms: int = 600_000  # a maker silent this long is forgotten, offers and all
+    # market replication timings (probes, suspicion, reconciliation, forgetting): core/timing.py
     reserve_ms: int = 10_000  # how long a maker holds a reserved amount for the taker's confirm
     rpc_timeout_s: float = 3.0
     take_deadline_s: float = 10.0  # a take whose maker has not answered by then is given up
     announce_interval_s: float = 30.0
-    snapshot_sources: int = 2  # peers a joiner reads the book from at once
     grapevine: bool = False  # also answer Grapevine (Node chat) clients under our name (unsigned)
     # --- requests for quote, settlement, notifications (issue 12) ---
     # per open settlement state, ms until it is overdue (the rest: core/settlement.py's defaults)

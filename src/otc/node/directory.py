@@ -2,7 +2,7 @@
 how to reach one peer by its id.
 
 Grenache service names (see docs/protocol.md):
-- ``otc:market``      announced by every peer; receives pushed updates, heartbeats, snapshot requests.
+- ``otc:market``      announced by every peer; the market overlay: gossip, probes, reconciliation, snapshots.
 - ``otc:peer:<id>``   announced by each peer for itself; receives takes, confirms, offer-list requests, chat.
 """
 
@@ -21,7 +21,7 @@ from grenache.link import ERR_GRAPE_LOOKUP_EMPTY
 from grenache.server import ERR_UNKNOWN_SERVICE
 
 from ..core import limits
-from ..core.messages import Ping
+from ..core.messages import Knock
 from .grapestatus import GrapeStatus
 
 # failures that mean the peer did not answer us (as opposed to answering with an error)
@@ -35,7 +35,7 @@ def peer_key(peer_id: str) -> str:
 
 
 class Directory:
-    """``addr_of(peer_id)`` gives the address a peer's latest signed heartbeat names, if any.
+    """``addr_of(peer_id)`` gives the address a peer's latest signed head names, if any.
 
     It also remembers which peers answered lately and which did not (``reachable``): a peer that did
     not answer a request is unreachable for a while (limits.UNREACHABLE_S, doubling), so its offers are
@@ -53,7 +53,7 @@ class Directory:
         self.client = client
         self.addr_of = addr_of
         self._market_dests: list[str] = []
-        # addresses the DHT has listed for the market, and when it last did: a maker's signed heartbeat
+        # addresses the DHT has listed for the market, and when it last did: a maker's signed head
         # address is used directly only if the Grape vouched for it (no aiming the market at a stranger)
         self._vouched: dict[str, float] = {}
         self._listed_at = 0.0  # monotonic time of the last market lookup that worked
@@ -75,10 +75,6 @@ class Directory:
         for dest in listed:
             self._vouched[dest] = seen
         return listed
-
-    def grape_answered_within(self, seconds: float) -> bool:
-        """Whether a market lookup worked in the last ``seconds`` (peers look it up every heartbeat)."""
-        return time.monotonic() - self._listed_at <= seconds
 
     def refresh(self) -> None:
         """Drop the cached market list: the next push asks the Grape (a newcomer was heard)."""
@@ -119,7 +115,7 @@ class Directory:
                 self._silent.popitem(last=False)
 
     async def probe(self, peer_ids: list[str], timeout: float) -> None:
-        """Ping peers at once; each has answered, or is unreachable, when this returns (in ``timeout``)."""
+        """Knock peers at once; each has answered, or is unreachable, when this returns (in ``timeout``)."""
         if not peer_ids:
             return
         started = time.monotonic()
@@ -133,7 +129,7 @@ class Directory:
 
     async def _ping(self, peer_id: str, timeout: float) -> None:
         with contextlib.suppress(GrenacheError):
-            await self.ask(peer_id, Ping(), timeout=timeout)
+            await self.ask(peer_id, Knock(), timeout=timeout)
 
     # --- requests -----------------------------------------------------------------------------------
     async def ask(self, peer_id: str, msg: Any, *, timeout: float, result_type: Any = None) -> Any:

@@ -1,6 +1,6 @@
 """The peer: a thin composition of parts, each with one concern, around the pure core.
 
-- ``Market``    (market.py)    replication of every maker's offers: pushes, heartbeats, sync, late join
+- ``Market``    (market.py)    the market overlay (core/replication.py): gossip, probes, sync, join
 - ``Trading``   (trading.py)   our desk as maker, our takes as taker
 - ``Messenger`` (chat.py)      signed direct messages
 - ``Sweeper``   (sweeps.py)    sweep orders across makers
@@ -34,9 +34,9 @@ from ..core.messages import (
     Chat,
     Confirm,
     HeldRequest,
+    Knock,
     OffersRequest,
     PeerRequest,
-    Ping,
     Quote,
     QuoteRequest,
     ReceiptsRequest,
@@ -97,7 +97,7 @@ class Peer:
         self.desk.load(
             self.store.open_offers(), self.store.maker_trades_to_load(KEEP_SETTLED), self.store.seq()
         )
-        self.book = Book(self.peer_id, liveness_ms=config.liveness_ms)
+        self.book = Book(self.peer_id)
         for offer in self.desk.open_offers():
             self.book.apply(offer)
         self.link = Link(config.grape, announce_interval=config.announce_interval_s)
@@ -222,7 +222,7 @@ class Peer:
                 return self.trading.on_confirm(msg)
             if isinstance(msg, OffersRequest):
                 return self.market.own_offers(msg)
-            if isinstance(msg, Ping):
+            if isinstance(msg, Knock):
                 return {"ok": True}
             if isinstance(msg, QuoteRequest):
                 if (blocked := self.recovery.blocked()) is not None:

@@ -247,7 +247,7 @@ class Recovery:
         self.report.network_seq = ev.network_seq
 
     def _candidates(self, limit: int) -> list[str]:
-        """Peers to ask: those whose signed heads we hold (every peer heartbeats), latest first."""
+        """Peers to ask: those whose signed heads we hold (the join's snapshot brings them), latest first."""
         views = [(v.head.ts, pid) for pid, v in self.book.makers.items() if pid != self.peer_id and v.head]
         return [pid for _, pid in heapq.nlargest(limit, views)]
 

@@ -20,7 +20,7 @@ class Tasks:
 
     def loop(self, body: Callable[[], Awaitable[None]]) -> None:
         """Run ``body`` for the peer's lifetime; an unexpected error is logged and the loop started
-        again, because a dead heartbeat or timer loop would silently take the peer out of the market."""
+        again, because a dead tick or timer loop would silently take the peer out of the market."""
 
         async def forever() -> None:
             while True:

@@ -1,0 +1,85 @@
+"""Past Grape's 100-announcer lookups: 150 `otc peer` processes on two real Grapes form one market.
+Every offer reaches every peer, a dead maker's offers vanish everywhere within 15 s, and a newcomer
+holds the whole book. Lean on purpose (2 cores): processes start in parallel, log only warnings, and
+the test reads figures from the peers' own counters. ``bench/exchange.py --peers 150`` measures the
+same market's propagation times and idle cost."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grenache.grapes import GrapeNetwork
+
+from ..harness import PeerProcess, wait_for
+
+N = 150
+pytestmark = pytest.mark.timeout(900)  # 150 processes start on 2 cores: a minute or two, more if shared
+
+
+def each(peers: list[PeerProcess], fn: Any) -> list[Any]:
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(fn, peers))
+
+
+def books(peers: list[PeerProcess]) -> list[set[str]]:
+    def ids(p: PeerProcess) -> set[str]:
+        book = p.book()
+        return {o["id"] for o in book["bids"] + book["asks"]}
+
+    return each(peers, ids)
+
+
+def test_150_peers_on_two_grapes_hold_one_market(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    with GrapeNetwork(2, log_dir=tmp_path) as net:
+        peers = [PeerProcess(net.urls[i % 2], f"s{i}", log_dir=tmp_path) for i in range(N)]
+        try:
+            for p in peers:
+                p.launch()
+            each(peers, lambda p: p.wait_ready(300))
+            print(f"\n150 peers answering {time.monotonic() - t0:.0f} s after launch")
+            # every peer's signed head reached every other peer (the peer list, chat by name rely on it)
+            wait_for(lambda: all(n == N - 1 for n in each(peers, lambda p: p.get("/api/health")["peers"])),
+                     timeout=240, interval=1, what="every peer to know the 149 others")  # fmt: skip
+            print(f"each knows the 149 others {time.monotonic() - t0:.0f} s after launch")
+            before = sum(h["market"]["offers_in"] for h in each(peers, lambda p: p.get("/api/health")))
+
+            makers = peers[:3]
+            offers = [m.offer("sell", "1", str(8000 + i)) for i, m in enumerate(makers)]
+            wanted = {o["id"] for o in offers}
+            started = time.monotonic()
+            wait_for(lambda: all(wanted <= b for b in books(peers)), timeout=30, interval=0.2,
+                     what="every offer at every peer")  # fmt: skip
+            spread = time.monotonic() - started
+            after = sum(h["market"]["offers_in"] for h in each(peers, lambda p: p.get("/api/health")))
+            copies = (after - before) / (len(offers) * (N - 1))
+            print(
+                f"\n150 peers: 3 offers everywhere in {spread:.2f} s (polled), {copies:.2f} copies per peer"
+            )
+            assert copies <= 12  # flooding over ~7 neighbours, not to all 149
+
+            # a maker dies: its offer leaves every book within 15 s
+            dead, dead_offer = makers[0], offers[0]["id"]
+            dead.kill()
+            killed = time.monotonic()
+            live = [p for p in peers if p is not dead]
+            wait_for(lambda: all(dead_offer not in b for b in books(live)), timeout=15, interval=0.5,
+                     what="the dead maker's offer to vanish everywhere")  # fmt: skip
+            print(f"dead maker's offer gone from 149 books in {time.monotonic() - killed:.1f} s")
+
+            # a newcomer holds the whole book (and knows every live peer) once it answers
+            newcomer = PeerProcess(net.urls[0], "newcomer", log_dir=tmp_path)
+            peers.append(newcomer)
+            newcomer.start(60)
+            (book,) = books([newcomer])
+            assert book == wanted - {dead_offer}
+            wait_for(
+                lambda: newcomer.get("/api/health")["peers"] == N - 1, timeout=30, what="newcomer's peers"
+            )
+        finally:
+            each(peers, lambda p: p.stop())
