@@ -18,8 +18,8 @@ from nacl.signing import SigningKey
 OFFER_DOMAIN = b"grenache-otc/1 offer\n"
 HEAD_DOMAIN = b"grenache-otc/1 head\n"
 OFFER_FIELDS = (
-    "id", "created_seq", "maker", "maker_name", "side", "pair", "price", "amount", "remaining", "min_fill",
-    "created_at", "expires_at", "status", "seq", "sig",
+    "id", "created_seq", "maker", "maker_name", "side", "pair", "price", "amount", "remaining", "reserved",
+    "min_fill", "created_at", "expires_at", "status", "seq", "sig",
 )  # fmt: skip
 HEAD_FIELDS = ("maker", "name", "addr", "head", "count", "digest", "ts", "sig")
 
@@ -47,7 +47,7 @@ class RawMaker:
         oid = hashlib.blake2b(f"{self.id}:{seq}".encode(), digest_size=16).hexdigest()
         fields = {
             "id": oid, "created_seq": seq, "maker": self.id, "maker_name": self.name, "side": side,
-            "pair": "BTC/USD", "price": price, "amount": amount, "remaining": amount, "min_fill": None,
+            "pair": "BTC/USD", "price": price, "amount": amount, "remaining": amount, "reserved": "0", "min_fill": None,
             "created_at": now, "expires_at": None, "status": "open", "seq": seq,
         }  # fmt: skip
         return self.sign(OFFER_DOMAIN, fields, OFFER_FIELDS)

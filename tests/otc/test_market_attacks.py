@@ -189,7 +189,8 @@ def arrivals(
     peer: PeerProcess, seen: dict[str, float], ready: threading.Event, stop: threading.Event
 ) -> None:
     """Offer events of ``peer``'s live stream, with the time each arrived."""
-    with urllib.request.urlopen(peer.url + "/api/events", timeout=60) as stream:
+    request = urllib.request.Request(peer.url + "/api/events", headers=peer.headers)
+    with urllib.request.urlopen(request, timeout=60) as stream:
         ready.set()
         for line in stream:
             if stop.is_set():

@@ -140,6 +140,7 @@ class Peer:
         )  # fmt: skip
         # no trading, no quoting, until our history is whole
         self.trading.blocked = self.rfq.blocked = self.recovery.blocked
+        self._started = False
 
     @property
     def rpc_port(self) -> int:
@@ -152,7 +153,8 @@ class Peer:
 
     @property
     def started(self) -> bool:
-        return self.market.started.is_set()
+        """The start is over: the market joined and our own history checked (trading allowed or not)."""
+        return self._started
 
     def _head_addr(self, peer_id: str) -> str | None:
         view = self.book.makers.get(peer_id)
@@ -180,6 +182,7 @@ class Peer:
             me={self.addr, f"127.0.0.1:{self.rpc_port}", f"{self.config.rpc_host}:{self.rpc_port}"}
         )
         await checked
+        self._started = True
         log.info("peer %s (%s) serving RPC on %s", self.name, self.peer_id[:8], self.addr)
 
     async def _announce(self) -> None:
