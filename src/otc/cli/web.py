@@ -37,7 +37,12 @@ def web(out: Out, open_browser: bool | None) -> None:
     """Print a one-time login link to the peer's web desk, and open it in your browser.
 
     The link works once, within a minute, and holds no token. The desk then keeps a session of its own
-    (a cookie) for a day, until you log out, or until the peer restarts."""
+    (a cookie) for a day, until you log out, or until the peer restarts.
+
+    \b
+    Examples:
+      otc --as alice web
+      otc --as alice web --no-open"""
     data, _ = out.client.call("POST", "/api/login-codes")
     url = out.client.base + data["path"]
     if out.as_json:
