@@ -47,8 +47,8 @@ class RawMaker:
         oid = hashlib.blake2b(f"{self.id}:{seq}".encode(), digest_size=16).hexdigest()
         fields = {
             "id": oid, "created_seq": seq, "maker": self.id, "maker_name": self.name, "side": side,
-            "pair": "BTC/USD", "price": price, "amount": amount, "remaining": amount, "reserved": "0", "min_fill": None,
-            "created_at": now, "expires_at": None, "status": "open", "seq": seq,
+            "pair": "BTC/USD", "price": price, "amount": amount, "remaining": amount, "reserved": "0",
+            "min_fill": None, "created_at": now, "expires_at": None, "status": "open", "seq": seq,
         }  # fmt: skip
         return self.sign(OFFER_DOMAIN, fields, OFFER_FIELDS)
 
