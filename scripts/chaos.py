@@ -13,6 +13,11 @@ run waits for pending trades to resolve and books to converge, then checks:
 - resurrected offers:   no cancelled or filled offer is visible in any book
 - convergence:          all live books identical, and how long that took after activity stopped
 
+With the adversary (on by default, scripts/adversary.py: a squatter on every peer's name, a griefer that
+takes and never confirms, an equivocator, a silent listener on the market) one invariant more:
+
+- equivocator shown:    no book shows an offer of the maker that signed two versions of one
+
 Exit code 0 when every invariant holds, 1 otherwise. Only loopback addresses; every process started
 here is stopped at the end, also on Ctrl-C.
 """
@@ -20,6 +25,7 @@ here is stopped at the end, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import signal
 import sys
@@ -32,6 +38,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from adversary import Adversary, Target
 
 from grenache.grapes import GrapeNetwork
 from otc.launch import APIError, PeerProcess, book_state, isolate, start_all, wait_for
@@ -48,6 +56,7 @@ class Run:
     closed: set[str] = field(default_factory=set)  # offers cancelled (API said so)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     log: list[str] = field(default_factory=list)
+    adversary: Adversary | None = None
 
     def live(self) -> list[int]:
         return [i for i in range(len(self.peers)) if i not in self.down and i not in self.paused]
@@ -155,6 +164,24 @@ def recover(run: Run, i: int) -> None:
         run.peers[i] = fresh
         run.down.discard(i)
         run.note(f"restarted {peer.name} from its data directory")
+        if run.adversary is not None:
+            run.adversary.retarget(targets(run))
+
+
+def targets(run: Run) -> list[Target]:
+    """The honest peers as the adversary finds them: ids and RPC addresses (a restart moves the port)."""
+    out = []
+    for i in run.live():
+        p = run.peers[i]
+        with contextlib.suppress(APIError, OSError):
+            out.append(Target(p.peer_id, f"127.0.0.1:{p.get('/api/health')['rpc_port']}"))
+    return out
+
+
+def some_book(run: Run) -> list[dict[str, Any]]:
+    """What the adversary reads, as anyone could: the book of a live peer."""
+    book = run.peers[run.rng.choice(run.live())].book()
+    return list(book["bids"]) + list(book["asks"])
 
 
 def check(run: Run, settle_timeout: float) -> dict[str, Any]:
@@ -245,7 +272,9 @@ def inject(run: Run, end: float, faults_every: float) -> None:
         recover(run, i)
 
 
-def chaos(seed: int, n_peers: int, seconds: float, faults_every: float, log_dir: Path) -> dict[str, Any]:
+def chaos(
+    seed: int, n_peers: int, seconds: float, faults_every: float, log_dir: Path, adversary: bool = True
+) -> dict[str, Any]:
     rng = random.Random(seed)
     net = GrapeNetwork(2, log_dir=log_dir).start()
     peers = [PeerProcess(net.urls[i % 2], f"peer{i}", data_dir=log_dir / f"peer{i}", log_dir=log_dir)
@@ -253,23 +282,37 @@ def chaos(seed: int, n_peers: int, seconds: float, faults_every: float, log_dir:
     run = Run(rng, net, peers)
     try:
         start_all(peers)
+        if adversary:
+            run.adversary = Adversary(net.urls, targets(run), book=lambda: some_book(run), seed=seed)
+            run.adversary.start()
+            run.note("the adversary is on: squatter, griefer, equivocator, silent listener")
         end = time.monotonic() + seconds
         injector = threading.Thread(target=inject, args=(run, end, faults_every), daemon=True)
         injector.start()
         while time.monotonic() < end:
             act(run)
         injector.join()
+        if run.adversary is not None:
+            run.adversary.stop()  # its reservations then expire like anyone's
         run.note("activity stopped; every peer is back; checking")
         report = check(run, 60)
+        if run.adversary is not None:
+            cheat = run.adversary.equivocator.peer_id
+            report["equivocator shown"] = sum(
+                1 for p in run.peers for o in p.book()["bids"] + p.book()["asks"] if o["maker"] == cheat
+            )
+            report["adversary"] = dict(run.adversary.findings)
         report["workload"] = dict(sorted(run.counts.items()))
         return report
     finally:
+        if run.adversary is not None:
+            run.adversary.stop()
         for p in run.peers:
             p.stop()
         net.stop()
 
 
-INVARIANTS = ("overfills", "disagreements", "lost trades", "resurrected offers")
+INVARIANTS = ("overfills", "disagreements", "lost trades", "resurrected offers", "equivocator shown")
 
 
 def main() -> int:
@@ -280,18 +323,23 @@ def main() -> int:
     parser.add_argument("--peers", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--faults-every", type=float, default=4.0, help="mean seconds between faults")
+    parser.add_argument(
+        "--adversary", action=argparse.BooleanOptionalAction, default=True, help="run the adversary too"
+    )
     args = parser.parse_args()
     print(f"chaos: seed {args.seed}, {args.peers} peers, {args.seconds:.0f} s of workload and faults")
     with tempfile.TemporaryDirectory(prefix="otc-chaos-") as tmp:
         isolate(Path(tmp))  # killed peers leave runtime records: not in the user's own directory
-        report = chaos(args.seed, args.peers, args.seconds, args.faults_every, Path(tmp))
+        report = chaos(args.seed, args.peers, args.seconds, args.faults_every, Path(tmp), args.adversary)
     workload = report.pop("workload")
     print("\nworkload outcomes:", ", ".join(f"{k}: {v}" for k, v in workload.items()))
+    if "adversary" in report:
+        print("adversary:", ", ".join(f"{k}: {v}" for k, v in report.pop("adversary").items()))
     print("\nresults:")
     for key, value in report.items():
         flag = "" if key not in INVARIANTS else ("  ok" if value == 0 else "  VIOLATED")
         print(f"  {key:22} {value}{flag}")
-    return 0 if all(report[k] == 0 for k in INVARIANTS) else 1
+    return 0 if all(report.get(k, 0) == 0 for k in INVARIANTS) else 1
 
 
 if __name__ == "__main__":

@@ -77,10 +77,14 @@ def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.
         time.sleep(interval)
 
 
+_HANDED_OUT: set[int] = set()  # ports this process picked already: 150 random picks collide otherwise
+
+
 def api_port_below_ephemeral() -> int:
     """A free port for a control API, below the kernel's ephemeral range: while peers start, their RPC
     servers and every outgoing connection take ephemeral ports, and one of them could take a port picked
-    there for an API that is not bound yet (then the API fails to start, or another server answers)."""
+    there for an API that is not bound yet (then the API fails to start, or another server answers).
+    Never the same port twice from one process (peers picked for at once bind only later)."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
             low = int(fh.read().split()[0])
@@ -88,11 +92,14 @@ def api_port_below_ephemeral() -> int:
         low = 32768
     for _ in range(200):
         port = random.randrange(10_000, max(10_001, low))
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        _HANDED_OUT.add(port)
         return port
     raise RuntimeError("no free port below the ephemeral range")
 

@@ -1,5 +1,6 @@
 """A short seeded chaos run (the full one is `make chaos`): real peers on real Grapes under SIGKILL,
-SIGSTOP and a Grape restart, with the invariants checked at the end by the script itself."""
+SIGSTOP and a Grape restart, attacked meanwhile by the adversary (scripts/adversary.py: a squatter, a
+griefer, an equivocator, a silent listener), with the invariants checked at the end by the script."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ def test_short_chaos_run_keeps_every_invariant() -> None:
     )  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    for invariant in ("overfills", "disagreements", "lost trades", "resurrected offers"):
+    for invariant in ("overfills", "disagreements", "lost trades", "resurrected offers", "equivocator shown"):
         line = next(line for line in out.splitlines() if line.strip().startswith(invariant))
         assert line.split()[-2:] == ["0", "ok"], line
     trades = next(line for line in out.splitlines() if "trades done (API)" in line)
     assert int(trades.split()[-1]) > 0, "the run traded nothing: it proved nothing"
     assert "SIG" in out or "restarted grape" in out, "no fault was injected"
+    adversary = next(line for line in out.splitlines() if line.startswith("adversary:"))
+    did = dict(part.rsplit(": ", 1) for part in adversary.removeprefix("adversary: ").split(", "))
+    assert int(did["griefer takes"]) > 0 and int(did["equivocations sent"]) > 0, adversary

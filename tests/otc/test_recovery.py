@@ -228,7 +228,7 @@ def test_the_plan_goes_past_every_seq_cancels_what_may_be_open_and_restores_rece
     # applied to a desk as node/recovery.py does: every new state is above anything the network held,
     # and a book holding the phantoms accepts the cancels and then our new head's list
     book = Book("b" * 64)
-    assert book.sync(MakerOffers(head=head, offers=network_offers), T0, answered=True) == 3  # the phantoms
+    assert book.sync(MakerOffers(head=head, offers=network_offers), T0) == 3  # the phantoms
     old_desk.load(p.cancel, [], p.seq)
     cancels = [old_desk.cancel(o.id, T0)[0] for o in p.cancel]
     assert all(c.seq > top and c.status == "cancelled" for c in cancels)
@@ -237,7 +237,7 @@ def test_the_plan_goes_past_every_seq_cancels_what_may_be_open_and_restores_rece
     assert new.seq > top + limits.SEQ_MARGIN and new.id not in {o.id for o in network_offers}
     assert book.receive(new, T0) is Applied.NEW  # a book that held seq 40 takes it: never ignored
     listed = MakerOffers(head=old_desk.head(T0 + 1, "127.0.0.1:1"), offers=old_desk.open_offers())
-    assert book.sync(listed, T0 + 1, answered=True) is not None
+    assert book.sync(listed, T0 + 1) is not None
     assert {o.id for o in book.makers[ME.peer_id].offers.values()} == {new.id}  # no phantom left
 
 

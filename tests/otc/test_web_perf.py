@@ -41,7 +41,7 @@ from .browser import ARTIFACTS, launch
 from .webdesk import Desk
 
 OFFERS = 10_000
-MAKERS = 4
+MAKERS = 10  # books show at most limits.MAX_OFFERS_PER_MAKER (1,000) open offers of one maker
 STORM_RATE = 200  # events a second
 STORM_S = 5.0
 BOTS = 2  # posting peers: one alone may not post 200 offers a second on a loaded machine
@@ -170,8 +170,8 @@ class Poster:
 
 @pytest.fixture(scope="module")
 def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PeerProcess]]:
-    """Four makers holding 10,000 offers (asks from 8100 up, bids from 7900 down), the trader whose
-    desk is measured, and two bots that post the storm; on Grapes of their own."""
+    """Ten makers holding 10,000 offers (asks from 8100 up, bids from 7900 down, interleaved), the
+    trader whose desk is measured, and two bots that post the storm; on Grapes of their own."""
     tmp = tmp_path_factory.mktemp("webperf")
     each = OFFERS // MAKERS
     with GrapeNetwork(2, log_dir=tmp) as net:
@@ -179,7 +179,8 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PeerP
         for k in range(MAKERS):
             name = f"maker{k}"
             side = "sell" if k % 2 == 0 else "buy"
-            first, step = (810_000 + k // 2, 2) if side == "sell" else (790_000 - k // 2, -2)
+            per_side = MAKERS // 2  # each side's makers take every per_side-th cent in turn
+            first, step = (810_000 + k // 2, per_side) if side == "sell" else (790_000 - k // 2, -per_side)
             seed(tmp / name, name, each, side, first, step)
             peers.append(PeerProcess(net.urls[k % 2], name, data_dir=tmp / name, log_dir=tmp))
         peers.append(PeerProcess(net.urls[0], "trader", log_dir=tmp))
