@@ -3,16 +3,16 @@ the same Grapes as the honest peers, each built from raw parts (the grenache lib
 with their own keys, never the project's ``Peer``), attacking for the whole run:
 
 - a squatter announces itself on every honest peer's ``otc:peer:<id>`` and answers every request with an
-  unsigned ``ERR_OFFER_CLOSED`` (TLS pinning must keep every taker from reaching it, so no take of
-  anyone's is refused by it);
+  unsigned ``ERR_OFFER_CLOSED`` (TLS pinning must keep every honest request from reaching it: the run
+  counts those that do, ``squatter reached``, and wants none);
 - a griefer takes the best offers it sees in the books, under fresh keys and its own, and never confirms
   (per-taker limits must keep honest takers filling);
 - an equivocator signs two versions of one offer (same id and seq, two prices) and gossips one to half
   the peers and the other to the rest, with a matching head for each (the proof must hide it everywhere);
 - a silent listener is announced on ``otc:market`` and never answers a byte (nobody may wait on it).
 
-``Adversary.findings`` says what each did, for the report; the invariants are the run's own, plus one:
-no book shows an offer of the equivocator at the end.
+``Adversary.findings`` says what each did, for the report; the invariants are the run's own, plus two:
+no book shows an offer of the equivocator at the end, and no request reached the squatter.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Adversary:
         self._silent.bind(("127.0.0.1", 0))
         self._silent.listen(256)
         self._held: list[socket.socket] = []
-        for key in ("squatter answers", "griefer takes", "equivocations sent", "silent connections"):
+        for key in ("squatter reached", "griefer takes", "equivocations sent", "silent connections"):
             self.findings[key] = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ class Adversary:
             server = PeerRPCServer(link, ssl=server_context(cert, key))
 
             async def answer(payload: Any) -> Any:
-                self.findings["squatter answers"] += 1
+                self.findings["squatter reached"] += 1  # a request got past TLS pinning: a finding
                 raise_closed()
 
             squatted: set[str] = set()
@@ -142,8 +142,13 @@ class Adversary:
                             trade_id=uuid.uuid4().hex, offer_id=offer["id"], amount=amount,
                             price=offer["price"], taker=taker.peer_id, taker_name="griefer", ts=now_ms(),
                         ))  # fmt: skip
-                        with contextlib.suppress(GrenacheError, OSError):
-                            await client.request(f"otc:peer:{offer['maker']}", wire(take), timeout=2)
+                        rpc = {t.peer_id: t.rpc for t in self.targets}.get(offer["maker"])
+                        if rpc is None:
+                            continue
+                        with contextlib.suppress(GrenacheError, OSError):  # straight to the maker
+                            await client.request_dest(
+                                rpc, f"otc:peer:{offer['maker']}", wire(take), timeout=2
+                            )
                         self.findings["griefer takes"] += 1
                     await asyncio.sleep(0.5)
             finally:

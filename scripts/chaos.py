@@ -17,6 +17,7 @@ With the adversary (on by default, scripts/adversary.py: a squatter on every pee
 takes and never confirms, an equivocator, a silent listener on the market) one invariant more:
 
 - equivocator shown:    no book shows an offer of the maker that signed two versions of one
+- squatter reached:     no peer's request reached the squatter on its name (TLS pinning held)
 
 Exit code 0 when every invariant holds, 1 otherwise. Only loopback addresses; every process started
 here is stopped at the end, also on Ctrl-C.
@@ -301,6 +302,7 @@ def chaos(
             report["equivocator shown"] = sum(
                 1 for p in run.peers for o in p.book()["bids"] + p.book()["asks"] if o["maker"] == cheat
             )
+            report["squatter reached"] = run.adversary.findings.pop("squatter reached")
             report["adversary"] = dict(run.adversary.findings)
         report["workload"] = dict(sorted(run.counts.items()))
         return report
@@ -312,7 +314,14 @@ def chaos(
         net.stop()
 
 
-INVARIANTS = ("overfills", "disagreements", "lost trades", "resurrected offers", "equivocator shown")
+INVARIANTS = (
+    "overfills",
+    "disagreements",
+    "lost trades",
+    "resurrected offers",
+    "equivocator shown",
+    "squatter reached",
+)
 
 
 def main() -> int:

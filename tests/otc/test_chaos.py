@@ -19,7 +19,9 @@ def test_short_chaos_run_keeps_every_invariant() -> None:
     )  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    for invariant in ("overfills", "disagreements", "lost trades", "resurrected offers", "equivocator shown"):
+    invariants = ("overfills", "disagreements", "lost trades", "resurrected offers", "equivocator shown",
+                  "squatter reached")  # fmt: skip
+    for invariant in invariants:
         line = next(line for line in out.splitlines() if line.strip().startswith(invariant))
         assert line.split()[-2:] == ["0", "ok"], line
     trades = next(line for line in out.splitlines() if "trades done (API)" in line)
