@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import ssl as _ssl
 import time
 from collections.abc import Callable
@@ -240,16 +241,52 @@ async def exchange(
         if verify is not None and not verify(conn):
             raise PeerAuthFailed(f"{pool.dest} refused by the verify_peer hook")
         waiter = conn.send(data)
+        caller: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        waiter.add_done_callback(functools.partial(_relay, caller))
         # a timer on the reply, not a timeout scope per request: the cheaper of the two
-        timer = loop.call_at(when, _expire, waiter)
+        timer = loop.call_at(when, _expire, caller)
         try:
-            result = await waiter
+            result = await caller
+        except TimeoutError:
+            _salvage(pool, conn, waiter)  # the connection waits on for its reply: not closed here
+            conn = None
+            raise
         finally:
             timer.cancel()
         reusable = True
         return result
     finally:
-        pool.release(conn, reusable)
+        if conn is not None:
+            pool.release(conn, reusable)
+
+
+LATE_REPLY_S = 10.0
+"""How long a connection whose request timed out waits on for the late reply before it is closed. A
+timed-out request used to close its connection, and over TLS the next request paid a new handshake: on
+an overloaded machine (150 peers on 2 cores) handshakes took half the CPU, which made more requests time
+out. Kept busy meanwhile (counted against the pool's limit), then reused once the reply is in."""
+
+
+def _relay(caller: asyncio.Future[tuple[int, bytes]], waiter: asyncio.Future[tuple[int, bytes]]) -> None:
+    exc = None if waiter.cancelled() else waiter.exception()  # retrieved: never "never retrieved"
+    if caller.done():
+        return
+    if waiter.cancelled():
+        caller.set_exception(ConnectionResetError("request cancelled"))
+    elif exc is not None:
+        caller.set_exception(exc)
+    else:
+        caller.set_result(waiter.result())
+
+
+def _salvage(pool: ConnectionPool, conn: HTTPConnection, waiter: asyncio.Future[tuple[int, bytes]]) -> None:
+    def settled(w: asyncio.Future[tuple[int, bytes]]) -> None:
+        give_up.cancel()
+        ok = not w.cancelled() and w.exception() is None
+        pool.release(conn, ok)
+
+    give_up = asyncio.get_running_loop().call_later(LATE_REPLY_S, waiter.cancel)
+    waiter.add_done_callback(settled)
 
 
 def _expire(waiter: asyncio.Future[tuple[int, bytes]]) -> None:

@@ -604,3 +604,40 @@ async def test_a_caller_giving_up_does_not_cancel_a_shared_lookup(grapes: GrapeN
         with pytest.raises(TimeoutError):
             await impatient
         assert await patient == ["127.0.0.1:4321"]
+
+
+async def test_a_timed_out_request_keeps_its_connection_for_the_late_reply(
+    make_server: MakeServer, link: Link
+) -> None:
+    """A request that times out does not close its connection: the late reply is read and the
+    connection is reused, so a slow moment over TLS does not cost a new handshake per request."""
+    server = await make_server("never-mind")
+    slow = asyncio.Event()
+
+    async def sluggish(payload: Any) -> Any:
+        if payload == "slow":
+            await asyncio.sleep(0.4)
+            slow.set()
+        return payload
+
+    server.add_handler("sluggish", sluggish)
+    dest = f"127.0.0.1:{server.port}"
+    c = PeerRPCClient(link)
+    try:
+        assert await c.request_dest(dest, "sluggish", "warm", timeout=5) == "warm"
+        pool = c._pools[dest]
+        (first,) = pool.idle
+        with pytest.raises(RPCError) as err:
+            await c.request_dest(dest, "sluggish", "slow", timeout=0.1)
+        assert err.value.code == "ERR_TIMEOUT"
+        assert not first.lost and pool.busy == 1  # waiting on for the reply, not closed
+        await asyncio.wait_for(slow.wait(), 5)
+        await wait_for(lambda: _async(pool.busy == 0 and len(pool.idle) == 1), what="the late reply")
+        assert await c.request_dest(dest, "sluggish", "again", timeout=5) == "again"
+        assert list(pool.idle) == [first]  # the same connection throughout
+    finally:
+        await c.stop()
+
+
+async def _async(value: Any) -> Any:
+    return value
