@@ -181,7 +181,7 @@ def targets(run: Run) -> list[Target]:
 
 def some_book(run: Run) -> list[dict[str, Any]]:
     """What the adversary reads, as anyone could: the book of a live peer."""
-    book = run.peers[run.rng.choice(run.live())].book()
+    book = run.peers[random.choice(run.live())].book()  # not run.rng: this runs in the adversary's thread
     return list(book["bids"]) + list(book["asks"])
 
 

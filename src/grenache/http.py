@@ -143,6 +143,8 @@ class ConnectionPool:
         self.max_reply = max_reply
         self.max_reply_head = max_reply_head
         self.idle: collections.deque[HTTPConnection] = collections.deque()
+        self.late: set[HTTPConnection] = set()  # busy waiting for a timed-out request's reply (_salvage)
+        self.closed = False
         self.busy = 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -198,7 +200,8 @@ class ConnectionPool:
 
     def release(self, conn: HTTPConnection, reusable: bool) -> None:
         self.busy -= 1
-        if reusable and conn.usable:
+        self.late.discard(conn)
+        if reusable and conn.usable and not self.closed:
             conn.idle_since = time.monotonic()
             self.idle.append(conn)
         else:
@@ -213,8 +216,9 @@ class ConnectionPool:
                 return
 
     def close(self) -> None:
-        for conn in self.idle:
-            conn.close()
+        self.closed = True
+        for conn in [*self.idle, *self.late]:
+            conn.close()  # a late one's waiter fails, and its release closes it (the pool is closed)
         self.idle.clear()
 
 
@@ -286,6 +290,7 @@ def _salvage(pool: ConnectionPool, conn: HTTPConnection, waiter: asyncio.Future[
         pool.release(conn, ok)
 
     give_up = asyncio.get_running_loop().call_later(LATE_REPLY_S, waiter.cancel)
+    pool.late.add(conn)
     waiter.add_done_callback(settled)
 
 

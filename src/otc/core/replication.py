@@ -243,6 +243,7 @@ class Replica:
         self.phase = Phase.JOINING
         self.head: Head | None = None  # ours; None until we are a member of the overlay
         self.departed = False  # we said goodbye (``depart``): we stop speaking for ourselves
+        self._reader_lookup = 0  # not a member yet: when to look the market up again
         self._own_counted = 0
         self._tokens = 0
         self._pending: dict[int, tuple[Any, ...]] = {}
@@ -294,6 +295,7 @@ class Replica:
         reach any book."""
         self.membership.own_addrs |= addrs
         self._join_started = now
+        self._reader_lookup = now + self.timing.lookup_fast_ms
         if joined:
             self.phase = Phase.RUNNING
         return [Lookup(), *(self.become_member(now, head=head) if member else [])]
@@ -1006,6 +1008,9 @@ class Replica:
         others = [a for a in addrs if a not in self.membership.own_addrs]
         self.membership.add_candidates(others)
         out: list[Action] = []
+        if self.head is None and self.phase is Phase.RUNNING and others and len(self.book.makers) <= 1:
+            self.phase = Phase.JOINING  # not a member, and the first join found nobody: join again
+            self._join_started, self._join_paging = now, False
         if self.phase is Phase.JOINING and not self._join_candidates and not self._join_sources:
             if not others:
                 return self._finish_join()
@@ -1063,6 +1068,9 @@ class Replica:
         if self.head is not None and not self.departed:  # a member: probes, dials
             for intent in self.membership.tick(now):
                 out += self._carry(intent, now)
+        elif self.head is None and now >= self._reader_lookup:  # reading only: lookups go on (a join
+            self._reader_lookup = now + t.lookup_fast_ms  # that found nobody is tried again)
+            out.append(Lookup())
         if self.phase is Phase.JOINING:
             if self._join_candidates and now >= self._join_next_hedge and len(self._join_sources) < 8:
                 self._join_next_hedge = now + t.join_hedge_ms

@@ -136,8 +136,11 @@ class Market:
 
     def own_offers(self, req: OffersRequest) -> MakerOffers:
         """Our authoritative list, answered on our own key: the head that commits to it, and it (the head
-        we last published: a fresh one here would hand a newer head of ours to whoever asks)."""
-        return MakerOffers(head=self.head(), offers=self.desk.open_offers())
+        we last published: a fresh one here would hand a newer head of ours to whoever asks). None before
+        we are a member: nothing signed leaves while our history is being checked (node/recovery.py)."""
+        if self.replica.head is None:
+            raise RPCError(E.ERR_NOT_READY, "not in the market yet")
+        return MakerOffers(head=self.replica.head, offers=self.desk.open_offers())
 
     # --- carrying out the core's decisions ---------------------------------------------------------------
     async def on_request(self, payload: Any) -> Any:

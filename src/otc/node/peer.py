@@ -173,15 +173,15 @@ class Peer:
         await self.server.listen(self.config.rpc_port)
         self.store.set_meta("name", self.name)
         await self._announce()
-        self.trading.start()  # its offers wait in the market's outbox until the market starts
+        self.trading.start()  # the head we sign on joining the overlay commits to its offers
         await self.grapevine.start()
         self.rfq.start()
         self.settlements.start()
         self.notify.start()
-        # Heartbeats and pushes start only once our history is known to be whole: at once for a new
-        # identity, after a bounded check alongside the join otherwise. A head signed from a store that
-        # is behind would replace, in every book, the head that shows it is behind; and offers we may
-        # not be able to honour stay hidden meanwhile (see recovery.py).
+        # Our head and pushes go out only once our history is known to be whole: at once for a new
+        # identity, after a bounded check alongside the join otherwise. A head or offers signed from a
+        # store that is behind could bring back what books know to be closed; and offers we may not be
+        # able to honour stay hidden meanwhile (see recovery.py).
         checked = self.recovery.start(self.market.started, on_trading=lambda: self.market.start(self.addr))
         await self.market.join(
             me={self.addr, f"127.0.0.1:{self.rpc_port}", f"{self.config.rpc_host}:{self.rpc_port}"}
