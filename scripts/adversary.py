@@ -95,7 +95,7 @@ class Adversary:
         self._silent.close()
         for conn in self._held:
             conn.close()
-        self.findings["silent connections"] = len(self._held)
+        self._held.clear()
 
     def retarget(self, targets: list[Target]) -> None:
         """Restarted peers come back on new RPC ports."""
@@ -201,6 +201,9 @@ class Adversary:
             except OSError:
                 return
             self._held.append(conn)  # never read, never answered
+            self.findings["silent connections"] += 1
+            if len(self._held) > 512:  # bounded: the oldest go (the peers gave up on them long ago)
+                self._held.pop(0).close()
 
     async def _announce_silent(self) -> None:
         port = self._silent.getsockname()[1]

@@ -91,7 +91,7 @@ def api_port_below_ephemeral() -> int:
     except (OSError, ValueError, IndexError):
         low = 32768
     for _ in range(200):
-        port = random.randrange(10_000, max(10_001, low))
+        port = random.randrange(10_000, low) if low > 11_000 else random.randrange(1024, max(1025, low))
         if port in _HANDED_OUT:
             continue
         with socket.socket() as s:

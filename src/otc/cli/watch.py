@@ -248,7 +248,8 @@ def watch(
                     line = activity(event)
                     if line is not None:
                         screen.feed.append(line)
-                    if "data" in event and terminal:  # a notification: the bell too
+                    # a notification: the bell too (not for what we sent ourselves)
+                    if "data" in event and event.get("direction") != "out" and terminal:
                         console.bell()
                     changed.set()
             screen.status = f"event stream lost: polling every {interval:g} s, reconnecting"

@@ -320,7 +320,10 @@ class Replica:
             return []
         self.departed = True
         death = sign_death(self.identity, self.head, max(now, self.head.ts))
-        return self._forward(News(deaths=[death]), exclude="", now=now)
+        # straight to every neighbour, past their queues: we stop in a moment and flush nothing after
+        goodbye = Gossip(sender=self.own_id, deaths=[death])
+        links = [link for link in self.membership.links.values() if link.neighbour]
+        return [self._send(link.addr, goodbye, ("goodbye",)) for link in links]
 
     def adopt(self, fp: F.Fingerprints) -> None:
         """Take fingerprints that already count every maker of our (shared base) book and our own head:
@@ -951,7 +954,7 @@ class Replica:
             return out
         if kind == "snapshot":
             return self._on_snapshot_page(context[1], reply if ok else None, now)
-        return []  # leave
+        return []  # leave, goodbye
 
     def _on_pong(self, peer_id: str, pong: Pong | None, now: int) -> list[Action]:
         t = self.timing
