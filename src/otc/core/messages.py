@@ -322,8 +322,9 @@ U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec checks bounds 
 
 class Death(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A death notice: ``accuser`` could not reach the maker of ``head`` (the newest head of it the
-    accuser held), directly nor through others. It hides the maker wherever our copy of its head is not
-    newer; the maker refutes it with any newer head of its own."""
+    accuser held), directly nor through others; or, with ``accuser`` the maker itself, its goodbye when
+    it stops on purpose. It hides the maker wherever our copy of its head is not newer; the maker
+    refutes it (or comes back after a goodbye) with any newer head of its own."""
 
     head: Head
     accuser: PeerId

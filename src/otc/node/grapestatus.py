@@ -3,7 +3,7 @@
 A peer that reaches no Grape is out of the market: nobody can look it up, and it finds nobody it has not
 heard from already. That is easy to miss (its API works, its book is merely empty), so the peer says it
 when it happens and again when it is over, instead of one warning per failed announce. Every Grape
-request the market makes anyway (market lookups, announces) reports here;
+request the market makes anyway (its lookups, every 15 s; the first announces) reports here;
 an answer of any kind, even "nothing announced under that name", means the Grape is there. The change
 goes to the peer's event listeners (``{"type": "grape", ...}``): ``otc peer`` prints it, ``otc watch``
 shows it, the API's health has it.
