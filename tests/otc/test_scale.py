@@ -19,6 +19,7 @@ from ..harness import PeerProcess, wait_for
 
 N = 150
 WAVE = 30
+FLAPPING = 3  # makers a peer may have hidden at once while refuting false suspicions (see below)
 pytestmark = pytest.mark.timeout(900)  # 150 processes start on 2 cores: a minute or two, more if shared
 
 
@@ -47,17 +48,28 @@ def test_150_peers_on_two_grapes_hold_one_market(tmp_path: Path) -> None:
                     p.launch()
                 each(peers[wave : wave + WAVE], lambda p: p.wait_ready(300))
             print(f"\n150 peers answering {time.monotonic() - t0:.0f} s after launch")
-            # every peer's signed head reached every other peer (the peer list, chat by name rely on it)
-            wait_for(lambda: all(n == N - 1 for n in each(peers, lambda p: p.get("/api/health")["peers"])),
-                     timeout=240, interval=1, what="every peer to know the 149 others")  # fmt: skip
-            print(f"each knows the 149 others {time.monotonic() - t0:.0f} s after launch")
+            # every peer's signed head reached (nearly) every other peer: on 2 cores shared by 150
+            # processes and their two Grapes a probe now and then times out, and a maker falsely
+            # suspected is hidden for the moment it takes to refute it, so a few may be missing at once
+            known: list[int] = []
+
+            def formed() -> bool:
+                known[:] = each(peers, lambda p: p.get("/api/health")["peers"])
+                return min(known) >= N - 1 - FLAPPING
+
+            try:
+                wait_for(formed, timeout=300, interval=1, what="every peer to know the others")
+            except AssertionError:
+                raise AssertionError(f"peers known, fewest first: {sorted(known)[:20]}") from None
+            print(f"each knows at least {min(known)} of the 149 others {time.monotonic() - t0:.0f} s after "
+                  f"launch; {known.count(N - 1)} know all")  # fmt: skip
             before = sum(h["market"]["offers_in"] for h in each(peers, lambda p: p.get("/api/health")))
 
             makers = peers[:3]
             offers = [m.offer("sell", "1", str(8000 + i)) for i, m in enumerate(makers)]
             wanted = {o["id"] for o in offers}
             started = time.monotonic()
-            wait_for(lambda: all(wanted <= b for b in books(peers)), timeout=30, interval=0.2,
+            wait_for(lambda: all(wanted <= b for b in books(peers)), timeout=60, interval=0.2,
                      what="every offer at every peer")  # fmt: skip
             spread = time.monotonic() - started
             after = sum(h["market"]["offers_in"] for h in each(peers, lambda p: p.get("/api/health")))

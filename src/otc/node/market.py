@@ -150,9 +150,12 @@ class Market:
         self._run(actions)
         if isinstance(reply, Deferred):
             future = self._deferred[reply.token] = asyncio.get_running_loop().create_future()
-            try:  # the core answers within its own probe timeout; this bound only guards against a bug
+            try:  # the core answers within its own probe timeout; this bound only guards against an
+                # overloaded loop (or a bug): the asker hears a timeout, the log no traceback
                 async with asyncio.timeout(self.replica.timing.indirect_timeout_ms / 1000 + 1):
                     return await future
+            except TimeoutError:
+                raise RPCError("ERR_TIMEOUT", "the indirect probe did not finish in time") from None
             finally:
                 self._deferred.pop(reply.token, None)
         if isinstance(reply, Refusal):
