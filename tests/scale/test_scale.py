@@ -1,4 +1,6 @@
-"""Past Grape's 100-announcer lookups: 150 `otc peer` processes on two real Grapes form one market.
+"""Past Grape's 100-announcer lookups: 150 `otc peer` processes on two real Grapes form one market
+(`make scale`; not in `make test`: on 2 cores 150 processes saturate them, and under that load the
+failure detector's Lifeguard caution can stretch a death past the 15 s this test holds it to).
 Every offer reaches every peer, a dead maker's offers vanish everywhere within 15 s, and a newcomer
 holds the whole book. Lean on purpose (2 cores): processes start in waves, log only warnings, and
 the test reads figures from the peers' own counters. ``bench/exchange.py --peers 150`` measures the
