@@ -127,6 +127,7 @@ class Desk:
 
     def shot(self, name: str, *, full_page: bool = False) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)  # not in the repository: made by the run
         path = ARTIFACTS / f"webdesk-{re.sub(r'[^a-z0-9-]+', '-', name.lower())}.png"
         self.page.screenshot(path=str(path), full_page=full_page)
         return path
