@@ -198,8 +198,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         if not self.listener.admit(self):
             body = wire.encode_reply(None, f"{ERR_TOO_MANY_CONNECTIONS}: server at its connection cap", None)
-            self._write_head(503, len(body), close=True)
-            self.transport.write(body)
+            self.transport.write(self._head(503, len(body), close=True) + body)
             self.transport.close()
             self.transport = None
             self.dead = True
@@ -530,8 +529,7 @@ class _Connection(asyncio.Protocol):
                 task = asyncio.ensure_future(self._write_stream(result, close))
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())
                 return
-            self._write_head(entry.status, len(result), close)
-            transport.write(result)
+            transport.write(self._head(entry.status, len(result), close) + result)  # one TLS record
             if close:
                 self.closing = True
         if len(self.pending) < self.limits.max_pipelined:
@@ -586,11 +584,10 @@ class _Connection(asyncio.Protocol):
         transport.write_eof()
         self._arm(_LINGER, transport.close)
 
-    def _write_head(self, status: int, length: int, close: bool) -> None:
-        assert self.transport is not None
-        self.transport.write(
-            b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n"
-            % (_STATUS.get(status, b"400 Bad Request"), length, b"close" if close else b"keep-alive")
+    @staticmethod
+    def _head(status: int, length: int, close: bool) -> bytes:
+        return b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n" % (
+            _STATUS.get(status, b"400 Bad Request"), length, b"close" if close else b"keep-alive"
         )
 
     def _refuse(self, status: int, code: str, message: str, raw: bytes | None = None) -> None:

@@ -525,6 +525,7 @@ class API:
         body: TradeIn = await read_body(request, TradeIn)
         self._in_a_market()
         receipt = await self.peer.trading.take(body.offer_id, body.amount)
+        self._remember(receipt, True)  # checked as it came (core/taker.py); the other signature is ours
         return json_response(self.receipt_view(receipt), 201)
 
     async def trades(self, request: Request) -> Response:
@@ -557,9 +558,13 @@ class API:
         key = (receipt.id, receipt.maker_sig, receipt.taker_sig)
         valid = self._checked.get(key)
         if valid is None:
-            valid = self._checked[key] = receipt_is_valid(receipt)
-            if len(self._checked) > API_RECEIPT_CHECKS_CACHED:
-                self._checked.popitem(last=False)
+            valid = self._remember(receipt, receipt_is_valid(receipt))
+        return valid
+
+    def _remember(self, receipt: Receipt, valid: bool) -> bool:
+        self._checked[(receipt.id, receipt.maker_sig, receipt.taker_sig)] = valid
+        if len(self._checked) > API_RECEIPT_CHECKS_CACHED:
+            self._checked.popitem(last=False)
         return valid
 
     def peers_view(self, hidden: bool = True) -> list[PeerOut]:

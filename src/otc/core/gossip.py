@@ -40,9 +40,17 @@ class News:
     heads: list[Head] = field(default_factory=list)
     deaths: list[Death] = field(default_factory=list)
     proofs: list[Equivocation] = field(default_factory=list)
+    fresh: bool = False  # an offer in it is new to us, or closed: not a mere fill or hold
 
     def __bool__(self) -> bool:
         return bool(self.offers or self.heads or self.deaths or self.proofs)
+
+    @property
+    def urgent(self) -> bool:
+        """Whether it goes to a neighbour at once, whatever the gap since the last push (see
+        ``Timing.gossip_gap_ms``): a new or closed offer, a death notice, a proof, or a head alone (a
+        revival, a refutation). Only a busy offer's fills and holds wait, coalesced to the newest."""
+        return self.fresh or bool(self.deaths or self.proofs) or (bool(self.heads) and not self.offers)
 
     def fits(self) -> bool:
         """Whether it fits in one gossip request."""
@@ -68,6 +76,9 @@ class Outbox:
     deaths: dict[str, Death] = field(default_factory=dict)
     proofs: list[Equivocation] = field(default_factory=list)
     in_flight: int = 0
+    next_send: int = 0  # no request to this neighbour before (ms) unless urgent: what queues meanwhile
+    #                     goes in one request
+    urgent: bool = False  # something queued is urgent (``News.urgent``)
 
     def size(self) -> int:
         return len(self.offers) + len(self.heads) + len(self.deaths) + len(self.proofs)
@@ -88,6 +99,7 @@ class Outbox:
         for d in news.deaths:
             self.deaths[d.head.maker] = d
         self.proofs.extend(news.proofs)
+        self.urgent = self.urgent or news.urgent
         if self.size() > L.OUTBOX_MAX:  # a neighbour this far behind is repaired by reconciliation
             self.offers.clear()
             self.heads.clear()
@@ -111,4 +123,5 @@ class Outbox:
         )
         if self.proofs:
             msg.proofs, self.proofs = self.proofs[: L.MAX_GOSSIP_PROOFS], self.proofs[L.MAX_GOSSIP_PROOFS :]
+        self.urgent = self.urgent and self.pending
         return msg

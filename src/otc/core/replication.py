@@ -93,6 +93,7 @@ from .messages import (
     SnapshotRequest,
 )
 from .notices import Verifier, conflict, head_key, proof_maker, sign_death
+from .offer import OPEN
 from .timing import Timing
 
 CHANGED = (Applied.NEW, Applied.UPDATED, Applied.CLOSED)
@@ -248,6 +249,7 @@ class Replica:
         self._tokens = 0
         self._pending: dict[int, tuple[Any, ...]] = {}
         self._outboxes: dict[str, Outbox] = {}
+        self._gapped: set[str] = set()  # neighbours whose outbox waits out gossip_gap_ms
         self._wants: dict[str, Want] = {}
         self._settle: deque[tuple[int, str]] = deque()
         self._settling: set[str] = set()
@@ -274,6 +276,13 @@ class Replica:
         # messages received and sent, offer copies received, accusations made, refutations signed
         self.stats = {"msgs_in": 0, "msgs_out": 0, "offers_in": 0, "accused": 0, "refuted": 0}
         self._wake_hint: int | None = None
+        # our own updates (``publish``): held back while within publish_gap_ms of the last head
+        self._own: list[Offer] = []  # the open offers our head commits to
+        self._own_ids: set[str] = set()
+        self._fresh = False  # something unpublished is a new or closed offer
+        self._unpublished: dict[str, Offer] = {}
+        self._publish_due: int | None = None
+        self._next_publish = 0
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def start(
@@ -305,8 +314,7 @@ class Replica:
         next tick dials neighbours, who learn our head and pull what it commits to."""
         if self.head is not None or self.departed:
             return []
-        self.head = head or self.sign_head(now)
-        self._touch(self.own_id, now)
+        self._sign_own(now, now, head)
         self._hint(now)
         return []
 
@@ -342,12 +350,48 @@ class Replica:
     # --- our own updates ------------------------------------------------------------------------------
     def publish(self, offers: list[Offer], now: int) -> list[Action]:
         """Our desk changed offers: a new head commits to the result; both go to every neighbour. Not
-        yet a member (or gone), the desk keeps them: the head we sign on joining commits to them."""
+        yet a member (or gone), the desk keeps them: the head we sign on joining commits to them.
+
+        At most one head per ``publish_gap_ms``: the first change after a quiet spell goes at once, and
+        what changes within the gap goes with the next head, newest state of each offer only. A busy
+        maker (hundreds of fills a second) so costs the market a bounded stream of heads instead of one
+        flood per fill."""
         if self.head is None or self.departed:
             return []
-        self.head = self.sign_head(max(now, self.head.ts + 1 if self.head else now))
+        for offer in offers:
+            held = self._unpublished.get(offer.id)
+            if held is None or held.seq < offer.seq:
+                self._unpublished[offer.id] = offer
+            if offer.status != OPEN or offer.id not in self._own_ids:
+                self._fresh = True  # new or closed: at once (a fill or hold may wait)
+        if now >= self._next_publish or self._fresh:
+            return self._publish_now(now)
+        self._publish_due = self._next_publish
+        self._hint(self._publish_due)
+        return []
+
+    def _publish_now(self, now: int) -> list[Action]:
+        assert self.head is not None
+        news = News(offers=list(self._unpublished.values()), fresh=self._fresh)
+        self._unpublished.clear()
+        self._fresh = False
+        self._publish_due = None
+        self._next_publish = now + self.timing.publish_gap_ms
+        self._sign_own(max(now, self.head.ts + 1), now)
+        news.heads.append(self.head)
+        return self._forward(news, exclude="", now=now)
+
+    def _sign_own(self, ts: int, now: int, head: Head | None = None) -> None:
+        """Sign our head, and keep the open offers it commits to: what we serve as our record until the
+        next head (the desk may have moved on meanwhile, unpublished)."""
+        self.head = head or self.sign_head(ts)
+        self._own = self.own_offers()
+        self._own_ids = {o.id for o in self._own}
         self._touch(self.own_id, now)
-        return self._forward(News(offers=list(offers), heads=[self.head]), exclude="", now=now)
+
+    def own_record(self) -> MakerOffers | None:
+        """Our head and the open offers it commits to (None: not a member)."""
+        return None if self.head is None else MakerOffers(head=self.head, offers=self._own)
 
     def _refute(self, now: int) -> list[Action]:
         """A notice declared us dead: a newer head of ours revives us wherever it goes. Someone could not
@@ -356,9 +400,7 @@ class Replica:
             return []  # our own goodbye coming back to us, or a notice we cannot answer yet
         self.membership.score = min(M.MAX_SCORE, self.membership.score + 1)
         self.stats["refuted"] += 1
-        self.head = self.sign_head(max(now, self.head.ts + 1))
-        self._touch(self.own_id, now)
-        return self._forward(News(heads=[self.head]), exclude="", now=now)
+        return self._publish_now(now)  # with whatever waits: the new head commits to it
 
     # --- requests from the network ----------------------------------------------------------------------
     def handle(self, msg: Any, now: int) -> tuple[Any, list[Action]]:
@@ -420,8 +462,10 @@ class Replica:
                 continue
             if not self._admit(offer.maker, source, now) or not self.verifier.offer(offer):
                 continue
-            if self.book.apply(offer) in CHANGED:
+            applied = self.book.apply(offer)
+            if applied in CHANGED:
                 news.offers.append(offer)
+                news.fresh = news.fresh or applied is not Applied.UPDATED
                 changed.append(offer)
         for head in msg.heads:
             out += self._on_head(head, source, msg.sender, now, news)
@@ -571,22 +615,46 @@ class Replica:
             box = self._outboxes.get(peer_id)
             if box is None:
                 box = self._outboxes[peer_id] = Outbox()
-            if box.in_flight < L.GOSSIP_IN_FLIGHT and not box.pending and news.fits():
+            due = news.urgent or now >= box.next_send
+            if box.in_flight < L.GOSSIP_IN_FLIGHT and not box.pending and due and news.fits():
                 if direct is None:
                     direct = news.gossip(self.own_id)
                 box.in_flight += 1
+                box.next_send = now + self.timing.gossip_gap_ms
                 out.append(self._send(link.addr, direct, ("gossip", peer_id)))
             else:
                 box.add(news)
-                out += self._flush(peer_id, box)
+                out += self._flush(peer_id, box, now)
         return out
 
-    def _flush(self, peer_id: str, box: Outbox) -> list[Action]:
+    def _flush(self, peer_id: str, box: Outbox, now: int) -> list[Action]:
+        """Send what waits for a neighbour, unless within ``gossip_gap_ms`` of the last send to it:
+        then the next tick does, with whatever else queued meanwhile (one request for many updates)."""
         out: list[Action] = []
         link = self.membership.links.get(peer_id)
-        while link is not None and box.in_flight < L.GOSSIP_IN_FLIGHT and box.pending:
+        if link is None or not box.pending:
+            return out
+        if now < box.next_send and not box.urgent:
+            self._gapped.add(peer_id)
+            self._hint(box.next_send)
+            return out
+        while box.in_flight < L.GOSSIP_IN_FLIGHT and box.pending:
             box.in_flight += 1
             out.append(self._send(link.addr, box.take(self.own_id), ("gossip", peer_id)))
+        box.next_send = now + self.timing.gossip_gap_ms
+        return out
+
+    def _flush_gapped(self, now: int) -> list[Action]:
+        out: list[Action] = []
+        for peer_id in list(self._gapped):
+            box = self._outboxes.get(peer_id)
+            if box is None or not box.pending:
+                self._gapped.discard(peer_id)
+            elif now >= box.next_send:
+                self._gapped.discard(peer_id)
+                out += self._flush(peer_id, box, now)
+            else:
+                self._hint(box.next_send)
         return out
 
     def _send(self, addr: str, msg: Any, context: tuple[Any, ...], timeout_ms: int | None = None) -> Send:
@@ -791,10 +859,10 @@ class Replica:
     def _record(self, maker: str) -> tuple[Record, int] | None:
         """Our record of a maker and its estimated size."""
         if maker == self.own_id:
-            if self.head is None:
+            own = self.own_record()
+            if own is None:
                 return None
-            offers = self.own_offers()
-            return Record(head=self.head, offers=offers), HEAD_BYTES + OFFER_BYTES * len(offers)
+            return Record(head=own.head, offers=own.offers), HEAD_BYTES + OFFER_BYTES * len(own.offers)
         view = self.book.makers.get(maker)
         if view is None or view.head is None:
             return None
@@ -922,7 +990,7 @@ class Replica:
                         link.last_heard = now
                     else:
                         self.membership.heard(context[1], now)
-            return self._flush(context[1], box) if box.pending else []
+            return self._flush(context[1], box, now) if box.pending else []
         if kind == "probe":
             return self._on_pong(context[1], reply if ok else None, now)
         if kind == "via":
@@ -1080,6 +1148,10 @@ class Replica:
                 out += self._ask_source(now)
             if not self._join_paging and now - self._join_started >= t.join_first_page_ms:
                 out += self._finish_join()
+        if self._publish_due is not None and now >= self._publish_due and not self.departed:
+            out += self._publish_now(now)
+        if self._gapped:
+            out += self._flush_gapped(now)
         if self._wants:
             out += self._pull_due(now)
         self._settle_due(now)

@@ -80,9 +80,13 @@ class Taker:
             or t.pair != trade.pair
         ):
             raise OTCError(E.ERR_INVALID_MESSAGE, "maker answered with terms we did not ask for")
-        if not verify(t.maker, reply.maker_sig, signing_bytes(t)):
-            raise OTCError(E.ERR_BAD_SIGNATURE, "maker signature does not match the terms")
-        own_sig = self.identity.sign(signing_bytes(t))  # Ed25519 is deterministic: same sig every time
+        if trade.terms == t and trade.maker_sig == reply.maker_sig and trade.taker_sig is not None:
+            own_sig = trade.taker_sig  # the very terms and signature we checked and signed before
+        else:
+            data = signing_bytes(t)
+            if not verify(t.maker, reply.maker_sig, data):
+                raise OTCError(E.ERR_BAD_SIGNATURE, "maker signature does not match the terms")
+            own_sig = self.identity.sign(data)  # Ed25519 is deterministic: same sig every time
         if reply.status == "done":
             if reply.taker_sig != own_sig:
                 raise OTCError(E.ERR_BAD_SIGNATURE, "receipt carries a taker signature that is not ours")

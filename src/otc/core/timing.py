@@ -42,6 +42,13 @@ class Timing:
     reconcile_ms: int = 1_000  # at most one reconciliation started per second
     pull_delay_ms: int = 500  # a difference found is pulled only if it still stands this much later
     rpc_timeout_ms: int = 3_000  # gossip, reconciliation and pull requests
+    # pushing -------------------------------------------------------------------------------------------
+    publish_gap_ms: int = 200  # a maker signs at most one head this often (a change after a quiet spell
+    #                           goes at once): a maker filled hundreds of times a second floods the
+    #                           market 20 times a second, each carrying the newest state of what changed
+    gossip_gap_ms: int = 200  # likewise at most one gossip request per neighbour this often (the first
+    #                          after a quiet spell at once): a peer's traffic is bounded by its degree,
+    #                          not by how busy the market is
     # joining ------------------------------------------------------------------------------------------
     join_hedge_ms: int = 250  # ask one more snapshot source this often until one answers
     join_first_page_ms: int = 4_000  # give up waiting for a first page after this (strangers that never

@@ -83,6 +83,8 @@ class Market:
         self._begun = False  # the replica runs (reading the market, or as a member)
         self._syncing: dict[str, asyncio.Future[None]] = {}  # maker -> its sync in flight
         self._sync_backoff: dict[str, tuple[float, float]] = {}  # maker -> (not before, last wait)
+        self._publishing: list[Offer] = []  # our changed offers, for the replica (``publish``)
+        self._publish_soon = False
 
     @property
     def stats(self) -> dict[str, int]:
@@ -129,6 +131,15 @@ class Market:
 
     # --- our own updates ------------------------------------------------------------------------------
     def publish(self, offers: list[Offer]) -> None:
+        """Hand our desk's changed offers to the replica once the current callback is over: a maker
+        answers the take or confirm that changed them before it signs a head and pushes it."""
+        if not self._publish_soon:
+            self._publish_soon = True
+            asyncio.get_running_loop().call_soon(self._publish)
+        self._publishing.extend(offers)
+
+    def _publish(self) -> None:
+        offers, self._publishing, self._publish_soon = self._publishing, [], False
         self._run(self.replica.publish(offers, now_ms()))
 
     def head(self) -> Head:
@@ -138,9 +149,10 @@ class Market:
         """Our authoritative list, answered on our own key: the head that commits to it, and it (the head
         we last published: a fresh one here would hand a newer head of ours to whoever asks). None before
         we are a member: nothing signed leaves while our history is being checked (node/recovery.py)."""
-        if self.replica.head is None:
+        own = self.replica.own_record()
+        if own is None:
             raise RPCError(E.ERR_NOT_READY, "not in the market yet")
-        return MakerOffers(head=self.replica.head, offers=self.desk.open_offers())
+        return own
 
     # --- carrying out the core's decisions ---------------------------------------------------------------
     async def on_request(self, payload: Any) -> Any:

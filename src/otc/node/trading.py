@@ -159,7 +159,8 @@ class Trading:
                 self.events.emit(
                     {"type": "trade", "receipt": receipt_of(trade.terms, trade.maker_sig, trade.taker_sig)}
                 )
-        self.market.publish(effects.offers)
+        if effects.offers:  # a reservation alone changes no offer we publish (see Desk.take)
+            self.market.publish(effects.offers)
         self._timer_event.set()
 
     async def _timer_loop(self) -> None:
