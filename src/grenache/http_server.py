@@ -587,7 +587,9 @@ class _Connection(asyncio.Protocol):
     @staticmethod
     def _head(status: int, length: int, close: bool) -> bytes:
         return b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n" % (
-            _STATUS.get(status, b"400 Bad Request"), length, b"close" if close else b"keep-alive"
+            _STATUS.get(status, b"400 Bad Request"),
+            length,
+            b"close" if close else b"keep-alive",
         )
 
     def _refuse(self, status: int, code: str, message: str, raw: bytes | None = None) -> None:

@@ -16,9 +16,11 @@ from otc.core import limits as L
 from otc.core.book import Book
 from otc.core.desk import Desk
 from otc.core.identity import Identity
-from otc.core.messages import Gossip, Neighbour, Offer, Pull, Records, SnapshotRequest
+from otc.core.messages import Confirm, Gossip, Neighbour, Offer, Pull, Records, SnapshotRequest, Take
 from otc.core.notices import Verifier, sign_death
 from otc.core.replication import Joined, Lookup, Refusal, Replica, Send
+from otc.core.taker import Taker
+from otc.core.timing import Timing
 from otc.sim.market import Scenario, Sim, SimPeer
 
 SECOND = 1000
@@ -90,6 +92,76 @@ def test_idle_traffic_per_peer_does_not_grow_with_the_market() -> None:
         rates.append((sum(p.replica.stats["msgs_in"] for p in sim.peers) - before) / n / 20)
     assert all(r < 4 for r in rates), rates  # ~2 probes sent and ~2 received per second
     assert rates[1] < rates[0] * 1.3, rates
+
+
+def fill_by(sim: Sim, maker: SimPeer, taker: Taker, offer: Offer, n: int) -> Offer:
+    """One real trade of 0.001 on the maker's desk (take, confirm), committed as node/trading.py does."""
+    now = sim.engine.now
+    maker.desk._taker(taker.peer_id).known = True
+    trade = taker.new_trade(maker.desk.offers[offer.id], "0.001", f"{n:032x}", now)
+    req = taker.next_request(trade)
+    assert isinstance(req, Take)
+    reply, effects = maker.desk.take(req, now)
+    trade = taker.on_reply(trade, reply, now)
+    confirm = taker.next_request(trade)
+    assert isinstance(confirm, Confirm)
+    _, effects = maker.desk.confirm(confirm, now)
+    sim.commit(maker, effects.offers)
+    return maker.desk.offers[offer.id]
+
+
+def test_a_busy_offer_costs_the_market_a_bounded_stream_and_new_offers_still_go_at_once() -> None:
+    """200 fills in 2 s: the maker signs at most a head per publish_gap_ms, each neighbour gets at most a
+    request per gossip_gap_ms of them, and every book ends with the last state. A new offer and a
+    cancel posted in the middle of it go at once."""
+    sim = market(30)
+    t = Timing()
+    maker, taker = sim.peers[3], Taker(Identity.from_seed(bytes([99]) * 32), "taker")
+    busy = post(sim, maker)
+    sim.engine.run_until(sim.engine.now + 500)
+    sent = sum(p.replica.stats["msgs_out"] for p in sim.peers)
+    heads = maker.replica.head
+    assert heads is not None
+    first_head, start = heads.ts, sim.engine.now
+    last, fresh, posted, reached = busy, None, 0, None
+    for n in range(200):
+        last = fill_by(sim, maker, taker, busy, n)
+        if n == 100:
+            fresh, posted = post(sim, maker, price="9000"), sim.engine.now
+        sim.engine.run_until(sim.engine.now + 10)
+        if fresh is not None and reached is None and holders(sim, fresh) == 30:
+            reached = sim.engine.now
+    sim.engine.run_until(sim.engine.now + 2 * SECOND)
+    assert fresh is not None and reached is not None and reached - posted <= 400, "at once: a few hops"
+    assert holders(sim, last) == 30, "every book ends with the busy offer's last state"
+    signed = maker.replica.head
+    assert signed is not None
+    # heads are dated by the maker's clock: count them by the ts span they cover
+    assert (signed.ts - first_head) >= 2_000 - t.publish_gap_ms
+    gossip = sum(p.replica.stats["msgs_out"] for p in sim.peers) - sent
+    span_s = (sim.engine.now - start) / 1000
+    degree_sum = sum(p.replica.membership.degree() for p in sim.peers)
+    bound = degree_sum * (span_s * 1000 / t.gossip_gap_ms + 10) + 3 * 30 * span_s  # + probes
+    assert gossip < bound, (gossip, bound)
+    assert gossip < 200 * degree_sum / 4, "far fewer requests than one flood per fill"
+
+
+def test_our_record_is_what_our_last_head_commits_to_while_a_fill_waits() -> None:
+    """Between two heads the desk moves on: what we serve (pulls, snapshots, our own list) must still
+    match the head we signed, or every asker would see us drift."""
+    sim = market(5)
+    maker, taker = sim.peers[0], Taker(Identity.from_seed(bytes([98]) * 32), "taker")
+    busy = post(sim, maker)
+    sim.engine.run_until(sim.engine.now + 500)
+    fill_by(sim, maker, taker, busy, 1)  # published at once (the first after a quiet spell)
+    fill_by(sim, maker, taker, busy, 2)  # within the gap: waits
+    own = maker.replica.own_record()
+    assert own is not None and maker.replica._unpublished
+    assert own.head.head == maker.desk.seq - 1
+    assert Book("00" * 32).sync(own, sim.engine.now) == 1, "the list matches its head"
+    sim.engine.run_until(sim.engine.now + Timing().publish_gap_ms + 50)
+    own = maker.replica.own_record()
+    assert own is not None and own.head.head == maker.desk.seq and not maker.replica._unpublished
 
 
 # --- liveness ------------------------------------------------------------------------------------------

@@ -77,3 +77,38 @@ def test_the_inbox_keeps_the_latest_messages_by_arrival_and_contacts_are_bounded
     store.prune_contacts(keep=10)
     assert sorted(store.contacts_named("SAME")) == [f"{n:064x}" for n in range(40, 50)]
     store.close()
+
+
+def test_saves_of_one_loop_turn_share_one_commit_and_the_later_state_wins(tmp_path: Path) -> None:
+    """Group commit (``save_soon``): everything saved in one turn of the event loop is on disk, in one
+    transaction, before any saver's future is done; a plain ``save`` meanwhile writes the waiting
+    saves first, so the newest state of a row is what stays."""
+    import asyncio
+    import sqlite3
+
+    path = tmp_path / "peer.sqlite"
+    store = Store(path)
+    desk = Desk(MAKER, "maker")
+    offers = [
+        desk.create(side="sell", amount="1", price=str(100 + n), pair="BTC/USD", now=T0)[0] for n in range(5)
+    ]
+    commits: list[str] = []
+    store.db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+
+    async def savers() -> None:
+        futures = [store.save_soon(seq=n + 1, offers=[offer]) for n, offer in enumerate(offers)]
+        assert len({id(f) for f in futures}) == 1 and not futures[0].done()
+        other = sqlite3.connect(path)
+        assert other.execute("SELECT count(*) FROM offers").fetchone() == (0,), "nothing before the turn ends"
+        await asyncio.gather(*futures)
+        assert other.execute("SELECT count(*) FROM offers").fetchone() == (5,)
+        other.close()
+        _, effects = desk.cancel(offers[0].id, T0)
+        waiting = store.save_soon(seq=desk.seq, offers=effects.offers)
+        store.save(offers=[offers[0]])  # an older state saved later, synchronously: written after it
+        assert waiting.done()
+
+    asyncio.run(savers())
+    assert commits == ["COMMIT", "COMMIT"]
+    assert store.offer(offers[0].id) == offers[0] and store.seq() == desk.seq
+    store.close()

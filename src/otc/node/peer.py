@@ -225,9 +225,9 @@ class Peer:
             if isinstance(msg, (Take, Confirm)) and quoting and (quoted := self.rfq.route(msg)) is not None:
                 return quoted  # about a quote: the quote desk's
             if isinstance(msg, Take):
-                return self.trading.on_take(msg)
+                return await self.trading.on_take(msg)
             if isinstance(msg, Confirm):
-                return self.trading.on_confirm(msg)
+                return await self.trading.on_confirm(msg)
             if isinstance(msg, OffersRequest):
                 return self.market.own_offers(msg)
             if isinstance(msg, Knock):

@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -136,20 +136,39 @@ class Trading:
         """Persist, then apply to our own book and publish: the order that makes crashes safe."""
         if not effects:
             return
+        try:
+            self.store.save(**self._rows(effects))
+        except Exception:
+            _cannot_persist()
+        self._apply(effects)
+
+    async def commit_soon(self, effects: Effects) -> None:
+        """``commit`` in the group commit of this turn of the event loop (``Store.save_soon``): returns
+        once it is on disk, so that only then is anyone told. Our book and watchers hear of it at once
+        (nobody outside this process does before the disk has it); the market after the commit."""
+        if not effects:
+            return
+        done = self.store.save_soon(**self._rows(effects))
+        self._apply(effects)  # its publish runs in a later callback than the commit (both call_soon)
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _cannot_persist()
+
+    def _rows(self, effects: Effects) -> dict[str, Any]:
         now = now_ms()
         # a counterparty, under the name it traded as: chat.py never gives that name to another id
         contacts = [
             (t.terms.taker, t.terms.taker_name, now) for t in effects.trades if t.state is MakerState.DONE
         ]
-        try:
-            self.store.save(
-                seq=self.desk.seq, offers=effects.offers, maker_trades=effects.trades, contacts=contacts
-            )
-        except Exception:
-            # the desk already holds a decision the disk does not: answering anyone now could make
-            # maker and taker disagree after a restart. Stop at once; the disk is the truth.
-            log.critical("cannot persist a decision; stopping the peer", exc_info=True)
-            os._exit(70)
+        return {
+            "seq": self.desk.seq, "offers": effects.offers, "maker_trades": effects.trades,
+            "contacts": contacts,
+        }  # fmt: skip
+
+    def _apply(self, effects: Effects) -> None:
         for offer in effects.offers:
             self.book.apply(offer)
             self.events.emit({"type": "offer", "offer": offer})
@@ -185,15 +204,15 @@ class Trading:
             self.desk.forget_settled(KEEP_SETTLED)
 
     # --- maker: answering takers --------------------------------------------------------------------
-    def on_take(self, msg: Take) -> TradeAnswer:
+    async def on_take(self, msg: Take) -> TradeAnswer:
         self._recall(trade_id=msg.trade_id, offer_id=msg.offer_id)
-        return self._answer(msg)
+        return await self._answer(msg)
 
-    def on_confirm(self, msg: Confirm) -> TradeAnswer:
+    async def on_confirm(self, msg: Confirm) -> TradeAnswer:
         self._recall(trade_id=msg.trade_id)
-        return self._answer(msg)
+        return await self._answer(msg)
 
-    def _answer(self, msg: Take | Confirm) -> TradeAnswer:
+    async def _answer(self, msg: Take | Confirm) -> TradeAnswer:
         """The desk's decision, persisted, as the reply or as a signed refusal of this very request."""
         now = now_ms()
         blocked = self.blocked()
@@ -209,9 +228,9 @@ class Trading:
             )
         except OTCError as exc:
             if isinstance(exc, Refusal):
-                self.commit(exc.effects)  # a late confirm still released its reservation
+                await self.commit_soon(exc.effects)  # a late confirm still released its reservation
             return self.desk.refusal(msg, exc, now)
-        self.commit(effects)
+        await self.commit_soon(effects)
         return reply
 
     def _answered_before(self, msg: Take | Confirm) -> bool:
@@ -265,7 +284,7 @@ class Trading:
         wait = 0.02
         while True:
             trade = self.taker.new_trade(offer, amount, uuid.uuid4().hex, now_ms())
-            self._save_taker(trade)
+            await self._save_taker(trade)
             # shielded: if our caller goes away (an API client disconnects), the trade still runs to a
             # definite state instead of being left half-asked
             task = self.tasks.track(asyncio.ensure_future(self._take_to_end(trade, deadline)))
@@ -298,7 +317,7 @@ class Trading:
         trade = await self._drive(trade, deadline - time.monotonic())
         if trade.state is TakerState.REQUESTED:
             trade = self.taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: no answer", now_ms())
-            self._save_taker(trade)
+            await self._save_taker(trade)
         return trade
 
     async def _drive(self, trade: TakerTrade, deadline_s: float) -> TakerTrade:
@@ -335,19 +354,20 @@ class Trading:
                     continue
                 if new is not trade:
                     trade = new
-                    self._save_taker(trade)
+                    await self._save_taker(trade)  # on disk before the confirm that follows goes
             return trade
         finally:
             self._driving.discard(tid)
 
-    def _save_taker(self, trade: TakerTrade) -> None:
+    async def _save_taker(self, trade: TakerTrade) -> None:
         done = trade.state is TakerState.DONE and trade.terms is not None
         contacts = [(trade.terms.maker, trade.terms.maker_name, now_ms())] if done and trade.terms else []
-        self.store.save(taker_trades=[trade], contacts=contacts)
+        saved = self.store.save_soon(taker_trades=[trade], contacts=contacts)
         if trade.state in (TakerState.REQUESTED, TakerState.RESERVED):
             self.open_takes[trade.take.trade_id] = trade
         else:
             self.open_takes.pop(trade.take.trade_id, None)
+        await asyncio.shield(saved)
         if trade.state is TakerState.DONE:
             self.events.emit({"type": "trade", "receipt": receipt(trade)})
 
@@ -383,3 +403,10 @@ class Trading:
 
     def pending_trades(self) -> list[TakerTrade]:
         return list(self.open_takes.values())
+
+
+def _cannot_persist() -> NoReturn:
+    # the desk already holds a decision the disk does not: answering anyone now could make maker and
+    # taker disagree after a restart. Stop at once; the disk is the truth.
+    log.critical("cannot persist a decision; stopping the peer", exc_info=True)
+    os._exit(70)
