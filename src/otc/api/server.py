@@ -192,7 +192,10 @@ class WebServer:
             if conn.deadline is not None and conn.deadline <= now:
                 conn.deadline = None
                 conn.on_deadline()
-        self._sweeper = asyncio.get_running_loop().call_later(DEADLINE_TICK_S, self._sweep)
+        # only while there are connections (``admit`` starts it again): an idle peer does not wake
+        self._sweeper = (
+            asyncio.get_running_loop().call_later(DEADLINE_TICK_S, self._sweep) if self._connections else None
+        )
 
     def admit(self, conn: _Connection) -> bool:
         """Make room for ``conn`` if the cap is reached: close the connection that was idle (or has been
@@ -206,6 +209,8 @@ class WebServer:
         if len(self._connections) >= self.max_connections:
             return False
         self._connections.add(conn)
+        if self._sweeper is None and self._server is not None:
+            self._sweeper = asyncio.get_running_loop().call_later(DEADLINE_TICK_S, self._sweep)
         return True
 
     async def stop(self) -> None:

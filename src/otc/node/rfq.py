@@ -12,7 +12,6 @@ to the quote desk when they are about a quote.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import uuid
@@ -41,7 +40,7 @@ from .config import PeerConfig
 from .directory import Directory
 from .events import Listeners
 from .store import Store
-from .tasks import Tasks
+from .tasks import Tasks, deadline_loop
 from .trading import Trading
 
 log = logging.getLogger("otc.node.rfq")
@@ -301,15 +300,14 @@ class RFQ:
                 self.quoter.recall(offer=offer, trade=trade)
 
     async def _timer_loop(self) -> None:
-        while True:
-            deadline = self.quoter.desk.next_deadline()
-            delay = 1.0 if deadline is None else max(0.0, min(1.0, (deadline - now_ms()) / 1000))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._timer_event.wait()
-            self._timer_event.clear()
-            if self.blocked() is None:  # releases and expiries sign new states: not while blocked
-                self.commit(self.quoter.tick(now_ms()))
+        # releases and expiries sign new states: not while trading is blocked
+        await deadline_loop(
+            self._timer_event,
+            self.quoter.desk.next_deadline,
+            now_ms,
+            lambda: self.blocked(),  # (reassigned by the peer)
+            lambda now: self.commit(self.quoter.tick(now)),
+        )
 
     async def _trim_loop(self) -> None:
         # as trading.py does for our offers: released reservations nobody can ask about go from disk too

@@ -47,6 +47,7 @@ from .tasks import Tasks
 log = logging.getLogger("otc.node.settlement")
 
 
+IDLE_WAKE_S = 60.0  # the settlement loop's longest sleep (a safety net: every change wakes it)
 OPEN_BATCH = 256  # new trades whose settlement rows are written at once, at most a loop interval later
 
 
@@ -103,6 +104,8 @@ class Settlements:
             self._opening.append(event["receipt"])
             if len(self._opening) >= OPEN_BATCH:
                 self._wake.set()
+            elif len(self._opening) == 1:  # the loop may sleep long: have it open these in time
+                asyncio.get_running_loop().call_later(self.config.settle_interval_s, self._wake.set)
 
     def _open(self, receipts: list[Receipt]) -> None:
         """Start settlements for done trades (those already started are left as they are)."""
@@ -197,7 +200,7 @@ class Settlements:
                 reply = await self.directory.ask(
                     settlement.other, msg, timeout=self.config.rpc_timeout_s, result_type=SettleSteps
                 )
-            except GrenacheError as exc:
+            except (GrenacheError, OTCError, msgspec.ValidationError) as exc:
                 self._back_off(trade_id)
                 log.debug("settlement %s: %s", trade_id[:8], exc)
                 return
@@ -211,6 +214,7 @@ class Settlements:
             self._retry.pop(trade_id, None)
         finally:
             self._in_flight.discard(trade_id)
+            self._wake.set()  # whatever the outcome, the loop sees what is left (it may sleep long)
 
     def _back_off(self, trade_id: str) -> None:
         wait = min(L.SETTLE_RETRY_MAX_S, 2 * self._retry.get(trade_id, (0.0, 0.25))[1])
@@ -220,10 +224,25 @@ class Settlements:
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.settle_interval_s):
+                async with asyncio.timeout(self._sleep()):
                     await self._wake.wait()
             self._wake.clear()
             self.tick()
+
+    def _sleep(self) -> float:
+        """Until there is something to do: every settle_interval_s while steps wait for the other party
+        (their retries back off on their own), else until the next deadline, at most IDLE_WAKE_S. An
+        idle peer so costs one wake-up a minute here rather than two queries a second."""
+        interval = self.config.settle_interval_s
+        if self._opening or self._in_flight:
+            return interval
+        if self._retry or self.store.settlements.any_unacked():
+            soonest = min((at for at, _ in self._retry.values()), default=0.0)
+            return min(IDLE_WAKE_S, max(interval, soonest - time.monotonic()))
+        due = self.store.settlements.next_due()
+        if due is None:
+            return IDLE_WAKE_S
+        return min(IDLE_WAKE_S, max(interval, (due - now_ms()) / 1000))
 
     def tick(self) -> None:
         """Open settlements for new trades, flag deadlines passed, re-send what is unacknowledged."""
@@ -239,7 +258,11 @@ class Settlements:
             elif not settlement.is_overdue(now):
                 self._save(settlement)  # its row's deadline is stale (the settings changed): refresh
         mono = time.monotonic()
-        for record in self.store.settlements.unacked(L.SETTLE_BATCH):
+        unacked = self.store.settlements.unacked(L.SETTLE_BATCH)
+        if len(unacked) < L.SETTLE_BATCH:  # all of them: forget the backoff of those acknowledged since
+            waiting = {r.receipt.id for r in unacked}
+            self._retry = {k: v for k, v in self._retry.items() if k in waiting}
+        for record in unacked:
             trade_id = record.receipt.id
             if trade_id not in self._in_flight and self._retry.get(trade_id, (0.0, 0.0))[0] <= mono:
                 self.tasks.spawn(self._exchange(trade_id))

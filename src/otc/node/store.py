@@ -614,6 +614,15 @@ class SettlementTables:
         sql = "SELECT body FROM settlements WHERE unacked = 1 LIMIT ?"
         return [_record.decode(r[0]) for r in self.db.execute(sql, (limit,))]
 
+    def next_due(self) -> int | None:
+        """The earliest deadline not yet flagged (both indexed: the background loop's idle wake-up)."""
+        sql = "SELECT min(due_at) FROM settlements WHERE due_at IS NOT NULL AND overdue = 0"
+        row = self.db.execute(sql).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def any_unacked(self) -> bool:
+        return self.db.execute("SELECT 1 FROM settlements WHERE unacked = 1 LIMIT 1").fetchone() is not None
+
     def taker_trade(self, trade_id: str) -> TakerTrade | None:
         row = self.db.execute("SELECT body FROM taker_trades WHERE id = ?", (trade_id,)).fetchone()
         return None if row is None else _taker.decode(row[0])

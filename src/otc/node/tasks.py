@@ -10,6 +10,33 @@ from typing import Any, TypeVar
 
 log = logging.getLogger("otc.node")
 T = TypeVar("T")
+IDLE_WAKE_S = 60.0  # a deadline loop's longest sleep with nothing due (a safety net: changes wake it)
+
+
+async def deadline_loop(
+    wake: asyncio.Event,
+    next_deadline: Callable[[], int | None],
+    now_ms: Callable[[], int],
+    blocked: Callable[[], object | None],
+    tick: Callable[[int], None],
+) -> None:
+    """Call ``tick(now)`` when the earliest deadline (ms) passes or ``wake`` is set (every change that
+    may set an earlier deadline sets it). While ``blocked()`` nothing is ticked, and we look again each
+    second. An idle desk so costs one wake-up a minute, not one a second."""
+    while True:
+        deadline = next_deadline()
+        if blocked() is not None:
+            delay = 1.0
+        elif deadline is None:
+            delay = IDLE_WAKE_S
+        else:
+            delay = max(0.0, min(IDLE_WAKE_S, (deadline - now_ms()) / 1000))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await wake.wait()
+        wake.clear()
+        if blocked() is None:
+            tick(now_ms())
 
 
 class Tasks:

@@ -13,7 +13,6 @@ by lost messages or a restart (``reconcile``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -42,7 +41,7 @@ from .directory import Directory
 from .events import Listeners
 from .market import Market
 from .store import Store
-from .tasks import Tasks
+from .tasks import Tasks, deadline_loop
 
 log = logging.getLogger("otc.node.trading")
 KEEP_SETTLED = 10_000  # settled trades a maker keeps in memory; older ones are recalled from the store
@@ -183,15 +182,14 @@ class Trading:
         self._timer_event.set()
 
     async def _timer_loop(self) -> None:
-        while True:
-            deadline = self.desk.next_deadline()
-            delay = 1.0 if deadline is None else max(0.0, min(1.0, (deadline - now_ms()) / 1000))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._timer_event.wait()
-            self._timer_event.clear()
-            if self.blocked() is None:  # releases and expiries sign new states: not while blocked
-                self.commit(self.desk.tick(now_ms()))
+        # releases and expiries sign new states: not while trading is blocked
+        await deadline_loop(
+            self._timer_event,
+            self.desk.next_deadline,
+            now_ms,
+            lambda: self.blocked(),  # (reassigned by the peer)
+            lambda now: self.commit(self.desk.tick(now)),
+        )
 
     async def _trim_loop(self) -> None:
         # the store keeps all history, but for reservations released long enough ago that nobody can
