@@ -282,7 +282,6 @@ class Trading:
         wait = 0.02
         while True:
             trade = self.taker.new_trade(offer, amount, uuid.uuid4().hex, now_ms())
-            await self._save_taker(trade)
             # shielded: if our caller goes away (an API client disconnects), the trade still runs to a
             # definite state instead of being left half-asked
             task = self.tasks.track(asyncio.ensure_future(self._take_to_end(trade, deadline)))
@@ -312,13 +311,19 @@ class Trading:
         return any(t.maker == maker for t in self.open_takes.values())
 
     async def _take_to_end(self, trade: TakerTrade, deadline: float) -> TakerTrade:
-        trade = await self._drive(trade, deadline - time.monotonic())
+        # the take goes out before its record is committed (in this same turn of the loop, see
+        # Store.save_soon), and nothing is done with the answer before it is: a take lost with a crash
+        # in between signs nothing more than the take, whose reservation the maker lets expire
+        requested = self._note_taker(trade)
+        trade = await self._drive(trade, deadline - time.monotonic(), requested)
         if trade.state is TakerState.REQUESTED:
             trade = self.taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: no answer", now_ms())
             await self._save_taker(trade)
         return trade
 
-    async def _drive(self, trade: TakerTrade, deadline_s: float) -> TakerTrade:
+    async def _drive(
+        self, trade: TakerTrade, deadline_s: float, saving: asyncio.Future[None] | None = None
+    ) -> TakerTrade:
         """Send the trade's next request until it is final or the deadline passes (idempotent). Only
         the maker's answer moves the trade: its reply, or its signed refusal of this very request.
         Every other outcome (no answer, an unsigned error from whoever answered on the maker's name,
@@ -333,12 +338,17 @@ class Trading:
                 if remaining <= 0:
                     break
                 try:
-                    answer = await self.directory.ask(
-                        trade.maker,
-                        req,
-                        timeout=min(self.config.rpc_timeout_s, remaining),
-                        result_type=TradeAnswer,
-                    )
+                    try:
+                        answer = await self.directory.ask(
+                            trade.maker,
+                            req,
+                            timeout=min(self.config.rpc_timeout_s, remaining),
+                            result_type=TradeAnswer,
+                        )
+                    finally:
+                        if saving is not None:  # our record of the request is on disk first
+                            await asyncio.shield(saving)
+                            saving = None
                     if isinstance(answer, TradeRefusal):
                         new = self.taker.on_refusal(trade, answer, now_ms())
                     else:
@@ -357,7 +367,8 @@ class Trading:
         finally:
             self._driving.discard(tid)
 
-    async def _save_taker(self, trade: TakerTrade) -> None:
+    def _note_taker(self, trade: TakerTrade) -> asyncio.Future[None]:
+        """Save a take's new state in this turn's group commit (the future: on disk), and track it."""
         done = trade.state is TakerState.DONE and trade.terms is not None
         contacts = [(trade.terms.maker, trade.terms.maker_name, now_ms())] if done and trade.terms else []
         saved = self.store.save_soon(taker_trades=[trade], contacts=contacts)
@@ -365,7 +376,10 @@ class Trading:
             self.open_takes[trade.take.trade_id] = trade
         else:
             self.open_takes.pop(trade.take.trade_id, None)
-        await asyncio.shield(saved)
+        return saved
+
+    async def _save_taker(self, trade: TakerTrade) -> None:
+        await asyncio.shield(self._note_taker(trade))
         if trade.state is TakerState.DONE:
             self.events.emit({"type": "trade", "receipt": receipt(trade)})
 
