@@ -207,8 +207,8 @@ class PeerProcess:
         self._token = None  # until it answers, the file may still hold a predecessor's token
         return self.get("/api/health")
 
-    def get(self, path: str) -> Any:
-        return http("GET", self.url + path, token=self.token)
+    def get(self, path: str, timeout: float = 30) -> Any:
+        return http("GET", self.url + path, token=self.token, timeout=timeout)
 
     def post(self, path: str, body: Any) -> Any:
         return http("POST", self.url + path, body, token=self.token)
@@ -216,8 +216,8 @@ class PeerProcess:
     def delete(self, path: str) -> Any:
         return http("DELETE", self.url + path, token=self.token)
 
-    def book(self, pair: str = "BTC/USD") -> Any:
-        return self.get(f"/api/book?pair={pair.replace('/', '%2F')}")
+    def book(self, pair: str = "BTC/USD", timeout: float = 30) -> Any:
+        return self.get(f"/api/book?pair={pair.replace('/', '%2F')}", timeout)
 
     def offer(self, side: str, amount: str, price: str, **extra: Any) -> Any:
         return self.post("/api/offers", {"side": side, "amount": amount, "price": price, **extra})

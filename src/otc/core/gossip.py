@@ -105,6 +105,7 @@ class Outbox:
             self.heads.clear()
             self.deaths.clear()
             self.proofs.clear()
+            self.urgent = False
 
     def take(self, sender: str) -> Gossip:
         def cut(d: dict[str, Any], n: int) -> list[Any]:
