@@ -228,6 +228,12 @@ class PeerRPCClient:
             raise RPCError("ERR_STREAM_UNSUPPORTED", "streams need the HTTP transport")
         return RPCStream(self, key, headers=headers, timeout=timeout, dest=dest)
 
+    @property
+    def opened(self) -> int:
+        """Connections made so far (HTTP transport): each one a handshake, so a number that grows
+        much faster than the peers we talk to means connections are not being reused."""
+        return sum(pool.opened for pool in self._pools.values())
+
     def _pick(self, dests: list[str]) -> str:
         return random.choice(dests)
 

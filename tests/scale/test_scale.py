@@ -39,6 +39,24 @@ def ids(p: PeerProcess) -> set[str]:
     return {o["id"] for o in book["bids"] + book["asks"]}
 
 
+def market_health(peers: list[PeerProcess]) -> str:
+    """The local health scores and accusation counts (a starved market accuses nobody: membership.py)."""
+
+    def market(p: PeerProcess) -> dict[str, int]:
+        try:
+            return dict(p.get("/api/health", timeout=5)["market"])
+        except (APIError, OSError):
+            return {}
+
+    stats = [m for m in each(peers, market) if m]
+    scores = sorted(m.get("health_score", 0) for m in stats)
+    return (
+        f"{len(stats)} answered; health scores p50 {scores[len(scores) // 2]} max {scores[-1]}; "
+        f"accusations {sum(m.get('accused', 0) for m in stats)}; "
+        f"connections opened {sum(m.get('connections_opened', 0) for m in stats)}"
+    )
+
+
 def until_each(peers: list[PeerProcess], done: Any, timeout: float, what: str) -> None:
     """Poll the peers not yet ``done`` (and only those) every half second until none is left. Polling
     all 150 every 0.2 s was itself a load the 2 cores felt (hundreds of API requests a second); a peer
@@ -87,6 +105,7 @@ def test_150_peers_on_two_grapes_hold_one_market(tmp_path: Path) -> None:
                 raise AssertionError(f"peers known, fewest first: {sorted(known)[:20]}") from None
             print(f"each knows at least {min(known)} of the 149 others {time.monotonic() - t0:.0f} s after "
                   f"launch; {known.count(N - 1)} know all")  # fmt: skip
+            print("health of the market:", market_health(peers))
             before = sum(h["market"]["offers_in"] for h in each(peers, lambda p: p.get("/api/health")))
 
             makers = peers[:3]
@@ -108,8 +127,13 @@ def test_150_peers_on_two_grapes_hold_one_market(tmp_path: Path) -> None:
             killed = time.monotonic()
             live = [p for p in peers if p is not dead]
             gone = "the dead maker's offer to go"
-            until_each(live, lambda p: dead_offer not in ids(p), timeout=15, what=gone)
+            try:
+                until_each(live, lambda p: dead_offer not in ids(p), timeout=15, what=gone)
+            except AssertionError:
+                print("health of the market then:", market_health(live))
+                raise
             print(f"dead maker's offer gone from 149 books in {time.monotonic() - killed:.1f} s")
+            print("health of the market:", market_health(live))
 
             # a newcomer holds the whole book (and knows every live peer) once it answers
             newcomer = PeerProcess(net.urls[0], "newcomer", log_dir=tmp_path)

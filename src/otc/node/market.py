@@ -88,7 +88,13 @@ class Market:
 
     @property
     def stats(self) -> dict[str, int]:
-        return self.replica.stats
+        """Message counters, and what says whether we are overloaded: our local health score (0-8,
+        membership.py) and the connections our client has opened (TLS handshakes)."""
+        return {
+            **self.replica.stats,
+            "health_score": self.replica.membership.score,
+            "connections_opened": self.client.opened,
+        }
 
     def _sign_head(self, ts: int) -> Head:
         return self.desk.head(ts, self.addr)

@@ -42,12 +42,11 @@ from .config import PeerConfig
 from .directory import Directory
 from .events import Listeners
 from .store import Store
-from .tasks import Tasks
+from .tasks import IDLE_WAKE_S, Tasks
 
 log = logging.getLogger("otc.node.settlement")
 
 
-IDLE_WAKE_S = 60.0  # the settlement loop's longest sleep (a safety net: every change wakes it)
 OPEN_BATCH = 256  # new trades whose settlement rows are written at once, at most a loop interval later
 
 
