@@ -147,7 +147,6 @@ class ConnectionPool:
         self.closed = False
         self.busy = 0
         self.opened = 0  # connections made (each a TCP, and with ``ssl`` a TLS, handshake)
-        self.calm_at = 0.0  # while ``late`` holds connections, no new one before (time.monotonic())
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def try_acquire(self) -> HTTPConnection | None:
@@ -162,33 +161,19 @@ class ConnectionPool:
         return None
 
     async def acquire(self) -> HTTPConnection:
-        """An idle connection, or a new one; at the limit, the next one released. While a timed-out
-        request's connection waits for its late reply, at most one new connection a second
-        (``SLOW_CONNECT_GAP_S``): such a server is slow, and each connection to it costs it (and us) a
-        handshake, the most expensive thing a TLS server does. On an overloaded machine that is how
-        timeouts turned into a storm of handshakes (150 peers on 2 cores: over 1,000 a second) that
-        made more requests time out. The caller's deadline bounds the wait."""
         conn = self.try_acquire()
         if conn is not None:
             return conn
-        loop = asyncio.get_running_loop()
-        while True:
-            delay: float | None = None
-            if self.busy < self.limit and (not self.late or (delay := self.calm_at - time.monotonic()) <= 0):
-                break
-            fut: asyncio.Future[None] = loop.create_future()
+        while self.busy >= self.limit:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.waiters.append(fut)
-            timer = None if delay is None else loop.call_later(delay, _settle, fut)
             try:
                 await fut
             finally:
-                if timer is not None:
-                    timer.cancel()
                 with contextlib.suppress(ValueError):
                     self.waiters.remove(fut)
             if self.idle:
                 return await self.acquire()
-        self.calm_at = time.monotonic() + SLOW_CONNECT_GAP_S
         self.busy += 1
         self.opened += 1
         try:
@@ -240,12 +225,6 @@ class ConnectionPool:
 
 
 Verify = Callable[[HTTPConnection], bool]
-SLOW_CONNECT_GAP_S = 1.0
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 async def exchange(

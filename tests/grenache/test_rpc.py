@@ -639,34 +639,5 @@ async def test_a_timed_out_request_keeps_its_connection_for_the_late_reply(
         await c.stop()
 
 
-async def test_a_slow_server_gets_at_most_one_new_connection_a_second_while_a_reply_is_late(
-    make_server: MakeServer, link: Link
-) -> None:
-    """While a timed-out request's connection waits for its late reply, a burst of requests to that
-    server does not open a connection each (a handshake each, over TLS: the storm that fed on itself on
-    an overloaded machine): one new connection, then they queue, and all are answered."""
-    server = await make_server("never-mind")
-
-    async def sluggish(payload: Any) -> Any:
-        if payload == "slow":
-            await asyncio.sleep(0.6)
-        return payload
-
-    server.add_handler("sluggish", sluggish)
-    dest = f"127.0.0.1:{server.port}"
-    c = PeerRPCClient(link)
-    try:
-        assert await c.request_dest(dest, "sluggish", "warm", timeout=5) == "warm"
-        pool = c._pools[dest]
-        with pytest.raises(RPCError):
-            await c.request_dest(dest, "sluggish", "slow", timeout=0.1)
-        assert pool.late
-        burst = await asyncio.gather(*(c.request_dest(dest, "sluggish", n, timeout=5) for n in range(20)))
-        assert burst == list(range(20))
-        assert pool.opened <= 3, pool.opened  # the first, and at most one a second after the timeout
-    finally:
-        await c.stop()
-
-
 async def _async(value: Any) -> Any:
     return value

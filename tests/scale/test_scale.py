@@ -100,7 +100,8 @@ def test_150_peers_on_two_grapes_hold_one_market(tmp_path: Path) -> None:
                 return min(known) >= N - 1 - FLAPPING
 
             try:
-                wait_for(formed, timeout=300, interval=1, what="every peer to know the others")
+                # (every 3 s: 150 requests a round are themselves a load these 2 cores feel)
+                wait_for(formed, timeout=300, interval=3, what="every peer to know the others")
             except AssertionError:
                 raise AssertionError(f"peers known, fewest first: {sorted(known)[:20]}") from None
             print(f"each knows at least {min(known)} of the 149 others {time.monotonic() - t0:.0f} s after "
