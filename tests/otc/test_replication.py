@@ -157,6 +157,8 @@ def test_our_record_is_what_our_last_head_commits_to_while_a_fill_waits() -> Non
     fill_by(sim, maker, taker, busy, 2)  # within the gap: waits
     own = maker.replica.own_record()
     assert own is not None and maker.replica._unpublished
+    due = maker.replica._publish_due
+    assert due is not None and maker.replica.next_wakeup(sim.engine.now) <= due, "the tick comes in time"
     assert own.head.head == maker.desk.seq - 1
     assert Book("00" * 32).sync(own, sim.engine.now) == 1, "the list matches its head"
     sim.engine.run_until(sim.engine.now + Timing().publish_gap_ms + 50)

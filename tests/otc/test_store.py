@@ -112,3 +112,33 @@ def test_saves_of_one_loop_turn_share_one_commit_and_the_later_state_wins(tmp_pa
     assert commits == ["COMMIT", "COMMIT"]
     assert store.offer(offers[0].id) == offers[0] and store.seq() == desk.seq
     store.close()
+
+
+def test_a_failed_group_commit_fails_every_saver_and_calls_on_failure_first(tmp_path: Path) -> None:
+    """A write that fails must never be silent: every future of the batch fails, a plain ``save``
+    meanwhile raises too, and ``on_failure`` (the peer stops there) runs before anything else can."""
+    import asyncio
+    import sqlite3
+
+    import pytest
+
+    store = Store(tmp_path / "peer.sqlite")
+    desk = Desk(MAKER, "maker")
+    offer = desk.create(side="sell", amount="1", price="100", pair="BTC/USD", now=T0)[0]
+    failures: list[BaseException] = []
+    store.on_failure = failures.append
+    store.db.execute("DROP TABLE offers")  # every write of an offer now fails
+
+    async def savers() -> None:
+        pending = store.save_soon(offers=[offer])
+        with pytest.raises(sqlite3.OperationalError):
+            store.save(seq=1)  # writes the waiting batch first: its failure is the caller's too
+        assert pending.done() and isinstance(pending.exception(), sqlite3.OperationalError)
+        assert len(failures) == 1
+        later = store.save_soon(offers=[offer])
+        with pytest.raises(sqlite3.OperationalError):
+            await later
+        assert len(failures) == 2
+
+    asyncio.run(savers())
+    assert store.meta("seq") is None, "nothing of a failed batch is written"

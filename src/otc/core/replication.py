@@ -370,9 +370,9 @@ class Replica:
         self._hint(self._publish_due)
         return []
 
-    def _publish_now(self, now: int) -> list[Action]:
+    def _publish_now(self, now: int, *, urgent: bool = False) -> list[Action]:
         assert self.head is not None
-        news = News(offers=list(self._unpublished.values()), fresh=self._fresh)
+        news = News(offers=list(self._unpublished.values()), fresh=self._fresh or urgent)
         self._unpublished.clear()
         self._fresh = False
         self._publish_due = None
@@ -400,7 +400,7 @@ class Replica:
             return []  # our own goodbye coming back to us, or a notice we cannot answer yet
         self.membership.score = min(M.MAX_SCORE, self.membership.score + 1)
         self.stats["refuted"] += 1
-        return self._publish_now(now)  # with whatever waits: the new head commits to it
+        return self._publish_now(now, urgent=True)  # with whatever waits: the new head commits to it
 
     # --- requests from the network ----------------------------------------------------------------------
     def handle(self, msg: Any, now: int) -> tuple[Any, list[Action]]:
@@ -1193,6 +1193,12 @@ class Replica:
             times.append(self._settle[0][0])
         if self._wants:
             times.append(min(w.due for w in self._wants.values()))
+        if self._publish_due is not None:
+            times.append(self._publish_due)
+        for peer_id in self._gapped:
+            box = self._outboxes.get(peer_id)
+            if box is not None:
+                times.append(box.next_send)
         if self.phase is Phase.JOINING:
             times += [self._join_next_hedge, self._join_started + self.timing.join_first_page_ms]
         return max(now + 1, min(times))

@@ -182,6 +182,7 @@ class Settlements:
         acked = settlement.acknowledge(steps)
         if new or acked or self.store.settlements.get(settlement.trade_id) is None:
             self._save(settlement)
+            self._wake.set()  # its deadline may now be the next one
         for step in new:
             self._tell(settlement, "settlement", step=msgspec.to_builtins(step), by="them")
 
@@ -235,13 +236,12 @@ class Settlements:
         interval = self.config.settle_interval_s
         if self._opening or self._in_flight:
             return interval
+        due = self.store.settlements.next_due()
+        sleep = IDLE_WAKE_S if due is None else (due - now_ms()) / 1000
         if self._retry or self.store.settlements.any_unacked():
             soonest = min((at for at, _ in self._retry.values()), default=0.0)
-            return min(IDLE_WAKE_S, max(interval, soonest - time.monotonic()))
-        due = self.store.settlements.next_due()
-        if due is None:
-            return IDLE_WAKE_S
-        return min(IDLE_WAKE_S, max(interval, (due - now_ms()) / 1000))
+            sleep = min(sleep, soonest - time.monotonic())
+        return min(IDLE_WAKE_S, max(interval, sleep))
 
     def tick(self) -> None:
         """Open settlements for new trades, flag deadlines passed, re-send what is unacknowledged."""

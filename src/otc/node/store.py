@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -142,9 +142,12 @@ class Store:
         self.webhooks = WebhookTables(self.db)
         self._batch = _Batch()  # saves waiting for the group commit (``save_soon``)
         self._batch_done: asyncio.Future[None] | None = None
+        # called when a group commit fails, before anything else runs (the peer stops there: see
+        # node/trading.py); the batch's future fails too
+        self.on_failure: Callable[[BaseException], None] | None = None
 
     def close(self) -> None:
-        self._flush_batch()
+        self._flush_batch(raise_error=True)
         # closed cleanly: SQLite checkpoints and deletes the WAL; a later start finding no WAL after a
         # run that did not get here knows commits may be lost (see node/recovery.py)
         self.set_meta("lifecycle", "closed")
@@ -163,7 +166,7 @@ class Store:
         """One transaction: a decision and everything it changed (``contacts``: (peer id, name, when)),
         with whatever waits for the group commit before it (so the later state wins)."""
         self._batch.add(seq, offers, maker_trades, taker_trades, contacts)
-        self._flush_batch()
+        self._flush_batch(raise_error=True)
 
     def save_soon(
         self,
@@ -185,17 +188,23 @@ class Store:
             loop.call_soon(self._flush_batch)
         return self._batch_done
 
-    def _flush_batch(self) -> None:
+    def pending(self) -> asyncio.Future[None] | None:
+        """The group commit in progress, if any: whoever repeats an answer waits for it too."""
+        return self._batch_done
+
+    def _flush_batch(self, *, raise_error: bool = False) -> None:
         batch, done = self._batch, self._batch_done
         self._batch, self._batch_done = _Batch(), None
         try:
             if batch:
                 self._write(batch)
         except BaseException as exc:
-            if done is None:
-                raise
-            if not done.done():
+            if done is not None and not done.done():
                 done.set_exception(exc)
+            if self.on_failure is not None:
+                self.on_failure(exc)  # at once, before any other callback can act on what is lost
+            if raise_error or done is None:
+                raise
             return
         if done is not None and not done.done():
             done.set_result(None)

@@ -85,6 +85,7 @@ class Trading:
         self.open_takes: dict[str, TakerTrade] = {}
         self.closing = False  # stopping: no new takes (see wind_down)
         self._takes: set[asyncio.Future[TakerTrade]] = set()  # takes being driven for a caller
+        store.on_failure = lambda exc: _cannot_persist()
         for trade in store.taker_trades(open_only=True):
             if trade.state is TakerState.REQUESTED:  # its take call died with the last process
                 trade = taker.give_up(trade, f"{E.ERR_MAKER_UNREACHABLE}: interrupted", now_ms())
@@ -144,8 +145,14 @@ class Trading:
     async def commit_soon(self, effects: Effects) -> None:
         """``commit`` in the group commit of this turn of the event loop (``Store.save_soon``): returns
         once it is on disk, so that only then is anyone told. Our book and watchers hear of it at once
-        (nobody outside this process does before the disk has it); the market after the commit."""
+        (nobody outside this process does before the disk has it: a failed commit stops the peer
+        before any other callback runs, see ``__init__``); the market after the commit. With nothing
+        to save (a repeated take or confirm) it still waits for the commit in progress: the first
+        answer's decision may be in it."""
         if not effects:
+            pending = self.store.pending()
+            if pending is not None:
+                await asyncio.shield(pending)
             return
         done = self.store.save_soon(**self._rows(effects))
         self._apply(effects)  # its publish runs in a later callback than the commit (both call_soon)

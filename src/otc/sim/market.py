@@ -34,7 +34,7 @@ from ..core import fingerprint as F
 from ..core.book import Book, MakerView
 from ..core.desk import Desk
 from ..core.identity import Identity
-from ..core.messages import Gossip, Head, MakerOffers, Offer
+from ..core.messages import Gossip, Head, Offer
 from ..core.notices import Verifier
 from ..core.replication import (
     AskMaker,
@@ -356,8 +356,8 @@ class Sim:
         if maker is None or not maker.alive or not self.net.connected(peer.index, maker.index):
             return
         rtt = 2 * self.net.latency(peer.index, maker.index)
-        assert maker.replica.head is not None
-        reply = MakerOffers(head=maker.replica.head, offers=maker.desk.open_offers())
+        reply = maker.replica.own_record()  # what its last head commits to (a publish may be waiting)
+        assert reply is not None
 
         def answered() -> None:
             if peer.alive:
