@@ -144,8 +144,8 @@ class NsPeer(PeerProcess):
             if self.log_dir:
                 log.close()  # type: ignore[union-attr]
 
-    def get(self, path: str) -> Any:
-        return ns_http(self.host.ns, self.api_port, "GET", path, token=self.token)
+    def get(self, path: str, timeout: float = 30) -> Any:
+        return ns_http(self.host.ns, self.api_port, "GET", path, timeout=timeout, token=self.token)
 
     def post(self, path: str, body: Any) -> Any:
         return ns_http(self.host.ns, self.api_port, "POST", path, body, token=self.token)

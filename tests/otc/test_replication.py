@@ -5,6 +5,7 @@ The whole-market invariants run in test_sim.py; here each behaviour is looked at
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,7 +19,7 @@ from otc.core.desk import Desk
 from otc.core.identity import Identity
 from otc.core.messages import Confirm, Gossip, Neighbour, Offer, Pull, Records, SnapshotRequest, Take
 from otc.core.notices import Verifier, sign_death
-from otc.core.replication import Joined, Lookup, Refusal, Replica, Send
+from otc.core.replication import Joined, Lookup, Refusal, Replica, Send, Silent
 from otc.core.taker import Taker
 from otc.core.timing import Timing
 from otc.sim.market import Scenario, Sim, SimPeer
@@ -181,6 +182,26 @@ def test_a_dead_maker_vanishes_from_every_book_well_within_15_s() -> None:
     assert gone_at is not None and gone_at - died < 11 * SECOND  # the budget in core/timing.py
     holders_ = [p for p in sim.live() if p.book.makers[victim.peer_id].death is not None]
     assert len(holders_) == 49  # by a notice, which every peer holds
+
+
+def test_a_neighbour_that_stops_answering_is_reported_silent_by_those_that_probed_it() -> None:
+    """Accusation or not (a peer that may be the one cut off accuses nobody), the failure detector's
+    verdict reaches the edge as ``Silent``: the node shows that maker's offers unreachable at once."""
+    sim = market(12)
+    victim = sim.peers[4]
+    silent: set[str] = set()
+    run = sim._run
+
+    def recording(peer: SimPeer, actions: Any) -> None:
+        actions = list(actions)
+        silent.update(peer.peer_id for a in actions if isinstance(a, Silent) and a.peer_id == victim.peer_id)
+        run(peer, actions)
+
+    sim._run = recording  # type: ignore[method-assign]
+    neighbours = set(victim.replica.neighbours())
+    sim.kill(victim)
+    sim.engine.run_until(sim.engine.now + 12 * SECOND)
+    assert neighbours and neighbours <= silent, (neighbours, silent)
 
 
 def test_a_false_accusation_is_refuted_and_its_accuser_ignored_after_three() -> None:

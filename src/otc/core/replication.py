@@ -152,7 +152,15 @@ class Joined:
     """The join is over: serve snapshots, reconcile."""
 
 
-Action = Send | Respond | AskMaker | Lookup | Changed | Joined
+@dataclass(frozen=True, slots=True)
+class Silent:
+    """A peer we probed answered neither us, nor our helpers, nor during its suspicion: whether or not we
+    accuse it (we may be the one cut off), it does not answer us now: show its offers unreachable."""
+
+    peer_id: str
+
+
+Action = Send | Respond | AskMaker | Lookup | Changed | Joined | Silent
 
 
 @dataclass(frozen=True, slots=True)
@@ -689,7 +697,7 @@ class Replica:
             return [self._send(intent.addr, Leave(sender=self.own_id), ("leave",))]
         assert isinstance(intent, M.Dead)
         self._unlinked(intent.peer_id)
-        return self._accuse(intent.peer_id, intent.addr, intent.accuse, now)
+        return [Silent(intent.peer_id), *self._accuse(intent.peer_id, intent.addr, intent.accuse, now)]
 
     def _ping(self) -> Ping:
         return Ping(sender=self.own_id, root=self.fp.root())

@@ -95,6 +95,11 @@ class Directory:
         silent = self._silent.get(peer_id)
         return silent is None or time.monotonic() >= silent[0]
 
+    def silent(self, peer_id: str) -> None:
+        """The market's failure detector could not reach this peer (core/replication.py ``Silent``)."""
+        if self.reachable(peer_id):
+            self._note(peer_id, answered=False)
+
     def answered_within(self, peer_id: str, seconds: float) -> bool:
         at = self._answered.get(peer_id)
         return at is not None and time.monotonic() - at <= seconds

@@ -39,6 +39,7 @@ from ..core.replication import (
     Replica,
     Respond,
     Send,
+    Silent,
 )
 from ..core.timing import Timing
 from .clock import now_ms
@@ -197,6 +198,8 @@ class Market:
                 self.tasks.spawn(self._lookup())
             elif isinstance(action, AskMaker):
                 self.tasks.spawn(self.sync_maker(action.maker))
+            elif isinstance(action, Silent):
+                self.directory.silent(action.peer_id)
             elif isinstance(action, Joined):
                 self.join_ms = round((time.perf_counter() - self._join_started) * 1000, 1)
                 self.started.set()
