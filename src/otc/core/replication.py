@@ -257,7 +257,6 @@ class Replica:
         self._tokens = 0
         self._pending: dict[int, tuple[Any, ...]] = {}
         self._outboxes: dict[str, Outbox] = {}
-        self._gapped: set[str] = set()  # neighbours whose outbox waits out gossip_gap_ms
         self._wants: dict[str, Want] = {}
         self._settle: deque[tuple[int, str]] = deque()
         self._settling: set[str] = set()
@@ -643,26 +642,12 @@ class Replica:
         if link is None or not box.pending:
             return out
         if now < box.next_send and not box.urgent:
-            self._gapped.add(peer_id)
-            self._hint(box.next_send)
+            self._hint(box.next_send)  # the tick that flushes it (``_tick``)
             return out
         while box.in_flight < L.GOSSIP_IN_FLIGHT and box.pending:
             box.in_flight += 1
             out.append(self._send(link.addr, box.take(self.own_id), ("gossip", peer_id)))
         box.next_send = now + self.timing.gossip_gap_ms
-        return out
-
-    def _flush_gapped(self, now: int) -> list[Action]:
-        out: list[Action] = []
-        for peer_id in list(self._gapped):
-            box = self._outboxes.get(peer_id)
-            if box is None or not box.pending:
-                self._gapped.discard(peer_id)
-            elif now >= box.next_send:
-                self._gapped.discard(peer_id)
-                out += self._flush(peer_id, box, now)
-            else:
-                self._hint(box.next_send)
         return out
 
     def _send(self, addr: str, msg: Any, context: tuple[Any, ...], timeout_ms: int | None = None) -> Send:
@@ -1158,8 +1143,9 @@ class Replica:
                 out += self._finish_join()
         if self._publish_due is not None and now >= self._publish_due and not self.departed:
             out += self._publish_now(now)
-        if self._gapped:
-            out += self._flush_gapped(now)
+        for peer_id, box in self._outboxes.items():  # what waited out gossip_gap_ms
+            if box.pending and box.in_flight < L.GOSSIP_IN_FLIGHT and now >= box.next_send:
+                out += self._flush(peer_id, box, now)
         if self._wants:
             out += self._pull_due(now)
         self._settle_due(now)
@@ -1203,10 +1189,9 @@ class Replica:
             times.append(min(w.due for w in self._wants.values()))
         if self._publish_due is not None:
             times.append(self._publish_due)
-        for peer_id in self._gapped:
-            box = self._outboxes.get(peer_id)
-            if box is not None:
-                times.append(box.next_send)
+        times += [
+            b.next_send for b in self._outboxes.values() if b.pending and b.in_flight < L.GOSSIP_IN_FLIGHT
+        ]
         if self.phase is Phase.JOINING:
             times += [self._join_next_hedge, self._join_started + self.timing.join_first_page_ms]
         return max(now + 1, min(times))

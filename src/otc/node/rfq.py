@@ -304,7 +304,6 @@ class RFQ:
         await deadline_loop(
             self._timer_event,
             self.quoter.desk.next_deadline,
-            now_ms,
             lambda: self.blocked(),  # (reassigned by the peer)
             lambda now: self.commit(self.quoter.tick(now)),
         )

@@ -8,6 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from .clock import now_ms
+
 log = logging.getLogger("otc.node")
 T = TypeVar("T")
 IDLE_WAKE_S = 60.0  # a deadline loop's longest sleep with nothing due (a safety net: changes wake it)
@@ -16,7 +18,6 @@ IDLE_WAKE_S = 60.0  # a deadline loop's longest sleep with nothing due (a safety
 async def deadline_loop(
     wake: asyncio.Event,
     next_deadline: Callable[[], int | None],
-    now_ms: Callable[[], int],
     blocked: Callable[[], object | None],
     tick: Callable[[int], None],
 ) -> None:

@@ -156,12 +156,7 @@ class Trading:
             return
         done = self.store.save_soon(**self._rows(effects))
         self._apply(effects)  # its publish runs in a later callback than the commit (both call_soon)
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            _cannot_persist()
+        await asyncio.shield(done)  # (a failed commit has stopped the peer already: Store.on_failure)
 
     def _rows(self, effects: Effects) -> dict[str, Any]:
         now = now_ms()
@@ -193,7 +188,6 @@ class Trading:
         await deadline_loop(
             self._timer_event,
             self.desk.next_deadline,
-            now_ms,
             lambda: self.blocked(),  # (reassigned by the peer)
             lambda now: self.commit(self.desk.tick(now)),
         )
