@@ -16,6 +16,7 @@ from otc.core import fingerprint as F
 from otc.core import limits as L
 from otc.core.book import Book
 from otc.core.desk import Desk
+from otc.core.gossip import News, Outbox
 from otc.core.identity import Identity
 from otc.core.messages import Confirm, Gossip, Neighbour, Offer, Pull, Records, SnapshotRequest, Take
 from otc.core.notices import Verifier, sign_death
@@ -145,6 +146,32 @@ def test_a_busy_offer_costs_the_market_a_bounded_stream_and_new_offers_still_go_
     bound = degree_sum * (span_s * 1000 / t.gossip_gap_ms + 10) + 3 * 30 * span_s  # + probes
     assert gossip < bound, (gossip, bound)
     assert gossip < 200 * degree_sum / 4, "far fewer requests than one flood per fill"
+
+
+def test_a_slow_neighbour_gets_bigger_batches_not_more_requests_except_for_new_offers() -> None:
+    """At most GOSSIP_IN_FLIGHT requests to one neighbour carry heads, notices and fills; what comes
+    meanwhile queues for the next one. A new or closed offer may go with up to GOSSIP_IN_FLIGHT_FRESH in
+    flight (at 4 for everything, a 150-peer market on 2 cores never calmed down: test_scale.py)."""
+    sim = market(5)
+    maker = sim.peers[1]
+    offer = post(sim, maker)
+    sim.engine.run_until(sim.engine.now + SECOND)
+    head = maker.replica.head
+    assert head is not None
+    box = Outbox()
+    for _ in range(L.GOSSIP_IN_FLIGHT):
+        assert box.room()
+        box.in_flight += 1
+    box.add(News(heads=[head]))  # a head alone (a refutation): urgent, but it waits for a reply
+    assert box.urgent and not box.room()
+    assert box.room(fresh=True)
+    box.add(News(offers=[offer], fresh=True))
+    while box.room():
+        box.in_flight += 1
+    assert box.in_flight == L.GOSSIP_IN_FLIGHT_FRESH
+    sent = box.take(maker.peer_id)
+    assert sent.heads == [head] and sent.offers == [offer], "one request carries everything queued"
+    assert not box.fresh and not box.room(), "back to the ordinary limit once the new offer went"
 
 
 def test_our_record_is_what_our_last_head_commits_to_while_a_fill_waits() -> None:

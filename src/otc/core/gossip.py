@@ -79,6 +79,14 @@ class Outbox:
     next_send: int = 0  # no request to this neighbour before (ms) unless urgent: what queues meanwhile
     #                     goes in one request
     urgent: bool = False  # something queued is urgent (``News.urgent``)
+    fresh: bool = False  # something queued is a new or closed offer (``News.fresh``)
+
+    def room(self, fresh: bool = False) -> bool:
+        """Whether another request may go to this neighbour now: a new or closed offer (what traders
+        wait for) may have up to ``GOSSIP_IN_FLIGHT_FRESH`` requests in flight, anything else waits for
+        one of ``GOSSIP_IN_FLIGHT`` to come back and then goes in one batch with whatever queued."""
+        fresh = fresh or self.fresh
+        return self.in_flight < (L.GOSSIP_IN_FLIGHT_FRESH if fresh else L.GOSSIP_IN_FLIGHT)
 
     def size(self) -> int:
         return len(self.offers) + len(self.heads) + len(self.deaths) + len(self.proofs)
@@ -100,12 +108,13 @@ class Outbox:
             self.deaths[d.head.maker] = d
         self.proofs.extend(news.proofs)
         self.urgent = self.urgent or news.urgent
+        self.fresh = self.fresh or news.fresh
         if self.size() > L.OUTBOX_MAX:  # a neighbour this far behind is repaired by reconciliation
             self.offers.clear()
             self.heads.clear()
             self.deaths.clear()
             self.proofs.clear()
-            self.urgent = False
+            self.urgent = self.fresh = False
 
     def take(self, sender: str) -> Gossip:
         def cut(d: dict[str, Any], n: int) -> list[Any]:
@@ -125,4 +134,5 @@ class Outbox:
         if self.proofs:
             msg.proofs, self.proofs = self.proofs[: L.MAX_GOSSIP_PROOFS], self.proofs[L.MAX_GOSSIP_PROOFS :]
         self.urgent = self.urgent and self.pending
+        self.fresh = self.fresh and self.pending
         return msg

@@ -401,5 +401,12 @@ MAX_PING_REQS_IN_FLIGHT = 16
 NEIGHBOURS_TARGET = 6
 NEIGHBOURS_MAX = 12
 CANDIDATES_MAX = 128  # addresses we could dial (Grape samples, peers' suggestions, relayed heads)
-GOSSIP_IN_FLIGHT = 4  # gossip requests in flight per neighbour; what queues meanwhile goes in one batch
+GOSSIP_IN_FLIGHT = 2  # gossip requests in flight per neighbour; what queues meanwhile goes in the next
+#                       one, so the slower a neighbour answers the bigger (and fewer) the batches. At 4,
+#                       a 150-peer market on 2 cores sent ~8 gossip requests per peer per second, each
+#                       one more in flight on a new TLS connection, and never calmed down again
+GOSSIP_IN_FLIGHT_FRESH = 4  # ... but a new or closed offer may go with this many in flight: on 20-80 ms
+#                             links, waiting for a reply first took the simulator's p99 from 242 to 340 ms
+MARKET_CONNS_PER_PEER = 3  # the overlay's connections to one peer (gossip, a probe, a repair at once);
+#                            more requests wait for one of them, up to their deadline (node/peer.py)
 OUTBOX_MAX = 20_000  # items queued for one neighbour; past it the queue is dropped (reconciliation repairs)

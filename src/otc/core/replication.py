@@ -623,7 +623,7 @@ class Replica:
             if box is None:
                 box = self._outboxes[peer_id] = Outbox()
             due = news.urgent or now >= box.next_send
-            if box.in_flight < L.GOSSIP_IN_FLIGHT and not box.pending and due and news.fits():
+            if box.room(news.fresh) and not box.pending and due and news.fits():
                 if direct is None:
                     direct = news.gossip(self.own_id)
                 box.in_flight += 1
@@ -644,7 +644,7 @@ class Replica:
         if now < box.next_send and not box.urgent:
             self._hint(box.next_send)  # the tick that flushes it (``_tick``)
             return out
-        while box.in_flight < L.GOSSIP_IN_FLIGHT and box.pending:
+        while box.pending and box.room():
             box.in_flight += 1
             out.append(self._send(link.addr, box.take(self.own_id), ("gossip", peer_id)))
         box.next_send = now + self.timing.gossip_gap_ms
@@ -1144,7 +1144,7 @@ class Replica:
         if self._publish_due is not None and now >= self._publish_due and not self.departed:
             out += self._publish_now(now)
         for peer_id, box in self._outboxes.items():  # what waited out gossip_gap_ms
-            if box.pending and box.in_flight < L.GOSSIP_IN_FLIGHT and now >= box.next_send:
+            if box.pending and box.room() and now >= box.next_send:
                 out += self._flush(peer_id, box, now)
         if self._wants:
             out += self._pull_due(now)
@@ -1189,9 +1189,7 @@ class Replica:
             times.append(min(w.due for w in self._wants.values()))
         if self._publish_due is not None:
             times.append(self._publish_due)
-        times += [
-            b.next_send for b in self._outboxes.values() if b.pending and b.in_flight < L.GOSSIP_IN_FLIGHT
-        ]
+        times += [b.next_send for b in self._outboxes.values() if b.pending and b.room()]
         if self.phase is Phase.JOINING:
             times += [self._join_next_hedge, self._join_started + self.timing.join_first_page_ms]
         return max(now + 1, min(times))

@@ -27,6 +27,7 @@ from typing import Any
 
 from grenache import GrenacheError, Link, PeerRPCClient, PeerRPCServer, RPCError
 
+from ..core import limits as L
 from ..core.book import Book
 from ..core.desk import Desk
 from ..core.errors import OTCError
@@ -114,9 +115,17 @@ class Peer:
         self.events = Listeners()
         self.tasks = Tasks()
         self.grape = GrapeStatus(config.grape, self.events)
+        # The overlay's own client: a neighbour's gossip, probes and repairs share at most
+        # MARKET_CONNS_PER_PEER connections, so when it answers slowly our requests queue (and gossip
+        # batches) rather than each opening a TLS connection: at 150 peers on 2 cores those handshakes
+        # (hundreds a second) were what kept the machine saturated
+        self.market_client = PeerRPCClient(
+            self.link, timeout=config.rpc_timeout_s, ssl=client_tls, verify_peer=tls.verify_peer,
+            idle_timeout=PEER_IDLE_S, max_conns_per_dest=L.MARKET_CONNS_PER_PEER,
+        )  # fmt: skip
         self.directory = Directory(self.link, self.client, self._head_addr, self.grape)
         self.market = Market(
-            config, self.desk, self.book, self.client, self.directory, self.tasks, self.events
+            config, self.desk, self.book, self.market_client, self.directory, self.tasks, self.events
         )
         self.trading = Trading(
             config, self.desk, Taker(self.identity, self.name), self.book, self.store, self.market,
@@ -208,6 +217,7 @@ class Peer:
         await self.grapevine.stop()
         await self.tasks.stop()
         await self.client.stop()
+        await self.market_client.stop()
         await self.link.stop()
         self.market.stop()
         self.notify.stop()
