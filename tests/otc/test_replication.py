@@ -18,6 +18,7 @@ from otc.core.book import Book
 from otc.core.desk import Desk
 from otc.core.gossip import News, Outbox
 from otc.core.identity import Identity
+from otc.core.membership import Dead, Membership, Probe
 from otc.core.messages import Confirm, Gossip, Neighbour, Offer, Pull, Records, SnapshotRequest, Take
 from otc.core.notices import Verifier, sign_death
 from otc.core.replication import Joined, Lookup, Refusal, Replica, Send, Silent
@@ -483,3 +484,40 @@ def test_tiny_markets_work(n: int) -> None:
     offer = post(sim, sim.peers[0])
     sim.engine.run_until(sim.engine.now + SECOND)
     assert holders(sim, offer) == n
+
+
+def _probe_to_death(m: Membership, start: int) -> Dead:
+    """Tick ``m`` on from ``start``, no probe of its one neighbour ever answered, until it is dropped."""
+    now = start
+    while now < start + 120 * SECOND:
+        for intent in m.tick(now):
+            if isinstance(intent, Dead):
+                return intent
+            if isinstance(intent, Probe):
+                m.probed(intent.peer_id, None, now)
+        now += 100
+    raise AssertionError("never dropped")
+
+
+@pytest.mark.parametrize("starved", ["lagged", "accused", "neither"])
+def test_a_peer_starved_of_cpu_lately_accuses_nobody(starved: str) -> None:
+    """A peer whose own loop ran late, or who was itself accused, within health_window_ms drops a
+    neighbour that stops answering but accuses nobody: each false accusation costs the market two
+    floods, and on a saturated machine those floods kept it saturated (tests/scale)."""
+    t = Timing()
+    m = Membership("me", random.Random(1), t)
+    assert m.accept("gone", "127.0.0.1:1", 0)
+    start = 30 * SECOND
+    if starved == "lagged":
+        m.lagged(250, start)
+    elif starved == "accused":
+        m.accused(start)
+    if starved != "neither":
+        m.score = 0  # answered probes brought the score down: the recent starvation still counts
+    dead = _probe_to_death(m, start)
+    assert dead.peer_id == "gone"
+    assert dead.accuse is (starved == "neither")
+    if starved != "neither":  # once a health window passes quietly, its verdicts count again
+        assert m.accept("gone2", "127.0.0.1:2", start + t.health_window_ms)
+        m.score = 0
+        assert _probe_to_death(m, start + t.health_window_ms).accuse

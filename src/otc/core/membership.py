@@ -31,8 +31,9 @@ still drop them, and dial others). And a local health score (0–8) rises with o
 (reported by the adapter: a process starved of CPU answers late and sees others answer late), with a
 helper that does not answer our indirect probe at all, and with being accused; it falls with each probe
 answered, and stretches our probe, indirect probe, suspicion and dial timeouts by (1 + score); past 2
-we accuse nobody either. So an overloaded machine
-slows its own failure detection down instead of declaring live peers dead and flooding refutations.
+we accuse nobody either, nor within ``health_window_ms`` of our loop running late or of being accused
+ourselves. So an overloaded machine slows its own failure detection down instead of declaring live
+peers dead and flooding refutations.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class Membership:
         # links probing or suspect: the only ones with deadlines (a dict: ordered, so runs are repeatable)
         self._troubled: dict[str, None] = {}
         self.score = 0  # local health: 0 healthy .. MAX_SCORE starved (see the top)
+        self._starved_at = -(10**12)  # when our loop last ran late, or we were last accused
         self.hint: int | None = None  # the earliest deadline set outside ``tick`` since the last one
 
     # --- views -------------------------------------------------------------------------------------
@@ -157,19 +159,34 @@ class Membership:
     def healthy(self, now: int) -> bool:
         """Whether we trust our own verdicts: most peers we probed lately answered, and our local health
         score is low (we are not the one starved of CPU)."""
+        starved = now - self._starved_at < self.timing.health_window_ms
+        return not self._cut_off(now) and self.score <= 2 and not starved
+
+    def _cut_off(self, now: int) -> bool:
+        """Most peers we probed lately did not answer: the fault is likely our links."""
         since = now - self.timing.health_window_ms
         recent = [ok for when, ok in self._results.values() if when >= since]
         failed = recent.count(False)
-        return (failed < 2 or failed * 2 <= len(recent)) and self.score <= 2
+        return failed >= 2 and failed * 2 > len(recent)
 
     def stretch(self, ms: int) -> int:
         """A timeout as our local health allows: longer while we are slow."""
         return ms * (1 + self.score)
 
-    def lagged(self, ms: int) -> None:
-        """Our own event loop ran ``ms`` late: we are starved of CPU, so others will look slow to us."""
+    def lagged(self, ms: int, now: int) -> None:
+        """Our own event loop ran ``ms`` late: we are starved of CPU, so others will look slow to us.
+        Besides the score (which answered probes bring down within seconds), we accuse nobody for
+        ``health_window_ms`` after: on a saturated machine a peer gets the CPU in bursts, and one whose
+        score had just fallen accused live peers; each false accusation costs the market two floods
+        (the notice and the refutation), which kept 150 peers on 2 cores saturated."""
         if ms >= 200:
             self.score = min(MAX_SCORE, self.score + ms // 200)
+            self._starved_at = now
+
+    def accused(self, now: int) -> None:
+        """Someone declared us dead: we may be the slow one (see ``lagged``)."""
+        self.score = min(MAX_SCORE, self.score + 1)
+        self._starved_at = now
 
     # --- inputs ------------------------------------------------------------------------------------
     def add_candidates(self, addrs: list[str]) -> None:
@@ -342,10 +359,9 @@ class Membership:
                 if now >= link.until:
                     self.left(link.peer_id)
                     self._back_off(link.addr, now)
-                    healthy = self.healthy(now)
-                    if not healthy:
+                    if self._cut_off(now):  # (rewiring does not help a peer short of CPU)
                         self._sick_until = now + t.rewire_ms
-                    out.append(Dead(link.peer_id, link.addr, accuse=healthy))
+                    out.append(Dead(link.peer_id, link.addr, accuse=self.healthy(now)))
                 elif now >= link.retry_at and not link.probing:
                     link.retry_at = now + t.suspect_retry_ms
                     link.probing = True

@@ -405,7 +405,7 @@ class Replica:
         reach us: we may be the slow one, so our local health score rises too."""
         if self.head is None or self.departed:
             return []  # our own goodbye coming back to us, or a notice we cannot answer yet
-        self.membership.score = min(M.MAX_SCORE, self.membership.score + 1)
+        self.membership.accused(now)
         self.stats["refuted"] += 1
         return self._publish_now(now, urgent=True)  # with whatever waits: the new head commits to it
 

@@ -237,7 +237,7 @@ class Market:
         while True:
             now = now_ms()
             if self._next_tick and not self._wake.is_set():  # woken by the timer: how late?
-                self.replica.membership.lagged(now - self._next_tick)
+                self.replica.membership.lagged(now - self._next_tick, now)
             self._run(self.replica.tick(now))
             if time.monotonic() - vouched_at > 2:
                 vouched_at = time.monotonic()
