@@ -1,6 +1,7 @@
 """Past Grape's 100-announcer lookups: 150 `otc peer` processes on two real Grapes form one market
-(`make scale`; not in `make test`: on 2 cores 150 processes saturate them, and under that load the
-failure detector's Lifeguard caution can stretch a death past the 15 s this test holds it to).
+(in `make test`; `make scale` runs it alone, printing its figures). On 2 cores this market once never
+calmed down: false suspicions flooded notices and refutations that kept the cores saturated. It fails
+if the overlay feeds its own overload again (core/limits.py ``GOSSIP_IN_FLIGHT``, Membership.lagged).
 Every offer reaches every peer, a dead maker's offers vanish everywhere within 15 s, and a newcomer
 holds the whole book. Lean on purpose (2 cores): processes start in waves, log only warnings, and
 the test reads figures from the peers' own counters. ``bench/exchange.py --peers 150`` measures the
