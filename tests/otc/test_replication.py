@@ -175,6 +175,32 @@ def test_a_slow_neighbour_gets_bigger_batches_not_more_requests_except_for_new_o
     assert not box.fresh and not box.room(), "back to the ordinary limit once the new offer went"
 
 
+def test_a_silent_neighbour_is_sent_at_most_the_in_flight_allowance() -> None:
+    """A neighbour that stops answering holds at most GOSSIP_IN_FLIGHT of a maker's requests for fills
+    (the rest queue, for one batch), and GOSSIP_IN_FLIGHT_FRESH while new offers wait: the pushes of a
+    loaded market do not multiply with the slowness of whom they go to."""
+    sim = market(10)
+    maker, taker = sim.peers[0], Taker(Identity.from_seed(bytes([97]) * 32), "taker")
+    silent_id = maker.replica.membership.neighbour_ids()[0]
+    silent = next(p for p in sim.peers if p.peer_id == silent_id)
+    busy = post(sim, maker)
+    sim.engine.run_until(sim.engine.now + 500)
+    box = maker.replica._outboxes[silent_id]
+    assert box.in_flight == 0
+    sim.net.group[silent.index] = 1  # cut off: requests to it go unanswered until they time out
+    most = 0
+    for n in range(40):  # 2 s of fills, inside the 3 s request timeout
+        fill_by(sim, maker, taker, busy, n)
+        sim.engine.run_until(sim.engine.now + 50)
+        most = max(most, box.in_flight)
+    assert most == L.GOSSIP_IN_FLIGHT and box.pending, "the rest waits, queued"
+    for i in range(4):
+        post(sim, maker, price=str(9000 + i))
+        most = max(most, box.in_flight)
+    assert most == L.GOSSIP_IN_FLIGHT_FRESH
+    assert maker.replica._outboxes[silent_id] is box
+
+
 def test_our_record_is_what_our_last_head_commits_to_while_a_fill_waits() -> None:
     """Between two heads the desk moves on: what we serve (pulls, snapshots, our own list) must still
     match the head we signed, or every asker would see us drift."""
@@ -518,6 +544,8 @@ def test_a_peer_starved_of_cpu_lately_accuses_nobody(starved: str) -> None:
     assert dead.peer_id == "gone"
     assert dead.accuse is (starved == "neither")
     if starved != "neither":  # once a health window passes quietly, its verdicts count again
-        assert m.accept("gone2", "127.0.0.1:2", start + t.health_window_ms)
+        later = start + 2 * t.health_window_ms
+        m._results.clear()  # (the first neighbour's failed probes are not what this looks at)
+        assert m.accept("gone2", "127.0.0.1:2", later)
         m.score = 0
-        assert _probe_to_death(m, start + t.health_window_ms).accuse
+        assert _probe_to_death(m, later).accuse

@@ -1,1 +1,1 @@
-"""Tests too heavy for `make test` on a 2-core machine: run with `make scale`."""
+"""150 peer processes (in `make test`; `make scale` runs them alone, printing their figures)."""

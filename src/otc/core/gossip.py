@@ -41,6 +41,7 @@ class News:
     deaths: list[Death] = field(default_factory=list)
     proofs: list[Equivocation] = field(default_factory=list)
     fresh: bool = False  # an offer in it is new to us, or closed: not a mere fill or hold
+    forced: bool = False  # urgent whatever it holds (our refutation)
 
     def __bool__(self) -> bool:
         return bool(self.offers or self.heads or self.deaths or self.proofs)
@@ -50,7 +51,12 @@ class News:
         """Whether it goes to a neighbour at once, whatever the gap since the last push (see
         ``Timing.gossip_gap_ms``): a new or closed offer, a death notice, a proof, or a head alone (a
         revival, a refutation). Only a busy offer's fills and holds wait, coalesced to the newest."""
-        return self.fresh or bool(self.deaths or self.proofs) or (bool(self.heads) and not self.offers)
+        return (
+            self.fresh
+            or self.forced
+            or bool(self.deaths or self.proofs)
+            or (bool(self.heads) and not self.offers)
+        )
 
     def fits(self) -> bool:
         """Whether it fits in one gossip request."""

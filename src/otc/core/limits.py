@@ -407,6 +407,8 @@ GOSSIP_IN_FLIGHT = 2  # gossip requests in flight per neighbour; what queues mea
 #                       one more in flight on a new TLS connection, and never calmed down again
 GOSSIP_IN_FLIGHT_FRESH = 4  # ... but a new or closed offer may go with this many in flight: on 20-80 ms
 #                             links, waiting for a reply first took the simulator's p99 from 242 to 340 ms
-MARKET_CONNS_PER_PEER = 3  # the overlay's connections to one peer (gossip, a probe, a repair at once);
-#                            more requests wait for one of them, up to their deadline (node/peer.py)
+MARKET_CONNS_PER_PEER = GOSSIP_IN_FLIGHT_FRESH + 1  # the overlay's data connections to one peer (its
+#                            gossip, and a repair); more requests wait for one, up to their deadline
+PROBE_CONNS_PER_PEER = 2  # probes (ours, and those others ask us to make) and goodbyes, apart: never
+#                           queued behind data (node/peer.py)
 OUTBOX_MAX = 20_000  # items queued for one neighbour; past it the queue is dropped (reconciliation repairs)

@@ -157,8 +157,9 @@ class Membership:
         return link is not None and link.neighbour
 
     def healthy(self, now: int) -> bool:
-        """Whether we trust our own verdicts: most peers we probed lately answered, and our local health
-        score is low (we are not the one starved of CPU)."""
+        """Whether we trust our own verdicts: most peers we probed lately answered, our local health
+        score is low, and our loop has not run late nor have we been accused within ``health_window_ms``
+        (we are not the one starved of CPU)."""
         starved = now - self._starved_at < self.timing.health_window_ms
         return not self._cut_off(now) and self.score <= 2 and not starved
 

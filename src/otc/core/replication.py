@@ -379,7 +379,8 @@ class Replica:
 
     def _publish_now(self, now: int, *, urgent: bool = False) -> list[Action]:
         assert self.head is not None
-        news = News(offers=list(self._unpublished.values()), fresh=self._fresh or urgent)
+        news = News(offers=list(self._unpublished.values()), fresh=self._fresh)
+        news.forced = urgent  # (a refutation: at once, but within the ordinary in-flight allowance)
         self._unpublished.clear()
         self._fresh = False
         self._publish_due = None
@@ -975,7 +976,7 @@ class Replica:
             box = self._outboxes.get(context[1])
             if box is None:
                 return []
-            box.in_flight -= 1
+            box.in_flight = max(0, box.in_flight - 1)  # (a reply to a box since dropped and re-made)
             if ok:
                 link = self.membership.links.get(context[1])
                 if link is not None:

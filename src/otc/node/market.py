@@ -24,7 +24,7 @@ from grenache import GrenacheError, PeerRPCClient, RPCError
 from ..core import errors as E
 from ..core.book import Book
 from ..core.desk import Desk
-from ..core.messages import Head, MakerOffers, MarketRequest, Offer, OffersRequest
+from ..core.messages import Head, Leave, MakerOffers, MarketRequest, Offer, OffersRequest, Ping, PingReq
 from ..core.notices import Verifier
 from ..core.replication import (
     REPLY_TYPES,
@@ -50,6 +50,7 @@ from .tasks import Tasks
 from .wire import decode
 
 log = logging.getLogger("otc.node.market")
+LIVENESS = (Ping, PingReq, Leave)  # sent on the probe client
 
 
 class Market:
@@ -59,6 +60,7 @@ class Market:
         desk: Desk,
         book: Book,
         client: PeerRPCClient,
+        probe_client: PeerRPCClient,
         directory: Directory,
         tasks: Tasks,
         events: Listeners,
@@ -66,7 +68,8 @@ class Market:
         self.config = config
         self.desk = desk
         self.book = book
-        self.client = client
+        self.client = client  # gossip, reconciliation, pulls, snapshots, dials
+        self.probe_client = probe_client  # probes and goodbyes: never queued behind the data above
         self.directory = directory
         self.tasks = tasks
         self.events = events
@@ -90,11 +93,11 @@ class Market:
     @property
     def stats(self) -> dict[str, int]:
         """Message counters, and what says whether we are overloaded: our local health score (0-8,
-        membership.py) and the connections our client has opened (TLS handshakes)."""
+        membership.py) and the connections our clients have opened (TLS handshakes)."""
         return {
             **self.replica.stats,
             "health_score": self.replica.membership.score,
-            "connections_opened": self.client.opened,
+            "connections_opened": self.client.opened + self.probe_client.opened,
         }
 
     def _sign_head(self, ts: int) -> Head:
@@ -210,7 +213,8 @@ class Market:
     async def _send(self, action: Send) -> None:
         result: Any
         try:
-            result = await self.client.request_dest(
+            client = self.probe_client if isinstance(action.msg, LIVENESS) else self.client
+            result = await client.request_dest(
                 action.addr,
                 MARKET,
                 action.msg,

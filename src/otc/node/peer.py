@@ -115,18 +115,23 @@ class Peer:
         self.events = Listeners()
         self.tasks = Tasks()
         self.grape = GrapeStatus(config.grape, self.events)
-        # The overlay's own client: a neighbour's gossip, probes and repairs share at most
-        # MARKET_CONNS_PER_PEER connections, so when it answers slowly our requests queue (and gossip
-        # batches) rather than each opening a TLS connection: at 150 peers on 2 cores those handshakes
-        # (hundreds a second) were what kept the machine saturated
-        self.market_client = PeerRPCClient(
-            self.link, timeout=config.rpc_timeout_s, ssl=client_tls, verify_peer=tls.verify_peer,
-            idle_timeout=PEER_IDLE_S, max_conns_per_dest=L.MARKET_CONNS_PER_PEER,
+        # The overlay's own clients: its data (gossip, repairs) to one peer shares at most
+        # MARKET_CONNS_PER_PEER connections, so when that peer answers slowly our requests queue (and
+        # gossip batches) rather than each opening a TLS connection: at 150 peers on 2 cores those
+        # handshakes (hundreds a second) kept the machine saturated. Probes have connections of their
+        # own, so a liveness check never waits behind data
+        self.market_client, self.probe_client = (
+            PeerRPCClient(
+                self.link, timeout=config.rpc_timeout_s, ssl=client_tls, verify_peer=tls.verify_peer,
+                idle_timeout=PEER_IDLE_S, max_conns_per_dest=conns,
+            )
+            for conns in (L.MARKET_CONNS_PER_PEER, L.PROBE_CONNS_PER_PEER)
         )  # fmt: skip
         self.directory = Directory(self.link, self.client, self._head_addr, self.grape)
         self.market = Market(
-            config, self.desk, self.book, self.market_client, self.directory, self.tasks, self.events
-        )
+            config, self.desk, self.book, self.market_client, self.probe_client, self.directory,
+            self.tasks, self.events,
+        )  # fmt: skip
         self.trading = Trading(
             config, self.desk, Taker(self.identity, self.name), self.book, self.store, self.market,
             self.directory, self.tasks, self.events,
@@ -218,6 +223,7 @@ class Peer:
         await self.tasks.stop()
         await self.client.stop()
         await self.market_client.stop()
+        await self.probe_client.stop()
         await self.link.stop()
         self.market.stop()
         self.notify.stop()
