@@ -289,6 +289,12 @@ def test_refusals_in_plain_words(spawn: Spawn) -> None:
     assert "the minimum fill 2 BTC is more than the offer's amount 1 BTC" in words
     err = usage_error("--api", alice.url, "chat", "send", "bob", " ")
     assert "a message needs some text" in err and "Expected" not in err
+    # (the session's Grapes are shared: once, in a full run, another live "alice" took this message;
+    # say which, should it happen again)
+    others = [
+        p for p in alice.get("/api/peers") if p["name"] == "alice" and p["alive"] and p["id"] != alice.peer_id
+    ]
+    assert others == [], f"another peer calls itself alice: {others}"
     words = refused("ERR_INVALID_MESSAGE", "--api", alice.url, "chat", "send", "alice", "me?")
     assert "your own name" in words
     body = {"to": "bob", "text": ""}  # straight to the API: no schema jargon there either
