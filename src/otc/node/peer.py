@@ -20,6 +20,7 @@ atomic and survive a crash.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import tempfile
 from pathlib import Path
@@ -108,25 +109,21 @@ class Peer:
         # Idle connections are kept 30 s (the library's 4 s suits Node servers, which close at 5 s; ours
         # keep them 60 s): neighbours are probed every 4 s at most, and a TLS handshake per probe was over a
         # third of a peer's CPU in a 150-peer market
-        self.client = PeerRPCClient(
-            self.link, timeout=config.rpc_timeout_s, ssl=client_tls, verify_peer=tls.verify_peer,
-            idle_timeout=PEER_IDLE_S,
+        rpc_client = functools.partial(
+            PeerRPCClient, self.link, timeout=config.rpc_timeout_s, ssl=client_tls,
+            verify_peer=tls.verify_peer, idle_timeout=PEER_IDLE_S,
         )  # fmt: skip
-        self.events = Listeners()
-        self.tasks = Tasks()
-        self.grape = GrapeStatus(config.grape, self.events)
+        self.client = rpc_client()  # trades, chat, offer lists: the library's 64 connections per peer
         # The overlay's own clients: its data (gossip, repairs) to one peer shares at most
         # MARKET_CONNS_PER_PEER connections, so when that peer answers slowly our requests queue (and
         # gossip batches) rather than each opening a TLS connection: at 150 peers on 2 cores those
         # handshakes (hundreds a second) kept the machine saturated. Probes have connections of their
         # own, so a liveness check never waits behind data
-        self.market_client, self.probe_client = (
-            PeerRPCClient(
-                self.link, timeout=config.rpc_timeout_s, ssl=client_tls, verify_peer=tls.verify_peer,
-                idle_timeout=PEER_IDLE_S, max_conns_per_dest=conns,
-            )
-            for conns in (L.MARKET_CONNS_PER_PEER, L.PROBE_CONNS_PER_PEER)
-        )  # fmt: skip
+        self.market_client = rpc_client(max_conns_per_dest=L.MARKET_CONNS_PER_PEER)
+        self.probe_client = rpc_client(max_conns_per_dest=L.PROBE_CONNS_PER_PEER)
+        self.events = Listeners()
+        self.tasks = Tasks()
+        self.grape = GrapeStatus(config.grape, self.events)
         self.directory = Directory(self.link, self.client, self._head_addr, self.grape)
         self.market = Market(
             config, self.desk, self.book, self.market_client, self.probe_client, self.directory,
